@@ -1,0 +1,5 @@
+import sys
+
+from llmeval.cli import main
+
+sys.exit(main())

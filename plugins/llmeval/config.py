@@ -1,0 +1,427 @@
+"""Typed evaluation configs: load YAML, validate, and explain what is wrong.
+
+The seed solution's configs (pipeline / dataset / models / algorithms) load unchanged;
+everything new is an additive key with a default. Errors name the file, the YAML line,
+the field path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jmespath
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmeval.algorithms import ALGORITHMS, accepting
+
+PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
+DEFAULTS_FILE = "defaults.yaml"
+CONFIGS_DIR_ENV = "LLM_EVAL_CONFIGS_DIR"
+# SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
+AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+LOCAL_MODELS = ("smollm2-135m-instruct",)
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class FieldProblem(ValueError):
+    """A model-level check that knows which field (relative to the model) is wrong."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$", description="Becomes the DAG id.")
+    description: str = ""
+    tags: list[str] = []
+
+
+class DatasetSection(_Strict):
+    dataset_name: str
+    input_data_location: str = Field(description="Path (relative to include/data), file URI or s3:// URI.")
+    dataset_mime_type: Literal["jsonlines"] = "jsonlines"
+    model_input_key: str
+    target_output_key: str
+    category_key: str | None = Field(None, description="Column with a category, for per-category scores.")
+
+
+class DeploymentSection(_Strict):
+    instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    num_instances: int = Field(1, ge=1)
+
+
+class EvaluationSection(_Strict):
+    output: str = Field("[0].generated_text", description="JMESPath to the generated text in the response.")
+    content_template: Any = Field(PROMPT_PLACEHOLDER, description=f"Payload 'inputs' with {PROMPT_PLACEHOLDER}.")
+    inference_parameters: dict[str, Any] = {}
+    custom_attributes: dict[str, Any] = {}
+    prompt_template: str = "$feature"
+    max_concurrency: int | None = Field(None, ge=1, le=256, description="Default: 4 per instance.")
+    request_timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+
+    @field_validator("output")
+    @classmethod
+    def _jmespath(cls, value: str) -> str:
+        try:
+            jmespath.compile(value)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ValueError(f"not a valid JMESPath expression ({exc})") from None
+        return value
+
+    @field_validator("content_template")
+    @classmethod
+    def _has_placeholder(cls, value: Any) -> Any:
+        if PROMPT_PLACEHOLDER not in repr(value):
+            raise ValueError(f"must contain {PROMPT_PLACEHOLDER} where the prompt goes")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_feature(cls, value: str) -> str:
+        if "$feature" not in value and "$model_input" not in value:
+            raise ValueError("must contain $feature (or $model_input) where the dataset's input goes")
+        return value
+
+
+class FinetuningParameters(BaseModel):
+    """The seed's keys; any other key is passed through as a hyperparameter."""
+
+    model_config = ConfigDict(extra="allow")
+    instance_type: str = "ml.g5.12xlarge"
+    num_instances: int = Field(1, ge=1)
+    epoch: int = Field(1, ge=1)
+    max_input_length: int = Field(512, ge=8)
+    instruction_tuned: bool = True
+    chat_dataset: bool = False
+
+
+class FinetuningSection(_Strict):
+    train_data_path: str
+    validation_data_path: str | None = None
+    parameters: FinetuningParameters = FinetuningParameters()
+
+
+class RegisterSection(_Strict):
+    model_package_group_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class ModelSection(_Strict):
+    name: str = Field(pattern=AWS_NAME, description="Unique in the config; used in task and resource names.")
+    model_provider: Literal["jumpstart", "bedrock", "local"] | None = None
+    model_id: str
+    model_version: str = "*"
+    endpoint_name: str | None = Field(None, pattern=AWS_NAME)
+    deployment_config: DeploymentSection = DeploymentSection()
+    evaluation_config: EvaluationSection = EvaluationSection()
+    cleanup_endpoint: bool = True
+    finetuning: FinetuningSection | None = None
+    register_config: RegisterSection | None = None
+
+    @property
+    def max_concurrency(self) -> int:
+        return self.evaluation_config.max_concurrency or 4 * self.deployment_config.num_instances
+
+
+class AlgorithmSection(BaseModel):
+    """One algorithm. The seed's `module`/`config` keys are accepted and checked."""
+
+    model_config = ConfigDict(extra="allow")
+    algorithm: str
+    module: str | None = None
+    config: str | None = None
+
+    @model_validator(mode="after")
+    def _known_with_valid_options(self) -> AlgorithmSection:
+        spec = ALGORITHMS.get(self.algorithm)
+        if spec is None:
+            raise FieldProblem(("algorithm",), f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+        if self.module is not None and self.module != spec.fmeval_module:
+            raise FieldProblem(("module",), f"module for {self.algorithm} must be {spec.fmeval_module!r}, got {self.module!r}")
+        if self.config is not None and self.config != spec.fmeval_config_class:
+            raise FieldProblem(("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}")
+        for option in self.options:
+            if option not in spec.options:
+                takers = accepting(option)
+                where = f"accepted by: {', '.join(takers)}" if takers else "no algorithm accepts it"
+                allowed = ", ".join(sorted(spec.options)) or "none"
+                raise FieldProblem(
+                    (option,),
+                    f"{self.algorithm} does not accept option {option!r} ({where}); its options: {allowed}"
+                )
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MetricRule(_Strict):
+    metric: str = Field(description="'<Algorithm>/<score name>' or 'generation/<figure>'.")
+    weight: float = Field(1.0, gt=0)
+    direction: Literal["higher", "lower"] = "higher"
+    threshold: float | None = Field(None, description="Minimum (higher is better) or maximum (lower).")
+
+    @field_validator("metric")
+    @classmethod
+    def _shape(cls, value: str) -> str:
+        if value.count("/") != 1 or not all(value.split("/")):
+            raise ValueError("must look like 'FactualKnowledge/factual_knowledge' or 'generation/latency_p95_ms'")
+        return value
+
+
+class SelectionSection(_Strict):
+    metrics: list[MetricRule] = Field(
+        [], description="Empty: the first score of the first algorithm, higher is better (the seed's rule)."
+    )
+
+
+class RegistrySection(_Strict):
+    model_package_group_name: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    approval: Literal["auto", "manual"] = Field(
+        "auto", description="auto: Approved when selection passes; manual: PendingManualApproval."
+    )
+
+
+class EvalConfig(_Strict):
+    """One evaluation pipeline: becomes one Airflow DAG."""
+
+    target: Literal["local", "sagemaker"] = Field("sagemaker", description="No key means SageMaker (the seed).")
+    pipeline: PipelineSection
+    dataset: DatasetSection
+    models: list[ModelSection] = Field(min_length=1)
+    algorithms: list[AlgorithmSection] = Field(min_length=1)
+    schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
+    num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
+    selection: SelectionSection = SelectionSection()
+    registry: RegistrySection = RegistrySection()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None or value in SCHEDULE_PRESETS:
+            return value
+        if value.startswith("@"):
+            raise ValueError(f"unknown preset {value!r}; expected a cron expression or one of {', '.join(SCHEDULE_PRESETS)}")
+        try:
+            from croniter import croniter  # Airflow's dependency; absent in the worker environment
+        except ImportError:
+            return value
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (5 fields: minute hour day month weekday)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> EvalConfig:
+        seen: dict[str, int] = {}
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                raise FieldProblem(
+                    ("models", i, "name"), f"duplicate model name {model.name!r} (also models[{seen[model.name]}])"
+                )
+            seen[model.name] = i
+            if self.target == "local" and model.model_provider not in (None, "local"):
+                raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
+            if self.target == "local" and model.model_id not in LOCAL_MODELS:
+                raise FieldProblem(
+                    ("models", i, "model_id"),
+                    f"{model.model_id!r} is not a local model; expected one of {', '.join(LOCAL_MODELS)}",
+                )
+        names = [a.algorithm for a in self.algorithms]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
+        for i, rule in enumerate(self.selection.metrics):
+            source, figure = rule.metric.split("/")
+            loc = ("selection", "metrics", i, "metric")
+            if source == "generation" and figure not in GENERATION_METRICS:
+                raise FieldProblem(loc, f"expected generation/ one of {', '.join(GENERATION_METRICS)}")
+            if source != "generation" and source not in names:
+                raise FieldProblem(loc, f"{source} is not among this config's algorithms ({', '.join(names)})")
+        return self
+
+    def model(self, name: str) -> ModelSection:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"no model named {name!r} in {self.pipeline.name}")
+
+    @property
+    def registry_group(self) -> str:
+        if self.registry.model_package_group_name:
+            return self.registry.model_package_group_name
+        return re.sub(r"[^a-zA-Z0-9-]+", "-", self.pipeline.name).strip("-")[:63]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field or '<top>'}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; `problems` holds one entry per mistake."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node on the path `loc`."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line, node = (key.start_mark.line + 1 if key is not None else line), match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _expected(error: dict[str, Any]) -> str:
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check its spelling and indentation)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return f"{msg} (got {error['input']!r})" if error["type"] != "value_error" and "input" in error else msg
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> tuple[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")])
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"cannot read file ({exc.strerror})")])
+    try:
+        return text, yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark:
+            reason += f" ({context} started at line {context_mark.line + 1})"
+        raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")])
+
+
+def load_defaults(folder: Path) -> dict[str, Any]:
+    path = folder / DEFAULTS_FILE
+    if not path.exists():
+        return {}
+    _, data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(str(path), 1, "", "expected a mapping of default keys")])
+    return data
+
+
+def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> EvalConfig:
+    """Load and validate one config file; raise ConfigError naming file, line and field."""
+    path = Path(path)
+    text, data = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(str(path), 1, "", "expected a mapping with pipeline, dataset, models, algorithms")])
+    if defaults:
+        data = _deep_merge(defaults, data)
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        root = yaml.compose(text, Loader=_SafeLoader)
+        problems = []
+        for err in exc.errors():
+            loc = _yaml_loc(err["loc"])
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldProblem):
+                loc += cause.loc
+            problems.append(Problem(str(path), _line_of(root, loc), _field_path(loc), _expected(err)))
+        raise ConfigError(problems) from None
+
+
+def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union/tag entries (e.g. 'function-after[...]') that are not YAML keys."""
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def configs_dir(default: Path) -> Path:
+    return Path(os.environ.get(CONFIGS_DIR_ENV) or default)
+
+
+def config_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.y*ml") if p.name != DEFAULTS_FILE and p.suffix in (".yaml", ".yml"))
+
+
+def load_folder(folder: Path) -> tuple[list[tuple[Path, EvalConfig]], list[ConfigError]]:
+    """Every config in `folder`: the valid ones and one ConfigError per broken file."""
+    good: list[tuple[Path, EvalConfig]] = []
+    bad: list[ConfigError] = []
+    try:
+        defaults = load_defaults(folder)
+    except ConfigError as exc:
+        return [], [exc]
+    names: dict[str, Path] = {}
+    for path in config_files(folder):
+        try:
+            cfg = load_config(path, defaults)
+        except ConfigError as exc:
+            bad.append(exc)
+            continue
+        if cfg.pipeline.name in names:
+            bad.append(
+                ConfigError([Problem(str(path), None, "pipeline.name",
+                                     f"{cfg.pipeline.name!r} is already used by {names[cfg.pipeline.name]}")])
+            )
+            continue
+        names[cfg.pipeline.name] = path
+        good.append((path, cfg))
+    return good, bad
+
+
+def json_schema() -> dict[str, Any]:
+    return EvalConfig.model_json_schema()

@@ -1,0 +1,130 @@
+"""The evaluation entry point: generate, then score, for one model.
+
+The same command line runs in the local worker environment and in a SageMaker
+Processing container (the package shipped as its code input):
+
+    python -m llmeval.evaluation --config run/config.json --model NAME \
+        --dataset run/dataset.jsonl --output-dir run/models/NAME \
+        --endpoint-name NAME [--endpoint-url http://127.0.0.1:PORT] [--cache-dir DIR]
+
+Writes outputs.jsonl (one row per record), records.jsonl (answered rows with every
+score) and results.json (the result schema). Exit status 0 when results were written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from llmeval.config import EvalConfig, load_config
+from llmeval.dataset import read_jsonl, write_jsonl
+from llmeval.evaluation.generate import ResponseCache, Target, generate
+from llmeval.evaluation.score import score_outputs
+from llmeval.results import GenerationStats, ModelResult, write_result
+
+log = logging.getLogger("llmeval.evaluation")
+
+
+def _load(path: Path) -> EvalConfig:
+    if path.suffix == ".json":
+        return EvalConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    return load_config(path)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
+
+
+def run(args: argparse.Namespace) -> ModelResult:
+    cfg = _load(args.config)
+    model = cfg.model(args.model)
+    ev = model.evaluation_config
+    records = read_jsonl(args.dataset)
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    target = Target(
+        endpoint_name=args.endpoint_name or model.endpoint_name or model.name,
+        model_identity=args.model_identity or f"{model.model_id}@{model.model_version}",
+        output_path=ev.output,
+        content_template=ev.content_template,
+        inference_parameters=ev.inference_parameters,
+        custom_attributes=",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                   for k, v in ev.custom_attributes.items()) or None,
+        endpoint_url=args.endpoint_url,
+        region=args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        max_concurrency=model.max_concurrency,
+        timeout_s=ev.request_timeout_s,
+        max_retries=ev.max_retries,
+    )
+    cache = ResponseCache(args.cache_dir / "responses.sqlite")
+    started = time.perf_counter()
+    try:
+        rows = generate(records, target, ev.prompt_template, cache)
+    finally:
+        cache.close()
+    write_jsonl(out / "outputs.jsonl", rows)
+    answered = [r for r in rows if r["error"] is None]
+    latencies = [r["latency_ms"] for r in answered if not r["cached"]] or [r["latency_ms"] for r in answered]
+    stats = GenerationStats(
+        records_total=len(rows),
+        records_evaluated=len(answered),
+        records_failed=len(rows) - len(answered),
+        cache_hits=sum(r["cached"] for r in rows),
+        latency_p50_ms=_percentile(latencies, 0.5),
+        latency_p95_ms=_percentile(latencies, 0.95),
+        input_tokens_total=sum(r["input_tokens"] for r in answered),
+        output_tokens_total=sum(r["output_tokens"] for r in answered),
+        wall_seconds=round(time.perf_counter() - started, 2),
+    )
+    result = ModelResult(
+        model=model.name,
+        status="succeeded",
+        generation=stats,
+        outputs_location=str(out / "outputs.jsonl"),
+        metadata={"model_id": model.model_id, "model_version": model.model_version, "endpoint": target.endpoint_name},
+    )
+    if not answered:
+        first = next((r["error"] for r in rows if r["error"]), "no records")
+        result.status, result.failed_step, result.error = "failed", "generate", f"every record failed; first: {first}"
+        return result
+    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"))
+    write_jsonl(out / "records.jsonl", scored)
+    errors = [a for a in result.algorithms if a.error]
+    if len(errors) == len(result.algorithms):
+        result.status, result.failed_step = "failed", "score"
+        result.error = "; ".join(f"{a.algorithm}: {a.error}" for a in errors)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="config YAML, or the run's resolved config.json")
+    parser.add_argument("--model", required=True, help="model name from the config")
+    parser.add_argument("--dataset", type=Path, required=True, help="prepared dataset JSONL")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--endpoint-name", help="default: the model's endpoint_name, else its name")
+    parser.add_argument("--endpoint-url", help="override for the sagemaker-runtime endpoint (local server)")
+    parser.add_argument("--model-identity", help="cache identity; default model_id@model_version")
+    parser.add_argument("--region")
+    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    result = run(args)
+    path = write_result(args.output_dir, result)
+    log.info("wrote %s (status %s)", path, result.status)
+    print(json.dumps({"results": str(path), "status": result.status}))
+    return 0 if result.succeeded else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""A simulated SageMaker-runtime endpoint for benchmarks and fault tests.
+
+Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `capacity`
+requests at once (others wait, as on a real instance), and throttles a chosen fraction
+of requests with ThrottlingException (HTTP 429). The answer echoes the prompt, so a test
+can check that every record got its own answer. Loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from llmeval.evaluation.server import send_json
+
+
+class LatencyServer:
+    def __init__(self, latency_s: float = 0.05, capacity: int = 16, throttle_rate: float = 0.0, seed: int = 0):
+        self.latency_s = latency_s
+        self.capacity = threading.BoundedSemaphore(capacity)
+        self.throttle_rate = throttle_rate
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.throttled = 0
+        self.answered: Counter[str] = Counter()
+        self.max_in_flight = self._in_flight = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> LatencyServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _answer(self, body: bytes) -> tuple[int, dict[str, Any], str | None]:
+        with self.lock:
+            self.requests += 1
+            throttle = self.random.random() < self.throttle_rate
+            self.throttled += throttle
+        if throttle:
+            return 429, {"message": "Rate exceeded"}, "ThrottlingException"
+        inputs = json.loads(body)["inputs"]
+        with self.capacity:
+            with self.lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            time.sleep(self.latency_s)
+            with self.lock:
+                self._in_flight -= 1
+                self.answered[str(inputs)] += 1
+        text = f"answer to: {inputs}"
+        return 200, [{"generated_text": text, "details": {"prompt_tokens": 5, "generated_tokens": 3}}], None
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                send_json(self, *server._answer(body))
+
+        return Handler

@@ -1,0 +1,135 @@
+"""Score stage: run the configured algorithms over saved model outputs.
+
+fmeval's algorithms are used per record through `evaluate_sample`, in a plain loop: the
+same scores fmeval's `evaluate()` computes, without starting Ray for every algorithm.
+Each dataset score carries a bootstrap 95% interval and its record count; categories
+get their own scores when the dataset has a category column.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+from collections import defaultdict
+from typing import Any, Callable
+
+from llmeval.algorithms import ALGORITHMS
+from llmeval.config import AlgorithmSection
+from llmeval.results import AlgorithmResult, Score
+
+log = logging.getLogger("llmeval.score")
+
+PerRecord = list[dict[str, float | None]]
+BOOTSTRAP_SAMPLES = 1000
+
+
+class AlgorithmUnavailable(RuntimeError):
+    """An algorithm that cannot run in this environment (e.g. needs the Hugging Face Hub)."""
+
+
+def offline_algorithms() -> list[str]:
+    return sorted(n for n, s in ALGORITHMS.items() if not s.needs_hub_download and not s.calls_model_when_scoring)
+
+
+def _fmeval_scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]], PerRecord]:
+    spec = ALGORITHMS[section.algorithm]
+    try:
+        module = importlib.import_module(spec.fmeval_module)
+    except Exception as exc:  # fmeval loads BERTScore/detoxify weights at import time
+        raise AlgorithmUnavailable(
+            f"{spec.name} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"It downloads model weights from the Hugging Face Hub; offline, use one of: "
+            f"{', '.join(offline_algorithms())}"
+        ) from exc
+    config_cls = getattr(module, spec.fmeval_config_class)
+    algorithm = getattr(module, spec.name)(config_cls(**section.options))
+    accepted = inspect.signature(algorithm.evaluate_sample).parameters
+
+    def score(records: list[dict[str, Any]]) -> PerRecord:
+        out = []
+        for record in records:
+            kwargs = {k: record[k] for k in ("model_input", "target_output", "model_output") if k in accepted}
+            out.append({s.name: s.value for s in algorithm.evaluate_sample(**kwargs)})
+        return out
+
+    return score
+
+
+def _scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]], PerRecord]:
+    spec = ALGORITHMS[section.algorithm]
+    if spec.calls_model_when_scoring:
+        raise AlgorithmUnavailable(
+            f"{spec.name} calls the model while scoring, which this score stage does not do yet; "
+            f"supported here: {', '.join(offline_algorithms())} (and the Hub-based ones when online)"
+        )
+    if spec.needs_hub_download and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise AlgorithmUnavailable(
+            f"{spec.name} needs model weights from the Hugging Face Hub and HF_HUB_OFFLINE=1; "
+            f"algorithms that work offline: {', '.join(offline_algorithms())}"
+        )
+    if spec.fmeval_module is None:
+        from llmeval.evaluation.similarity import SemanticSimilarity
+
+        return SemanticSimilarity(**section.options).score_records
+    return _fmeval_scorer(section)
+
+
+def bootstrap_ci(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        return float(data.mean()), float(data.mean())
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(samples, len(data)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def aggregate(per_record: PerRecord) -> list[Score]:
+    names: list[str] = []
+    for row in per_record:
+        names.extend(n for n in row if n not in names)
+    scores = []
+    for name in names:
+        values = [row[name] for row in per_record if row.get(name) is not None]
+        if not values:
+            scores.append(Score(name, None, count=0))
+            continue
+        low, high = bootstrap_ci(values)
+        scores.append(Score(name, sum(values) / len(values), low, high, len(values)))
+    return scores
+
+
+def score_outputs(
+    rows: list[dict[str, Any]], algorithms: list[AlgorithmSection], records_location: str
+) -> tuple[list[AlgorithmResult], list[dict[str, Any]]]:
+    """(one result per algorithm, the answered rows with every per-record score added)."""
+    answered = [r for r in rows if r.get("model_output") is not None]
+    results: list[AlgorithmResult] = []
+    for section in algorithms:
+        name = section.algorithm
+        try:
+            per_record = _scorer(section)(answered)
+        except Exception as exc:
+            log.error("score %s failed: %s", name, exc)
+            results.append(AlgorithmResult(name, [], records_location=records_location, error=str(exc)))
+            continue
+        for row, scores in zip(answered, per_record):
+            row.setdefault("scores", {})[name] = scores
+        by_category: dict[str, PerRecord] = defaultdict(list)
+        for row, scores in zip(answered, per_record):
+            if row.get("category") is not None:
+                by_category[str(row["category"])].append(scores)
+        results.append(
+            AlgorithmResult(
+                name,
+                aggregate(per_record),
+                {cat: aggregate(recs) for cat, recs in sorted(by_category.items())},
+                records_location,
+            )
+        )
+        log.info("score %s: %s", name, ", ".join(f"{s.name}={s.value:.3f}" for s in results[-1].scores if s.value is not None))
+    return results, answered

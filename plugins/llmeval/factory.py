@@ -1,0 +1,209 @@
+"""DAG factory: one Airflow DAG per evaluation config.
+
+    preprocess -> plan -> model[i] (mapped task group: deploy -> evaluate -> teardown)
+               -> select -> register -> report -> verdict
+
+The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
+tasks. Parsing stays cheap: only the config model and Airflow's SDK are imported here;
+everything heavy is imported inside task callables. A broken config becomes an import
+error for that config file; the other configs still produce their DAGs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Param, get_current_context, task, task_group
+
+from llmeval.config import ConfigError, EvalConfig, configs_dir, load_folder
+from llmeval.runtime import CONFIGS_DIR
+
+log = logging.getLogger("llmeval.factory")
+
+START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def current_run() -> tuple[Path, str, dict[str, Any]]:
+    """(run folder, run id, params) of the running task."""
+    from llmeval.runtime import run_dir
+
+    ctx = get_current_context()
+    run_id = ctx["run_id"]
+    return run_dir(ctx["dag"].dag_id, run_id), run_id, ctx["params"]
+
+
+def _params(cfg: EvalConfig) -> dict[str, Param]:
+    names = [m.name for m in cfg.models]
+    return {
+        "models": Param(
+            names,
+            type="array",
+            items={"type": "string", "enum": names},
+            minItems=1,
+            uniqueItems=True,
+            title="Models",
+            description="Which of the config's models to evaluate in this run.",
+        ),
+        "num_records": Param(
+            cfg.num_records,
+            type=["null", "integer"],
+            minimum=1,
+            title="Record limit",
+            description="Evaluate only the first N records (a smoke run). Empty: the config's num_records, "
+            "else the whole dataset.",
+        ),
+        "register": Param(True, type="boolean", title="Register", description="Register the selected model."),
+        "keep_endpoints": Param(
+            False,
+            type="boolean",
+            title="Keep endpoints",
+            description="Leave endpoints / local servers running after the run (they cost money on SageMaker).",
+        ),
+    }
+
+
+def _doc(cfg: EvalConfig, source: Path) -> str:
+    models = "\n".join(f"- `{m.name}`: {m.model_id} ({m.model_version})" for m in cfg.models)
+    algos = ", ".join(a.algorithm for a in cfg.algorithms)
+    return (
+        f"### {cfg.pipeline.name}\n\n{cfg.pipeline.description}\n\n"
+        f"Config: `{source}` (target **{cfg.target}**)\n\nDataset: `{cfg.dataset.dataset_name}` "
+        f"({cfg.dataset.input_data_location})\n\nModels:\n{models}\n\nAlgorithms: {algos}\n"
+    )
+
+
+def build_dag(cfg: EvalConfig, source: Path) -> DAG:
+    target = importlib.import_module(f"llmeval.targets.{cfg.target}")
+    config_path = str(source)
+
+    with DAG(
+        dag_id=cfg.pipeline.name,
+        description=cfg.pipeline.description or f"LLM evaluation from {source.name}",
+        schedule=cfg.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=["llm-eval", cfg.target, *cfg.pipeline.tags],
+        params=_params(cfg),
+        doc_md=_doc(cfg, source),
+        default_args={"owner": "llm-eval", "retries": 0, "retry_delay": timedelta(seconds=30)},
+    ) as dag:
+
+        @task
+        def preprocess() -> dict[str, Any]:
+            """Freeze the config for this run and prepare the prompt dataset."""
+            from llmeval.steps import prepare_run
+
+            run_folder, _, params = current_run()
+            return prepare_run(Path(config_path), run_folder, params.get("num_records"))
+
+        @task
+        def plan(prepared: dict[str, Any]) -> list[str]:
+            """The models this run evaluates (the `models` Param)."""
+            from llmeval.steps import plan_models, run_config
+
+            run_folder, _, params = current_run()
+            models = plan_models(run_config(run_folder), params.get("models"))
+            log.info("evaluating %d model(s) on %d records: %s", len(models), prepared["records"], models)
+            return models
+
+        @task_group(group_id="model")
+        def per_model(model_name: str) -> None:
+            target.model_steps(config_path, model_name)
+
+        @task(trigger_rule="all_done")
+        def select(models: list[str]) -> dict[str, Any]:
+            """Rank the models by the selection policy; failed models are listed, not dropped."""
+            from llmeval.steps import select_best
+
+            run_folder, _, _ = current_run()
+            return select_best(run_folder, models).to_dict()
+
+        @task
+        def register(selection: dict[str, Any]) -> dict[str, Any]:
+            """Register the selected model with its metrics and approval status."""
+            from llmeval.steps import register_best, run_config
+
+            run_folder, run_id, params = current_run()
+            registry = target.registry(run_config(run_folder))
+            return register_best(run_folder, registry, run_id, enabled=bool(params.get("register", True)))
+
+        @task(trigger_rule="all_done")
+        def report(models: list[str]) -> str:
+            """Write the leaderboard (HTML + Markdown) whatever happened upstream."""
+            from llmeval.steps import write_run_report
+
+            run_folder, run_id, _ = current_run()
+            return str(write_run_report(run_folder, run_id, models))
+
+        @task(trigger_rule="all_done")
+        def verdict(models: list[str]) -> None:
+            """Fail the run when a model failed, after the report is written (for alerting)."""
+            from llmeval.steps import collect_results
+
+            run_folder, _, _ = current_run()
+            failed = [r for r in collect_results(run_folder, models) if not r.succeeded]
+            if failed:
+                raise RuntimeError(
+                    "; ".join(f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}" for r in failed)
+                )
+
+        models = plan(preprocess())
+        group = per_model.expand(model_name=models)
+        chosen = select(models)
+        group >> chosen
+        registered = register(chosen)
+        written = report(models)
+        registered >> written >> verdict(models)
+    return dag
+
+
+def _report_import_errors(errors: list[ConfigError]) -> None:
+    """Add one Airflow import error per broken config file to the DagBag being filled.
+
+    Raising would drop every DAG of the DAG file, so the errors are added to the import
+    result of the file Airflow is parsing, keyed by the config's own path.
+    """
+    for exc in errors:
+        log.error("invalid evaluation config:\n%s", exc)
+    frame, result, bundle = inspect.currentframe(), None, None
+    while frame is not None:
+        local = frame.f_locals
+        if result is None and type(local.get("result")).__name__ == "DagImportResult":
+            result = local["result"]
+        bundle = bundle or local.get("bundle_path") or getattr(local.get("self"), "bundle_path", None)
+        frame = frame.f_back
+    if result is None:  # not parsed by Airflow (e.g. imported by a script): the log has it
+        return
+    from airflow.dag_processing.importers.base import DagImportError
+
+    for exc in errors:
+        first = exc.problems[0]
+        shown = os.path.relpath(first.file, bundle) if bundle else first.file
+        result.errors.append(
+            DagImportError(file_path=shown, message=str(exc), error_type="config", line_number=first.line)
+        )
+
+
+def load_dags(folder: Path | None = None) -> dict[str, DAG]:
+    """DAGs for every valid config in `folder` (default: $LLM_EVAL_CONFIGS_DIR or include/configs)."""
+    good, bad = load_folder(folder or configs_dir(CONFIGS_DIR))
+    dags: dict[str, DAG] = {}
+    for path, cfg in good:
+        try:
+            dag = build_dag(cfg, path)
+            dag.validate()
+            dags[cfg.pipeline.name] = dag
+        except Exception as exc:  # whatever Airflow rejects stays this config's error
+            from llmeval.config import Problem
+
+            bad.append(ConfigError([Problem(str(path), None, "", f"{type(exc).__name__}: {exc}")]))
+    if bad:
+        _report_import_errors(bad)
+    return dags

@@ -1,0 +1,108 @@
+"""Select the best model by a multi-metric policy.
+
+Each metric is normalised across the eligible candidates (min-max, flipped when lower
+is better), weighted and summed. A candidate is eligible when it succeeded, has every
+metric, and meets every threshold. Ties break on the first metric's raw value, then on
+the model name, so the choice is deterministic. With no metrics configured, the seed's
+rule applies: the first score of the first algorithm, higher is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llmeval.config import EvalConfig, MetricRule
+from llmeval.results import ModelResult
+
+
+@dataclass
+class Candidate:
+    model: str
+    status: str  # "selected" | "eligible" | "below threshold" | "missing metric" | "failed"
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    composite: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class Selection:
+    best: str | None
+    rules: list[dict[str, Any]]
+    ranking: list[Candidate]
+
+    @property
+    def failed(self) -> list[Candidate]:
+        return [c for c in self.ranking if c.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "rules": self.rules, "ranking": [asdict(c) for c in self.ranking]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Selection:
+        return cls(data["best"], data["rules"], [Candidate(**c) for c in data["ranking"]])
+
+
+def effective_rules(cfg: EvalConfig, results: list[ModelResult]) -> list[MetricRule]:
+    if cfg.selection.metrics:
+        return list(cfg.selection.metrics)
+    first = cfg.algorithms[0].algorithm
+    for result in results:
+        for algo in result.algorithms:
+            if algo.algorithm == first and algo.scores:
+                return [MetricRule(metric=f"{first}/{algo.scores[0].name}")]
+    return []
+
+
+def _meets(rule: MetricRule, value: float) -> bool:
+    if rule.threshold is None:
+        return True
+    return value >= rule.threshold if rule.direction == "higher" else value <= rule.threshold
+
+
+def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
+    rules = effective_rules(cfg, results)
+    candidates: list[Candidate] = []
+    for result in results:
+        metrics = {r.metric: result.metric(r.metric) for r in rules}
+        cand = Candidate(result.model, "eligible", metrics)
+        if not result.succeeded:
+            cand.status = "failed"
+            cand.reason = f"{result.failed_step or 'evaluation'} failed: {result.error or 'no detail'}"
+        elif not rules or any(v is None for v in metrics.values()):
+            cand.status = "missing metric"
+            missing = [m for m, v in metrics.items() if v is None] or ["(no scores)"]
+            cand.reason = f"no value for {', '.join(missing)}"
+        else:
+            misses = [r for r in rules if not _meets(r, metrics[r.metric])]
+            if misses:
+                cand.status = "below threshold"
+                cand.reason = "; ".join(
+                    f"{r.metric}={metrics[r.metric]:.4g} {'<' if r.direction == 'higher' else '>'} {r.threshold}"
+                    for r in misses
+                )
+        candidates.append(cand)
+
+    eligible = [c for c in candidates if c.status == "eligible"]
+    total_weight = sum(r.weight for r in rules) or 1.0
+    for cand in eligible:
+        composite = 0.0
+        for rule in rules:
+            values = [c.metrics[rule.metric] for c in eligible]
+            low, high = min(values), max(values)
+            norm = 1.0 if high == low else (cand.metrics[rule.metric] - low) / (high - low)
+            composite += rule.weight * (norm if rule.direction == "higher" else 1.0 - norm)
+        cand.composite = round(composite / total_weight, 6)
+
+    def order(c: Candidate) -> tuple[Any, ...]:
+        if c.composite is None:
+            return (1, 0.0, 0.0, c.model)
+        first = c.metrics[rules[0].metric] * (1 if rules[0].direction == "higher" else -1)
+        return (0, -c.composite, -first, c.model)
+
+    candidates.sort(key=order)
+    best = eligible and candidates[0]
+    if best:
+        best.status = "selected"
+        best.reason = f"highest composite score {best.composite:.3f} over {len(eligible)} eligible model(s)"
+    return Selection(best.model if best else None, [r.model_dump() for r in rules], candidates)

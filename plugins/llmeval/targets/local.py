@@ -1,0 +1,247 @@
+"""Local target: deploy = start a local model server, evaluate = run the evaluation entry
+point in the worker environment, teardown = stop the server (by its recorded PID).
+
+No Airflow import here: the factory wraps these functions in tasks. The server's PID is
+written to the model's folder before anything can fail, so teardown finds it whatever
+happened in between, and a re-run deploy reuses a live server instead of starting two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from llmeval.config import EvalConfig
+from llmeval.runtime import PLUGINS_DIR, cache_dir, model_dir, worker_python
+
+log = logging.getLogger("llmeval.local")
+
+READY_TIMEOUT_S = 900  # first start converts the GGUF model (~30-60 s) after imports
+ENDPOINT_FILE = "endpoint.json"
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: offline, dummy AWS credentials for the local server."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS_DIR), env.get("PYTHONPATH", "")) if p)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.setdefault("AWS_ACCESS_KEY_ID", "local")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    return env
+
+
+def endpoint_name(cfg: EvalConfig, model: str) -> str:
+    return cfg.model(model).endpoint_name or model
+
+
+def _is_our_server(pid: int, endpoint: str) -> bool:
+    """True when `pid` is alive and is the server we started for `endpoint` (not a reused PID)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"llmeval.evaluation.server" in cmdline and endpoint.encode() in cmdline
+
+
+def _ping(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, Any]:
+    """Start (or reuse) the model's server; return its endpoint description."""
+    folder = model_dir(run_folder, model)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = endpoint_name(cfg, model)
+    state_file = folder / ENDPOINT_FILE
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state.get("url") and _is_our_server(state["pid"], name) and _ping(state["url"]):
+            log.info("reusing live server pid %s for %s at %s", state["pid"], name, state["url"])
+            return state
+        stop_server(state_file)
+    ready = folder / "server-ready.json"
+    ready.unlink(missing_ok=True)
+    log_path = folder / "server.log"
+    cmd = [
+        worker_python(), "-m", "llmeval.evaluation.server",
+        "--model-id", cfg.model(model).model_id, "--endpoint-name", name, "--ready-file", str(ready),
+    ]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            cmd, cwd=PLUGINS_DIR, env=worker_env(), stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    state = {"model": model, "endpoint_name": name, "pid": proc.pid, "url": None, "log": str(log_path)}
+    state_file.write_text(json.dumps(state))
+    log.info("started model server pid %d for %s (log %s)", proc.pid, name, log_path)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    try:
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"model server exited with {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"model server not ready after {READY_TIMEOUT_S}s:\n{_tail(log_path)}")
+            time.sleep(0.5)
+        state["url"] = json.loads(ready.read_text())["url"]
+    except BaseException:
+        stop_server(state_file)
+        raise
+    state_file.write_text(json.dumps(state))
+    log.info("endpoint %s is serving at %s", name, state["url"])
+    return state
+
+
+def stop_server(state_file: Path, grace_s: float = 15.0) -> bool:
+    """Stop the server recorded in `state_file`; True if one was running."""
+    if not state_file.exists():
+        return False
+    state = json.loads(state_file.read_text())
+    pid, name = state["pid"], state["endpoint_name"]
+    if not _is_our_server(pid, name):
+        log.info("server pid %s for %s is not running", pid, name)
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _is_our_server(pid, name) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if _is_our_server(pid, name):
+        log.warning("server pid %s did not stop in %.0fs: killing", pid, grace_s)
+        os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+    log.info("stopped model server pid %s (%s)", pid, name)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our child (it becomes a zombie otherwise)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop_endpoint(cfg: EvalConfig, model: str, run_folder: Path, keep: bool = False) -> str:
+    state_file = model_dir(run_folder, model) / ENDPOINT_FILE
+    if keep or not cfg.model(model).cleanup_endpoint:
+        log.warning("keeping endpoint for %s running (cleanup disabled); state in %s", model, state_file)
+        return "kept"
+    return "stopped" if stop_server(state_file) else "not running"
+
+
+def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict[str, Any]) -> Path:
+    """Run the evaluation entry point for one model, streaming its log into the task log."""
+    out = model_dir(run_folder, model)
+    cmd = [
+        worker_python(), "-m", "llmeval.evaluation",
+        "--config", str(run_folder / "config.json"), "--model", model,
+        "--dataset", str(run_folder / "dataset.jsonl"), "--output-dir", str(out),
+        "--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"],
+        "--cache-dir", str(cache_dir()),
+    ]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.Popen(
+        cmd, cwd=PLUGINS_DIR, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    tail: list[str] = []
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line and not line.startswith("sagemaker.config INFO"):
+                log.info("%s", line)
+                tail = (tail + [line])[-20:]
+        proc.wait()
+    except BaseException:  # task killed or timed out: do not leave the worker behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluation of {model} exited with {proc.returncode}:\n" + "\n".join(tail))
+    return out / "results.json"
+
+
+# --------------------------------------------------------------------------- Airflow tasks
+
+
+def registry(cfg: EvalConfig):
+    from llmeval.registry import LocalRegistry
+    from llmeval.runtime import registry_dir
+
+    return LocalRegistry(registry_dir())
+
+
+def _guarded(step: str, model: str, body):
+    """Run a step's body; on failure record the step and error for selection and the report."""
+    from llmeval.factory import current_run
+    from llmeval.results import write_failure
+    from llmeval.steps import run_config
+
+    run_folder, _, params = current_run()
+    try:
+        return body(run_config(run_folder), run_folder, params)
+    except Exception as exc:
+        write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def model_steps(config_path: str, model_name: Any) -> None:
+    """deploy -> evaluate -> teardown for one (mapped) model, built in the current task group."""
+    from airflow.sdk import get_current_context, task
+
+    def label(model: str) -> None:
+        get_current_context()["model_label"] = model
+
+    @task(map_index_template="{{ model_label }}")
+    def deploy(model: str) -> dict[str, Any]:
+        """Start a local model server that speaks the SageMaker runtime API."""
+        label(model)
+
+        def body(cfg, run_folder, params):
+            from llmeval.results import FAILURE_FILE, RESULTS_FILE
+
+            for stale in (RESULTS_FILE, FAILURE_FILE):
+                (model_dir(run_folder, model) / stale).unlink(missing_ok=True)
+            return start_endpoint(cfg, model, run_folder)
+
+        return _guarded("deploy", model, body)
+
+    @task(map_index_template="{{ model_label }}")
+    def evaluate(model: str, endpoint: dict[str, Any]) -> str:
+        """Generate with the model, then score the outputs (the evaluation entry point)."""
+        label(model)
+        return str(_guarded("evaluate", model, lambda cfg, run, _: run_evaluation(cfg, model, run, endpoint)))
+
+    @task(map_index_template="{{ model_label }}")
+    def teardown(model: str) -> str:
+        """Stop the model's server, whatever happened upstream."""
+        label(model)
+        from llmeval.factory import current_run
+        from llmeval.steps import run_config
+
+        run_folder, _, params = current_run()
+        return stop_endpoint(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
+
+    endpoint = deploy(model_name)
+    done = evaluate(model_name, endpoint)
+    stop = teardown(model_name)
+    done >> stop.as_teardown(setups=endpoint)

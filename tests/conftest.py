@@ -1,0 +1,85 @@
+"""Test session: an isolated Airflow home (SQLite) and artifacts folder, set before
+Airflow is imported, and the helpers tests share."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="llmeval-tests-"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["LLM_EVAL_ARTIFACTS_DIR"] = str(_SESSION_DIR / "artifacts")
+os.environ.setdefault("LLM_EVAL_WORKER_PYTHON", str(ROOT / ".venv-worker" / "bin" / "python"))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])
+os.environ.pop("LLM_EVAL_CONFIGS_DIR", None)
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+CONFIGS = ROOT / "include" / "configs"
+WORKER_PYTHON = os.environ["LLM_EVAL_WORKER_PYTHON"]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate a fresh SQLite metadata database once per session."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return home
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a config dict (or raw text) as YAML into a fresh configs folder."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+
+    def write(name: str, content: dict | str) -> Path:
+        path = folder / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    write.folder = folder
+    return write
+
+
+def local_config(name: str = "t-local", models: list[dict] | None = None, **extra) -> dict:
+    """A small valid local-target config dict."""
+    cfg = {
+        "target": "local",
+        "pipeline": {"name": name},
+        "dataset": {
+            "dataset_name": "qa",
+            "input_data_location": "qa_general_knowledge.jsonl",
+            "model_input_key": "question",
+            "target_output_key": "answer",
+            "category_key": "category",
+        },
+        "models": models
+        or [{"name": "m-one", "model_id": "smollm2-135m-instruct"}, {"name": "m-two", "model_id": "smollm2-135m-instruct"}],
+        "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}],
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def run_dag(dag_id: str, configs_dir: Path, conf: dict | None = None):
+    """Parse, sync and run a DAG the way `airflow dags test` does; return the DagRun."""
+    from airflow.utils.cli import get_bagged_dag
+
+    previous = os.environ.get("LLM_EVAL_CONFIGS_DIR")
+    os.environ["LLM_EVAL_CONFIGS_DIR"] = str(configs_dir)
+    try:
+        dag = get_bagged_dag(None, dag_id)
+    finally:
+        os.environ.pop("LLM_EVAL_CONFIGS_DIR") if previous is None else os.environ.update(LLM_EVAL_CONFIGS_DIR=previous)
+    return dag, dag.test(run_conf=conf)

@@ -1,0 +1,18 @@
+"""Builders for results used by several test modules."""
+
+from __future__ import annotations
+
+from llmeval.results import AlgorithmResult, GenerationStats, ModelResult, Score
+
+
+def result(model: str, fk: float | None = 0.5, sim: float | None = 0.6, p95: float = 100.0) -> ModelResult:
+    algos = []
+    if fk is not None:
+        algos.append(AlgorithmResult("FactualKnowledge", [Score("factual_knowledge", fk, fk - 0.1, fk + 0.1, 40)]))
+    if sim is not None:
+        algos.append(AlgorithmResult("SemanticSimilarity", [Score("semantic_similarity", sim, sim - 0.05, sim + 0.05, 40)]))
+    return ModelResult(model, "succeeded", algos, GenerationStats(40, 40, 0, 0, 50.0, p95, 400, 800, 3.0))
+
+
+def failed(model: str, step: str = "evaluate", error: str = "boom") -> ModelResult:
+    return ModelResult(model, "failed", failed_step=step, error=error)

@@ -1,0 +1,218 @@
+"""Config model: the seed's schema loads unchanged; every malformed config gets a message
+naming the file, the line, the field path and what was expected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, ROOT
+
+from llmeval.config import ConfigError, EvalConfig, json_schema, load_config, load_folder
+
+# A config in the seed solution's schema (no `target` key: a SageMaker config).
+SEED = """\
+pipeline:
+    name: "seed-style-hybrid"
+dataset:
+    dataset_name: "trivia_qa_sampled"
+    input_data_location: "qa_general_knowledge.jsonl"
+    dataset_mime_type: "jsonlines"
+    model_input_key: "question"
+    target_output_key: "answer"
+models:
+  - name: "llama3-8b-instruct"
+    model_id: "meta-textgeneration-llama-3-8b-instruct"
+    model_version: "*"
+    endpoint_name: "llm-eval-llama3-8b-instruct"
+    deployment_config:
+      instance_type: "ml.g5.2xlarge"
+      num_instances: 1
+    evaluation_config:
+      output: '[0].generation.content'
+      content_template: [[{"role":"user", "content": "PROMPT_PLACEHOLDER"}]]
+      inference_parameters:
+        max_new_tokens: 100
+        top_p: 0.9
+        temperature: 0.6
+      custom_attributes:
+        accept_eula: True
+      prompt_template: "$feature"
+    cleanup_endpoint: True
+  - name: "mistral-7b-tuned"
+    model_id: "huggingface-llm-mistral-7b"
+    model_version: "*"
+    endpoint_name: "llm-eval-mistral-7b-tuned"
+    finetuning:
+      train_data_path: "train_dataset"
+      validation_data_path: "val_dataset"
+      parameters:
+        instance_type: "ml.g5.12xlarge"
+        num_instances: 1
+        epoch: 1
+        max_input_length: 100
+        instruction_tuned: True
+        chat_dataset: False
+    evaluation_config:
+      output: '[0].generated_text'
+      content_template: "PROMPT_PLACEHOLDER"
+      inference_parameters:
+        max_new_tokens: 100
+      prompt_template: "$feature"
+    register_config:
+      model_package_group_name: "FMEvaluationFineTunedModel"
+    cleanup_endpoint: True
+algorithms:
+  - algorithm: "FactualKnowledge"
+    module: "fmeval.eval_algorithms.factual_knowledge"
+    config: "FactualKnowledgeConfig"
+    target_output_delimiter: "<OR>"
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_seed_schema_loads_unchanged(tmp_path):
+    cfg = load_config(_write(tmp_path, SEED))
+    assert cfg.target == "sagemaker"  # no target key: the seed's SageMaker configs
+    assert [m.name for m in cfg.models] == ["llama3-8b-instruct", "mistral-7b-tuned"]
+    assert cfg.models[1].finetuning.parameters.epoch == 1
+    assert cfg.models[0].evaluation_config.custom_attributes == {"accept_eula": True}
+    assert cfg.algorithms[0].options == {"target_output_delimiter": "<OR>"}
+    assert cfg.num_records is None  # the whole dataset, not fmeval's silent 100
+    assert cfg.models[1].register_config.model_package_group_name == "FMEvaluationFineTunedModel"
+
+
+def test_example_configs_are_valid():
+    good, bad = load_folder(CONFIGS)
+    assert not bad, "\n".join(str(e) for e in bad)
+    assert {cfg.target for _, cfg in good} >= {"local"}
+
+
+def test_finetuning_parameters_pass_extra_hyperparameters(tmp_path):
+    text = SEED.replace("        chat_dataset: False", "        chat_dataset: False\n        learning_rate: 0.0001")
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.models[1].finetuning.parameters.model_extra == {"learning_rate": 0.0001}
+
+
+def test_defaults_file_is_merged_under_every_config(tmp_path):
+    (tmp_path / "defaults.yaml").write_text("num_records: 7\nregistry:\n  approval: manual\n")
+    _write(tmp_path, SEED)
+    good, bad = load_folder(tmp_path)
+    assert not bad and len(good) == 1
+    assert good[0][1].num_records == 7 and good[0][1].registry.approval == "manual"
+
+
+# (description, replace this, with this, expected line, expected field, message fragment)
+BROKEN = [
+    ("yaml syntax", '    name: "seed-style-hybrid"', '    name: "seed-style-hybrid', 4, "", "invalid YAML"),
+    ("unknown top-level key", "dataset:\n", "datset:\n", 3, "datset", "unknown key"),
+    ("unknown nested key", "      num_instances: 1\n", "      num_instance: 1\n", 16, "models[0].deployment_config.num_instance", "unknown key"),
+    ("wrong type", "      num_instances: 1\n", "      num_instances: many\n", 16, "models[0].deployment_config.num_instances", "valid integer"),
+    ("unknown algorithm", 'algorithm: "FactualKnowledge"', 'algorithm: "FactualKnowlege"', 52, "algorithms[0].algorithm", "unknown algorithm 'FactualKnowlege'"),
+    ("algorithm option it does not accept", 'algorithm: "FactualKnowledge"\n    module: "fmeval.eval_algorithms.factual_knowledge"\n    config: "FactualKnowledgeConfig"',
+     'algorithm: "Toxicity"', 53, "algorithms[0].target_output_delimiter", "accepted by: FactualKnowledge, QAAccuracy"),
+    ("module of another algorithm", 'module: "fmeval.eval_algorithms.factual_knowledge"', 'module: "fmeval.eval_algorithms.toxicity"', 53, "algorithms[0].module", "must be 'fmeval.eval_algorithms.factual_knowledge'"),
+    ("duplicate model names", '- name: "mistral-7b-tuned"', '- name: "llama3-8b-instruct"', 28, "models[1].name", "duplicate model name"),
+    ("endpoint name AWS rejects", 'endpoint_name: "llm-eval-llama3-8b-instruct"', 'endpoint_name: "llm_eval_llama3"', 13, "models[0].endpoint_name", "should match pattern"),
+    ("endpoint name too long", 'endpoint_name: "llm-eval-llama3-8b-instruct"', f'endpoint_name: "{"a" * 64}"', 13, "models[0].endpoint_name", "should match pattern"),
+    ("model name escaping the output prefix", '- name: "llama3-8b-instruct"', '- name: "../x"', 10, "models[0].name", "should match pattern"),
+    ("missing required key", '    model_input_key: "question"\n', "", 3, "dataset.model_input_key", "required key is missing"),
+    ("content template without placeholder", 'content_template: "PROMPT_PLACEHOLDER"', 'content_template: "hello"', 44, "models[1].evaluation_config.content_template", "PROMPT_PLACEHOLDER"),
+    ("prompt template without $feature", '      prompt_template: "$feature"\n    cleanup_endpoint', '      prompt_template: "no slot"\n    cleanup_endpoint', 26, "models[0].evaluation_config.prompt_template", "$feature"),
+    ("invalid JMESPath", "output: '[0].generated_text'", "output: '[0.generated_text'", 43, "models[1].evaluation_config.output", "JMESPath"),
+    ("bad instance type", 'instance_type: "ml.g5.2xlarge"', 'instance_type: "g5.2xlarge"', 15, "models[0].deployment_config.instance_type", "should match pattern"),
+    ("unknown target", "pipeline:\n", "target: kubernetes\npipeline:\n", 1, "target", "'local' or 'sagemaker'"),
+    ("negative num_records", "pipeline:\n", "num_records: 0\npipeline:\n", 1, "num_records", "greater than or equal to 1"),
+    ("empty model list", SEED[SEED.index("models:") : SEED.index("algorithms:")], "models: []\n", 9, "models", "at least 1 item"),
+    ("invalid cron schedule", "pipeline:\n", "schedule: '61 * * * *'\npipeline:\n", 1, "schedule", "not a valid cron expression"),
+    ("unknown schedule preset", "pipeline:\n", "schedule: '@nightly'\npipeline:\n", 1, "schedule", "unknown preset"),
+    ("bad dag id", 'name: "seed-style-hybrid"', 'name: "seed style/hybrid"', 2, "pipeline.name", "should match pattern"),
+]
+
+
+@pytest.mark.parametrize("what,old,new,line,field,fragment", BROKEN, ids=[b[0] for b in BROKEN])
+def test_malformed_config_names_file_line_field_and_expectation(tmp_path, what, old, new, line, field, fragment):
+    assert old in SEED, f"test case {what!r} does not apply to the seed text"
+    path = _write(tmp_path, SEED.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    match = [p for p in problems if p.field == field]
+    assert match, f"no problem for field {field!r}: {[str(p) for p in problems]}"
+    problem = match[0]
+    assert problem.file == str(path)
+    assert problem.line == line, str(problem)
+    assert fragment in problem.message, str(problem)
+    assert str(path) in str(info.value) and f":{line}:" in str(info.value)
+
+
+def test_local_target_rejects_unknown_local_model(tmp_path):
+    text = "target: local\n" + SEED
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert any(p.field == "models[0].model_id" and "not a local model" in p.message for p in info.value.problems)
+
+
+def test_selection_metric_must_name_a_configured_algorithm(tmp_path):
+    text = SEED + "selection:\n  metrics:\n    - metric: Toxicity/toxicity\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    problem = info.value.problems[0]
+    assert problem.field == "selection.metrics[0].metric" and problem.line == 58
+    assert "not among this config's algorithms" in problem.message
+
+
+def test_non_utf8_config_is_refused_clearly(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("pipeline:\n  name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+
+
+def test_folder_with_broken_config_still_loads_the_others(tmp_path):
+    _write(tmp_path, SEED, "good.yaml")
+    _write(tmp_path, SEED.replace("seed-style-hybrid", "other").replace("dataset:", "datset:"), "bad.yaml")
+    good, bad = load_folder(tmp_path)
+    assert [cfg.pipeline.name for _, cfg in good] == ["seed-style-hybrid"]
+    assert len(bad) == 1 and "bad.yaml" in str(bad[0])
+
+
+def test_duplicate_dag_ids_across_files_are_an_error(tmp_path):
+    _write(tmp_path, SEED, "a.yaml")
+    _write(tmp_path, SEED, "b.yaml")
+    good, bad = load_folder(tmp_path)
+    assert len(good) == 1 and "already used by" in str(bad[0])
+
+
+def test_json_schema_describes_the_config():
+    schema = json_schema()
+    assert set(schema["required"]) == {"pipeline", "dataset", "models", "algorithms"}
+    assert "target" in schema["properties"] and "selection" in schema["properties"]
+    EvalConfig.model_validate_json(EvalConfig.model_validate(load_config(CONFIGS / "local_demo.yaml")).model_dump_json())
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmeval", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_validate_exit_status_and_errors(tmp_path):
+    good = _write(tmp_path, SEED, "good.yaml")
+    bad = _write(tmp_path, SEED.replace("      num_instances: 1\n", "      num_instances: many\n", 1), "bad.yaml")
+    ok = _cli("validate", str(good))
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    failed = _cli("validate", str(good), str(bad))
+    assert failed.returncode == 1
+    assert f"{bad}:16: models[0].deployment_config.num_instances" in failed.stdout
+
+
+def test_cli_schema_prints_json_schema():
+    out = _cli("schema")
+    assert out.returncode == 0 and json.loads(out.stdout)["title"] == "EvalConfig"

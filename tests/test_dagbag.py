@@ -1,0 +1,93 @@
+"""DagBag integrity: example configs become DAGs; one broken config is one import error
+for that config file while the other DAGs load; parsing imports nothing heavy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import CONFIGS, ROOT, local_config
+
+HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers")
+
+
+def _dagbag(monkeypatch, folder=None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    if folder is not None:
+        monkeypatch.setenv("LLM_EVAL_CONFIGS_DIR", str(folder))
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_example_configs_produce_dags_without_import_errors(monkeypatch):
+    bag = _dagbag(monkeypatch)
+    assert bag.import_errors == {}
+    expected = {p.stem for p in CONFIGS.glob("*.yaml") if p.name != "defaults.yaml"}
+    assert len(bag.dags) == len(expected) >= 1
+    assert "llm-eval-local-demo" in bag.dags
+
+
+def test_one_broken_config_is_one_import_error_and_the_others_load(monkeypatch, write_config):
+    write_config("good.yaml", local_config("good-one"))
+    write_config("also_good.yaml", local_config("good-two"))
+    broken = local_config("broken")
+    broken["models"][0]["endpoint_name"] = "under_scores_are_rejected"
+    write_config("broken.yaml", broken)
+    bag = _dagbag(monkeypatch, write_config.folder)
+    assert set(bag.dags) == {"good-one", "good-two"}
+    assert len(bag.import_errors) == 1
+    (path, message), = bag.import_errors.items()
+    assert path.endswith("broken.yaml")
+    assert "broken.yaml:" in message and "models[0].endpoint_name" in message and "should match pattern" in message
+
+
+def test_bad_yaml_and_invalid_schedule_are_import_errors_too(monkeypatch, write_config):
+    write_config("good.yaml", local_config("good-one"))
+    write_config("syntax.yaml", "pipeline: [unclosed\n")
+    write_config("cron.yaml", local_config("bad-cron", schedule="every tuesday-ish"))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    assert set(bag.dags) == {"good-one"}
+    assert sorted(os.path.basename(p) for p in bag.import_errors) == ["cron.yaml", "syntax.yaml"]
+
+
+def test_dag_shape_mapped_group_with_setup_and_teardown(monkeypatch):
+    from airflow.sdk.definitions.taskgroup import MappedTaskGroup
+
+    dag = _dagbag(monkeypatch).dags["llm-eval-local-demo"]
+    assert isinstance(dag.task_group_dict["model"], MappedTaskGroup)
+    deploy, evaluate, teardown = (dag.get_task(f"model.{t}") for t in ("deploy", "evaluate", "teardown"))
+    assert deploy.is_setup and teardown.is_teardown and not evaluate.is_setup
+    assert evaluate.task_id in deploy.downstream_task_ids and teardown.task_id in evaluate.downstream_task_ids
+    assert dag.get_task("select").trigger_rule == "all_done"
+    assert dag.get_task("report").trigger_rule == "all_done"
+    assert set(dag.task_ids) == {
+        "preprocess", "plan", "model.deploy", "model.evaluate", "model.teardown", "select", "register", "report", "verdict",
+    }
+    schema = dag.params.get_param("models").schema
+    assert schema["items"]["enum"] == ["smollm2-chat-greedy", "smollm2-completion", "smollm2-chat-sampled"]
+    assert dag.catchup is False
+
+
+def test_parsing_imports_nothing_heavy():
+    code = (
+        "import sys, json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r})\n"
+        f"print(json.dumps({{'dags': len(bag.dags), 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["dags"] >= 1 and result["heavy"] == []
+
+
+@pytest.mark.parametrize("bad", [["nope"], [], ["smollm2-completion", "smollm2-completion"]])
+def test_models_param_rejects_unknown_empty_and_duplicate(monkeypatch, bad):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag = _dagbag(monkeypatch).dags["llm-eval-local-demo"]
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("models").resolve(bad)
+    assert dag.params.get_param("models").resolve(["smollm2-completion"]) == ["smollm2-completion"]

@@ -1,0 +1,116 @@
+"""End to end on the local target with the real SmolLM2 model, under `dag.test()`.
+
+One run evaluates two working variants and one whose output path matches nothing in the
+responses (so every record fails and its evaluate task fails). The run must keep the
+good models' results, select and register one of them, report the failure, fail the
+run at the end (for alerting) and leave no model server running.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import local_config, run_dag
+
+pytestmark = pytest.mark.slow
+
+GOOD = ["e2e-chat", "e2e-plain"]
+BAD = "e2e-bad-output"
+
+
+def _servers_running(names: list[str]) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"llmeval.evaluation.server" in cmd and any(n.encode() in cmd for n in names):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def e2e_run(airflow_db, tmp_path_factory):
+    from llmeval.runtime import run_dir
+
+    chat = {"output": "[0].generation.content", "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
+            "inference_parameters": {"max_new_tokens": 8, "temperature": 0}, "prompt_template": "Answer briefly. $feature"}
+    plain = {"output": "[0].generated_text", "content_template": "PROMPT_PLACEHOLDER",
+             "inference_parameters": {"max_new_tokens": 8}, "prompt_template": "Question: $feature\nAnswer:"}
+    bad = dict(plain, output="[0].no_such_field")
+    cfg = local_config(
+        "e2e-local",
+        models=[
+            {"name": GOOD[0], "model_id": "smollm2-135m-instruct", "evaluation_config": chat},
+            {"name": GOOD[1], "model_id": "smollm2-135m-instruct", "evaluation_config": plain},
+            {"name": BAD, "model_id": "smollm2-135m-instruct", "evaluation_config": bad},
+        ],
+        num_records=4,
+        algorithms=[{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}, {"algorithm": "SemanticSimilarity"}],
+        registry={"model_package_group_name": "e2e-local-group"},
+    )
+    import yaml
+
+    folder = tmp_path_factory.mktemp("configs")
+    (folder / "e2e.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("e2e-local", folder)
+    return dag_run, run_dir(dag.dag_id, dag_run.run_id)
+
+
+def test_good_models_are_scored_in_range(e2e_run):
+    from llmeval.results import read_model_result
+
+    _, folder = e2e_run
+    for name in GOOD:
+        res = read_model_result(folder / "models" / name, name)
+        assert res.succeeded, res.error
+        assert res.generation.records_evaluated == 4 and res.generation.records_failed == 0
+        assert res.generation.latency_p50_ms > 0 and res.generation.output_tokens_total > 0
+        fk = res.metric("FactualKnowledge/factual_knowledge")
+        sim = res.metric("SemanticSimilarity/semantic_similarity")
+        assert 0.0 <= fk <= 1.0 and 0.0 <= sim <= 1.0
+        score = res.algorithms[1].scores[0]
+        assert score.ci_low <= score.value <= score.ci_high and score.count == 4
+        assert set(res.algorithms[0].category_scores) == {"geography"}
+        rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all("FactualKnowledge" in r["scores"] and r["model_output"] is not None for r in rows)
+
+
+def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
+    from llmeval.results import read_model_result
+
+    dag_run, folder = e2e_run
+    assert dag_run.state == "failed"  # the verdict task, after the report was written
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states[("select", -1)] == "success" and states[("report", -1)] == "success"
+    assert states[("verdict", -1)] == "failed"
+    bad = read_model_result(folder / "models" / BAD, BAD)
+    assert bad.status == "failed" and bad.failed_step == "generate" and "no_such_field" in bad.error
+    selection = json.loads((folder / "selection.json").read_text())
+    assert selection["best"] in GOOD
+    assert {c["model"]: c["status"] for c in selection["ranking"]}[BAD] == "failed"
+    assert BAD in (folder / "leaderboard.html").read_text() and "Failures" in (folder / "leaderboard.html").read_text()
+
+
+def test_registry_holds_a_new_version_for_the_selected_model(e2e_run):
+    from llmeval.registry import LocalRegistry
+    from llmeval.runtime import registry_dir
+
+    dag_run, folder = e2e_run
+    versions = LocalRegistry(registry_dir()).versions("e2e-local-group")
+    assert len(versions) == 1 and versions[0].run_id == dag_run.run_id
+    assert versions[0].model == json.loads((folder / "selection.json").read_text())["best"]
+    assert versions[0].approval_status == "Approved"
+    assert "FactualKnowledge/factual_knowledge" in versions[0].metrics
+
+
+def test_no_model_server_is_left_running(e2e_run):
+    _, folder = e2e_run
+    assert _servers_running(GOOD + [BAD]) == []
+    for name in GOOD + [BAD]:
+        assert (folder / "models" / name / "endpoint.json").exists()  # each was started

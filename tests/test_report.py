@@ -1,0 +1,41 @@
+"""Leaderboard report: charts with intervals, ranking, failures, escaping."""
+
+from __future__ import annotations
+
+from conftest import local_config
+from helpers import failed, result
+
+from llmeval.config import EvalConfig
+from llmeval.report import ReportInput, write_report
+from llmeval.results import Score
+from llmeval.selection import select
+
+
+def _report(tmp_path, results):
+    cfg = EvalConfig.model_validate(local_config(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "SemanticSimilarity"}]))
+    data = ReportInput("demo <pipeline>", "run-1", "qa", results, select(cfg, results), "a registered as grp version 1 (Approved)")
+    return write_report(tmp_path, data)
+
+
+def test_leaderboard_has_a_chart_per_metric_with_intervals(tmp_path):
+    html, md = _report(tmp_path, [result("a", fk=0.7), result("b", fk=0.4)])
+    page = html.read_text()
+    assert page.count("<svg") == 2  # FactualKnowledge + SemanticSimilarity
+    assert "0.700 [0.600, 0.800]" in page
+    assert "demo &lt;pipeline&gt;" in page and "<pipeline>" not in page
+    summary = md.read_text()
+    assert "Selected: **a**" in summary and "| 1 | a | selected |" in summary
+
+
+def test_failures_are_shown_with_step(tmp_path):
+    html, md = _report(tmp_path, [result("a"), failed("b", "deploy", "no capacity <ml.g5>")])
+    page = html.read_text()
+    assert "Failures" in page and "deploy" in page and "no capacity &lt;ml.g5&gt;" in page
+    assert "| b | failed |" in md.read_text()
+
+
+def test_category_scores_are_tabulated(tmp_path):
+    res = result("a")
+    res.algorithms[0].category_scores = {"geo": [Score("factual_knowledge", 0.9, 0.8, 1.0, 10)]}
+    html, _ = _report(tmp_path, [res])
+    assert "By category" in html.read_text() and "0.900" in html.read_text()
