@@ -20,10 +20,11 @@ class AlgorithmSpec:
     needs_hub_download: bool = False  # True: fails offline (BERTScore / detoxify weights)
     calls_model_when_scoring: bool = False
     config_class: str | None = None  # fmeval's config dataclass, when not "<name>Config"
+    has_config: bool = True  # False: fmeval's class takes no config object
 
     @property
     def fmeval_config_class(self) -> str | None:
-        if not self.fmeval_module:
+        if not self.fmeval_module or not self.has_config:
             return None
         return self.config_class or f"{self.name}Config"
 
@@ -86,6 +87,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             frozenset(),
             "fmeval.eval_algorithms.prompt_stereotyping",
             calls_model_when_scoring=True,
+            has_config=False,
         ),
         AlgorithmSpec(
             "GeneralSemanticRobustness",

@@ -196,6 +196,24 @@ class RegistrySection(_Strict):
     )
 
 
+class SageMakerSection(_Strict):
+    """Where the SageMaker target runs. The execution role is never in the YAML: it comes
+    from the Airflow Variable named by `role_variable`, else the connection's extra `role_arn`."""
+
+    aws_conn_id: str = "aws_default"
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    s3_prefix: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description="Run inputs/outputs go under <s3_prefix>/<dag id>/<run>/; default: Variable llm_eval_s3_prefix.",
+    )
+    role_variable: str = "llm_eval_sagemaker_role_arn"
+    processing_image: str | None = Field(None, description="Evaluation image; default: Variable llm_eval_processing_image.")
+    processing_instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    processing_volume_gb: int = Field(30, ge=1, le=16384)
+    max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
+    tags: dict[str, str] = {}
+
+
 class EvalConfig(_Strict):
     """One evaluation pipeline: becomes one Airflow DAG."""
 
@@ -208,6 +226,7 @@ class EvalConfig(_Strict):
     num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
     selection: SelectionSection = SelectionSection()
     registry: RegistrySection = RegistrySection()
+    sagemaker: SageMakerSection = SageMakerSection()
 
     @field_validator("schedule")
     @classmethod

@@ -38,6 +38,25 @@ def current_run() -> tuple[Path, str, dict[str, Any]]:
     return run_dir(ctx["dag"].dag_id, run_id), run_id, ctx["params"]
 
 
+def label(model: str) -> None:
+    """Show the model's name as the mapped task's index in the UI."""
+    get_current_context()["model_label"] = model
+
+
+def guarded(step: str, model: str, body):
+    """Run a step's body; on failure record the step and error for selection and the report."""
+    from llmeval.results import write_failure
+    from llmeval.runtime import model_dir
+    from llmeval.steps import run_config
+
+    run_folder, _, params = current_run()
+    try:
+        return body(run_config(run_folder), run_folder, params)
+    except Exception as exc:
+        write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
+        raise
+
+
 def _params(cfg: EvalConfig) -> dict[str, Param]:
     names = [m.name for m in cfg.models]
     return {
@@ -115,7 +134,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         @task_group(group_id="model")
         def per_model(model_name: str) -> None:
-            target.model_steps(config_path, model_name)
+            target.model_steps(cfg, model_name)
 
         @task(trigger_rule="all_done")
         def select(models: list[str]) -> dict[str, Any]:
@@ -131,7 +150,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             from llmeval.steps import register_best, run_config
 
             run_folder, run_id, params = current_run()
-            registry = target.registry(run_config(run_folder))
+            registry = target.registry(run_config(run_folder), run_folder)
             return register_best(run_folder, registry, run_id, enabled=bool(params.get("register", True)))
 
         @task(trigger_rule="all_done")

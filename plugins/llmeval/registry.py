@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"
@@ -33,7 +35,10 @@ class ModelVersion:
     location: str = ""
 
 
-class Registry(Protocol):
+class Registry(ABC):
+    """A model registry: versions per model package group, each with an approval status."""
+
+    @abstractmethod
     def register(
         self,
         group: str,
@@ -42,14 +47,19 @@ class Registry(Protocol):
         approval_status: str,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
-    ) -> ModelVersion: ...
+    ) -> ModelVersion:
+        """Add a version (or return the one this run already added)."""
 
-    def versions(self, group: str) -> list[ModelVersion]: ...
+    @abstractmethod
+    def versions(self, group: str) -> list[ModelVersion]:
+        """All versions of `group`, oldest first."""
 
-    def latest_approved(self, group: str) -> ModelVersion | None: ...
+    def latest_approved(self, group: str) -> ModelVersion | None:
+        approved = [v for v in self.versions(group) if v.approval_status == APPROVED]
+        return approved[-1] if approved else None
 
 
-class LocalRegistry:
+class LocalRegistry(Registry):
     def __init__(self, root: Path):
         self.root = Path(root)
 
@@ -64,10 +74,6 @@ class LocalRegistry:
             return []
         found = [ModelVersion(**json.loads(p.read_text())) for p in folder.glob("v*.json")]
         return sorted(found, key=lambda v: v.version)
-
-    def latest_approved(self, group: str) -> ModelVersion | None:
-        approved = [v for v in self.versions(group) if v.approval_status == APPROVED]
-        return approved[-1] if approved else None
 
     def register(
         self,
@@ -97,3 +103,105 @@ class LocalRegistry:
             tmp.write_text(json.dumps(asdict(version), indent=2, sort_keys=True))
             tmp.replace(path)
             return version
+
+
+def _metadata_value(value: Any) -> str:
+    """CustomerMetadataProperties values: at most 256 of [letters digits space _.:/=+-@]."""
+    return re.sub(r"[^\w\s.:/=+\-@]", "_", str(value))[:256]
+
+
+class SageMakerModelRegistry(Registry):
+    """SageMaker Model Registry: a model package group per config, a version per run.
+
+    Each version carries ModelMetrics (a model-quality JSON written to S3), customer
+    metadata (scores, dataset, run id) and the approval status from selection.
+    `container_of(model)` gives the InferenceSpecification container of a model.
+    """
+
+    RUN_KEY = "llmeval:run_id"
+
+    def __init__(self, client: Any, s3_client: Any, s3_prefix: str, container_of):
+        self.client = client
+        self.s3 = s3_client
+        self.s3_prefix = s3_prefix.rstrip("/")
+        self.container_of = container_of
+
+    def _ensure_group(self, group: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.describe_model_package_group(ModelPackageGroupName=group)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("ValidationException", "ResourceNotFound"):
+                raise
+            self.client.create_model_package_group(
+                ModelPackageGroupName=group, ModelPackageGroupDescription="Models selected by llmeval pipelines"
+            )
+
+    def _describe_all(self, group: str) -> list[dict[str, Any]]:
+        from botocore.exceptions import ClientError
+
+        described = []
+        try:
+            pages = self.client.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group)
+            arns = [p["ModelPackageArn"] for page in pages for p in page["ModelPackageSummaryList"]]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+                return []
+            raise
+        for arn in arns:
+            described.append(self.client.describe_model_package(ModelPackageName=arn))
+        return described
+
+    @staticmethod
+    def _version(group: str, desc: dict[str, Any]) -> ModelVersion:
+        meta = desc.get("CustomerMetadataProperties", {})
+        return ModelVersion(
+            group=group,
+            version=int(desc.get("ModelPackageVersion", 0)),
+            model=meta.get("llmeval:model", ""),
+            run_id=meta.get(SageMakerModelRegistry.RUN_KEY, ""),
+            approval_status=desc.get("ModelApprovalStatus", ""),
+            metadata=meta,
+            location=desc["ModelPackageArn"],
+        )
+
+    def versions(self, group: str) -> list[ModelVersion]:
+        return sorted((self._version(group, d) for d in self._describe_all(group)), key=lambda v: v.version)
+
+    def register(
+        self,
+        group: str,
+        model: str,
+        run_id: str,
+        approval_status: str,
+        metrics: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> ModelVersion:
+        self._ensure_group(group)
+        for existing in self.versions(group):
+            if existing.run_id == _metadata_value(run_id):
+                return existing
+        bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
+        key = "/".join(p for p in (prefix, "registry", group, _metadata_value(run_id).replace(":", "_"),
+                                   "model_quality.json") if p)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"model": model, "metrics": metrics}).encode(),
+                           ContentType="application/json")
+        properties = {"llmeval:model": model, self.RUN_KEY: run_id}
+        properties.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
+        properties.update({k: v["value"] for k, v in metrics.items() if isinstance(v, dict) and "value" in v})
+        response = self.client.create_model_package(
+            ModelPackageGroupName=group,
+            ModelPackageDescription=f"{model} selected by run {run_id}"[:1024],
+            InferenceSpecification={
+                "Containers": [self.container_of(model)],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                          "S3Uri": f"s3://{bucket}/{key}"}}},
+            CustomerMetadataProperties={k[:128]: _metadata_value(v) for k, v in list(properties.items())[:50]},
+            ModelApprovalStatus=approval_status,
+        )
+        desc = self.client.describe_model_package(ModelPackageName=response["ModelPackageArn"])
+        return self._version(group, desc)

@@ -2,7 +2,8 @@
 
 Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `capacity`
 requests at once (others wait, as on a real instance), and throttles a chosen fraction
-of requests with ThrottlingException (HTTP 429). The answer echoes the prompt, so a test
+of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
+named in `failing_endpoints`. The answer echoes the prompt, so a test
 can check that every record got its own answer. Loopback only.
 """
 
@@ -20,7 +21,15 @@ from llmeval.evaluation.server import send_json
 
 
 class LatencyServer:
-    def __init__(self, latency_s: float = 0.05, capacity: int = 16, throttle_rate: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        latency_s: float = 0.05,
+        capacity: int = 16,
+        throttle_rate: float = 0.0,
+        seed: int = 0,
+        failing_endpoints: frozenset[str] = frozenset(),
+    ):
+        self.failing_endpoints = failing_endpoints
         self.latency_s = latency_s
         self.capacity = threading.BoundedSemaphore(capacity)
         self.throttle_rate = throttle_rate
@@ -46,7 +55,9 @@ class LatencyServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _answer(self, body: bytes) -> tuple[int, dict[str, Any], str | None]:
+    def _answer(self, path: str, body: bytes) -> tuple[int, Any, str | None]:
+        if any(f"/endpoints/{name}/" in path for name in self.failing_endpoints):
+            return 400, {"message": "Endpoint is failing (injected fault)"}, "ValidationError"
         with self.lock:
             self.requests += 1
             throttle = self.random.random() < self.throttle_rate
@@ -76,6 +87,6 @@ class LatencyServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                send_json(self, *server._answer(body))
+                send_json(self, *server._answer(self.path, body))
 
         return Handler

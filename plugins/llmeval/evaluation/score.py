@@ -43,8 +43,11 @@ def _fmeval_scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]]
             f"It downloads model weights from the Hugging Face Hub; offline, use one of: "
             f"{', '.join(offline_algorithms())}"
         ) from exc
-    config_cls = getattr(module, spec.fmeval_config_class)
-    algorithm = getattr(module, spec.name)(config_cls(**section.options))
+    algorithm_cls = getattr(module, spec.name)
+    if spec.fmeval_config_class:
+        algorithm = algorithm_cls(getattr(module, spec.fmeval_config_class)(**section.options))
+    else:
+        algorithm = algorithm_cls()
     accepted = inspect.signature(algorithm.evaluate_sample).parameters
 
     def score(records: list[dict[str, Any]]) -> PerRecord:

@@ -183,33 +183,18 @@ def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict
 # --------------------------------------------------------------------------- Airflow tasks
 
 
-def registry(cfg: EvalConfig):
+def registry(cfg: EvalConfig, run_folder: Path):
     from llmeval.registry import LocalRegistry
     from llmeval.runtime import registry_dir
 
     return LocalRegistry(registry_dir())
 
 
-def _guarded(step: str, model: str, body):
-    """Run a step's body; on failure record the step and error for selection and the report."""
-    from llmeval.factory import current_run
-    from llmeval.results import write_failure
-    from llmeval.steps import run_config
-
-    run_folder, _, params = current_run()
-    try:
-        return body(run_config(run_folder), run_folder, params)
-    except Exception as exc:
-        write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
-        raise
-
-
-def model_steps(config_path: str, model_name: Any) -> None:
+def model_steps(cfg: EvalConfig, model_name: Any) -> None:
     """deploy -> evaluate -> teardown for one (mapped) model, built in the current task group."""
-    from airflow.sdk import get_current_context, task
+    from airflow.sdk import task
 
-    def label(model: str) -> None:
-        get_current_context()["model_label"] = model
+    from llmeval.factory import guarded, label
 
     @task(map_index_template="{{ model_label }}")
     def deploy(model: str) -> dict[str, Any]:
@@ -223,13 +208,13 @@ def model_steps(config_path: str, model_name: Any) -> None:
                 (model_dir(run_folder, model) / stale).unlink(missing_ok=True)
             return start_endpoint(cfg, model, run_folder)
 
-        return _guarded("deploy", model, body)
+        return guarded("deploy", model, body)
 
     @task(map_index_template="{{ model_label }}")
     def evaluate(model: str, endpoint: dict[str, Any]) -> str:
         """Generate with the model, then score the outputs (the evaluation entry point)."""
         label(model)
-        return str(_guarded("evaluate", model, lambda cfg, run, _: run_evaluation(cfg, model, run, endpoint)))
+        return str(guarded("evaluate", model, lambda cfg, run, _: run_evaluation(cfg, model, run, endpoint)))
 
     @task(map_index_template="{{ model_label }}")
     def teardown(model: str) -> str:

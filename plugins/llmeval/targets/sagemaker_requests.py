@@ -1,0 +1,203 @@
+"""SageMaker requests for the SageMaker target, as plain functions over a boto3 client.
+
+Names are deterministic from (config, model, run) and within AWS limits (63 characters,
+alphanumerics and hyphens), so retries and re-runs find what they created instead of
+creating it twice. Every resource this project creates carries the tag
+`llmeval:pipeline=<pipeline name>`; teardown deletes only resources that carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import Any
+
+from llmeval.config import EvalConfig, ModelSection
+
+log = logging.getLogger("llmeval.sagemaker")
+
+OWNER_TAG = "llmeval:pipeline"
+CODE_DIR = "/opt/ml/processing/input/code"
+RUN_DIR = "/opt/ml/processing/input/run"
+OUTPUT_DIR = "/opt/ml/processing/output/results"
+
+
+def short_hash(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
+
+
+def aws_name(base: str, *hash_parts: str) -> str:
+    """`<base>-<hash>` cut to SageMaker's 63-character name limit."""
+    digest = short_hash(base, *hash_parts)
+    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", base)).strip("-")
+    return f"{cleaned[: 63 - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def endpoint_name(cfg: EvalConfig, model: ModelSection) -> str:
+    return model.endpoint_name or aws_name(f"llmeval-{model.name}", cfg.pipeline.name)
+
+
+def processing_job_name(dag_id: str, run_id: str, model: str) -> str:
+    return aws_name(f"eval-{model}", dag_id, run_id)
+
+
+def tags(cfg: EvalConfig, model: str, **extra: str) -> list[dict[str, str]]:
+    values = {OWNER_TAG: cfg.pipeline.name, "llmeval:model": model, **cfg.sagemaker.tags, **extra}
+    return [{"Key": k, "Value": str(v)[:256]} for k, v in values.items()]
+
+
+def container(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A CreateModel container for a resolved JumpStart model (prefix or tarball artifacts)."""
+    spec: dict[str, Any] = {"Image": resolved["image_uri"], "Environment": dict(resolved.get("environment") or {})}
+    data = resolved.get("model_data")
+    if isinstance(data, str) and data.endswith("/"):
+        spec["ModelDataSource"] = {"S3DataSource": {"S3Uri": data, "S3DataType": "S3Prefix", "CompressionType": "None"}}
+    elif data:
+        spec["ModelDataUrl"] = data
+    return spec
+
+
+def endpoint_config(cfg: EvalConfig, model: ModelSection, resolved: dict[str, Any], role_arn: str) -> dict[str, Any]:
+    """The provider's SageMakerEndpointOperator config: Model, EndpointConfig and Endpoint."""
+    name = endpoint_name(cfg, model)
+    spec = container(resolved)
+    model_name = aws_name(f"{name[:40]}-model", repr(sorted(spec.items())))
+    deployment = model.deployment_config
+    config_name = aws_name(f"{name[:40]}-cfg", model_name, deployment.instance_type, str(deployment.num_instances))
+    resource_tags = tags(cfg, model.name)
+    return {
+        "Model": {
+            "ModelName": model_name,
+            "PrimaryContainer": spec,
+            "ExecutionRoleArn": role_arn,
+            "Tags": resource_tags,
+        },
+        "EndpointConfig": {
+            "EndpointConfigName": config_name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model_name,
+                    "InstanceType": deployment.instance_type,
+                    "InitialInstanceCount": deployment.num_instances,
+                }
+            ],
+            "Tags": resource_tags,
+        },
+        "Endpoint": {"EndpointName": name, "EndpointConfigName": config_name, "Tags": resource_tags},
+    }
+
+
+def endpoint_status(client: Any, name: str) -> str | None:
+    """Status of the endpoint called exactly `name`, searching every page; None if absent."""
+    for page in client.get_paginator("list_endpoints").paginate(NameContains=name):
+        for endpoint in page["Endpoints"]:
+            if endpoint["EndpointName"] == name:
+                return endpoint["EndpointStatus"]
+    return None
+
+
+def _exists(describe: Any, **kwargs: str) -> dict[str, Any] | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return describe(**kwargs)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+
+
+def missing_parts(client: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The endpoint operator config without a Model / EndpointConfig that already exists."""
+    todo = dict(config)
+    if _exists(client.describe_model, ModelName=config["Model"]["ModelName"]):
+        todo.pop("Model")
+    if _exists(client.describe_endpoint_config, EndpointConfigName=config["EndpointConfig"]["EndpointConfigName"]):
+        todo.pop("EndpointConfig")
+    return todo
+
+
+def _owned(client: Any, arn: str, pipeline: str) -> bool:
+    found = client.list_tags(ResourceArn=arn).get("Tags", [])
+    return any(t["Key"] == OWNER_TAG and t["Value"] == pipeline for t in found)
+
+
+def delete_endpoint_resources(client: Any, config: dict[str, Any], pipeline: str) -> list[str]:
+    """Delete the endpoint, its config and its model, only where this pipeline created them."""
+    deleted: list[str] = []
+    steps = [
+        ("endpoint", client.describe_endpoint, "EndpointArn", client.delete_endpoint,
+         {"EndpointName": config["Endpoint"]["EndpointName"]}),
+        ("endpoint config", client.describe_endpoint_config, "EndpointConfigArn", client.delete_endpoint_config,
+         {"EndpointConfigName": config["EndpointConfig"]["EndpointConfigName"]}),
+        ("model", client.describe_model, "ModelArn", client.delete_model, {"ModelName": config["Model"]["ModelName"]}),
+    ]
+    for kind, describe, arn_key, delete, key in steps:
+        found = _exists(describe, **key)
+        name = next(iter(key.values()))
+        if found is None:
+            log.info("%s %s does not exist", kind, name)
+        elif not _owned(client, found[arn_key], pipeline):
+            log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
+        else:
+            delete(**key)
+            deleted.append(f"{kind} {name}")
+            log.info("deleted %s %s", kind, name)
+    return deleted
+
+
+def processing_config(
+    cfg: EvalConfig,
+    model: ModelSection,
+    job_name: str,
+    role_arn: str,
+    image: str,
+    code_uri: str,
+    run_uri: str,
+    output_uri: str,
+    region: str,
+) -> dict[str, Any]:
+    """A Processing job running the project's evaluation entry point for one model."""
+    sm = cfg.sagemaker
+
+    def s3_input(name: str, uri: str, local: str) -> dict[str, Any]:
+        return {
+            "InputName": name,
+            "S3Input": {"S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix", "S3InputMode": "File"},
+        }
+
+    return {
+        "ProcessingJobName": job_name,
+        "RoleArn": role_arn,
+        "AppSpecification": {
+            "ImageUri": image,
+            "ContainerEntrypoint": ["python3", "-m", "llmeval.evaluation"],
+            "ContainerArguments": [
+                "--config", f"{RUN_DIR}/config.json", "--model", model.name,
+                "--dataset", f"{RUN_DIR}/dataset.jsonl", "--output-dir", OUTPUT_DIR,
+                "--endpoint-name", endpoint_name(cfg, model), "--region", region,
+                "--cache-dir", "/opt/ml/processing/cache",
+            ],
+        },
+        "Environment": {"PYTHONPATH": CODE_DIR, "AWS_DEFAULT_REGION": region},
+        "ProcessingInputs": [s3_input("code", code_uri, CODE_DIR), s3_input("run", run_uri, RUN_DIR)],
+        "ProcessingOutputConfig": {
+            "Outputs": [
+                {
+                    "OutputName": "results",
+                    "S3Output": {"S3Uri": output_uri, "LocalPath": OUTPUT_DIR, "S3UploadMode": "EndOfJob"},
+                }
+            ]
+        },
+        "ProcessingResources": {
+            "ClusterConfig": {
+                "InstanceCount": 1,
+                "InstanceType": sm.processing_instance_type,
+                "VolumeSizeInGB": sm.processing_volume_gb,
+            }
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": sm.max_runtime_s},
+        "Tags": tags(cfg, model.name),
+    }

@@ -1,0 +1,117 @@
+"""A moto server (S3 + SageMaker control plane), the Airflow connection and Variables
+that point the SageMaker target at it, and an emulator for Processing jobs: moto's jobs
+run nothing, so the emulator runs the job's own container command (the project's
+evaluation entry point) in the worker environment on the job's S3 inputs, against a
+SageMaker-runtime-compatible server, and uploads its outputs where the job says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import ROOT, WORKER_PYTHON
+
+REGION = "us-east-1"
+BUCKET = "llmeval-test"
+ROLE = "arn:aws:iam::123456789012:role/llmeval-sagemaker"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/llmeval-worker:latest"
+JUMPSTART_FIXTURES = ROOT / "tests" / "data" / "jumpstart"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_url, monkeypatch):
+    """Airflow connection `aws_moto`, the target's Variables, a bucket; fresh moto state."""
+    requests_reset = boto3.client("s3", endpoint_url=moto_url, region_name=REGION, aws_access_key_id="test",
+                                  aws_secret_access_key="test")
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
+    requests_reset.create_bucket(Bucket=BUCKET)
+    conn = {"conn_type": "aws", "login": "test", "password": "test",
+            "extra": {"region_name": REGION, "endpoint_url": moto_url}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", ROLE)
+    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_S3_PREFIX", f"s3://{BUCKET}/llmeval")
+    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE", IMAGE)
+    monkeypatch.setenv("AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
+    monkeypatch.setenv("AWS_JUMPSTART_SPECS_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
+    return moto_url
+
+
+def clients(moto_url: str):
+    kw = {"endpoint_url": moto_url, "region_name": REGION, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    return boto3.client("sagemaker", **kw), boto3.client("s3", **kw)
+
+
+def sagemaker_config(name: str, models: list[str]) -> dict:
+    return {
+        "target": "sagemaker",
+        "pipeline": {"name": name},
+        "dataset": {"dataset_name": "qa", "input_data_location": "qa_general_knowledge.jsonl",
+                    "model_input_key": "question", "target_output_key": "answer"},
+        "num_records": 6,
+        "models": [
+            {"name": m, "model_id": "huggingface-llm-test-7b", "model_version": "*",
+             "deployment_config": {"instance_type": "ml.g4dn.xlarge", "num_instances": 1},
+             "evaluation_config": {"output": "[0].generated_text", "content_template": "PROMPT_PLACEHOLDER",
+                                   "inference_parameters": {"max_new_tokens": 8}}}
+            for m in models
+        ],
+        "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}],
+        "sagemaker": {"aws_conn_id": "aws_moto", "region": REGION},
+        "registry": {"model_package_group_name": f"{name}-models"},
+    }
+
+
+def _download_prefix(s3, uri: str, local: Path) -> None:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            target = local / obj["Key"][len(prefix):].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(target))
+
+
+def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> None:
+    """Run the Processing job's container command locally, as SageMaker would."""
+    _, s3 = clients(moto_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        def local(path: str) -> str:
+            return str(root / path.lstrip("/"))
+
+        for item in config["ProcessingInputs"]:
+            _download_prefix(s3, item["S3Input"]["S3Uri"], Path(local(item["S3Input"]["LocalPath"])))
+        app = config["AppSpecification"]
+        args = [local(a) if a.startswith("/opt/ml/") else a for a in app["ContainerArguments"]]
+        env = {k: (local(v) if v.startswith("/opt/ml/") else v) for k, v in config["Environment"].items()}
+        env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url, HF_HUB_OFFLINE="1")
+        entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]
+        done = subprocess.run(entry + args, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"SageMaker job failed because the container exited {done.returncode}: "
+                               f"{done.stdout[-1500:]}{done.stderr[-1500:]}")
+        for output in config["ProcessingOutputConfig"]["Outputs"]:
+            bucket, _, prefix = output["S3Output"]["S3Uri"].removeprefix("s3://").partition("/")
+            out_dir = Path(local(output["S3Output"]["LocalPath"]))
+            for path in out_dir.rglob("*"):
+                if path.is_file():
+                    s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(out_dir)}")

@@ -1,0 +1,76 @@
+"""The local model server with the real SmolLM2 model, reached through boto3's
+sagemaker-runtime client like a SageMaker endpoint; started and stopped by PID."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from conftest import local_config
+
+from llmeval.config import EvalConfig
+from llmeval.targets.local import ENDPOINT_FILE, _is_our_server, start_endpoint, stop_endpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    cfg = EvalConfig.model_validate(local_config())
+    run = tmp_path_factory.mktemp("run")
+    state = start_endpoint(cfg, "m-one", run)
+    yield cfg, run, state
+    stop_endpoint(cfg, "m-one", run)
+    assert not _is_our_server(state["pid"], "m-one")
+
+
+def _client(url: str):
+    return boto3.client(
+        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+        aws_secret_access_key="x", config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def _invoke(url: str, name: str, payload: dict) -> list:
+    body = _client(url).invoke_endpoint(EndpointName=name, Body=json.dumps(payload), ContentType="application/json")
+    return json.loads(body["Body"].read())
+
+
+def test_answers_chat_and_text_payloads_like_jumpstart(endpoint):
+    _, _, state = endpoint
+    chat = _invoke(state["url"], "m-one", {"inputs": [[{"role": "user", "content": "What is the capital of France?"}]],
+                                           "parameters": {"max_new_tokens": 12}})
+    assert chat[0]["generation"]["role"] == "assistant" and chat[0]["generation"]["content"] == chat[0]["generated_text"]
+    assert 0 < chat[0]["details"]["generated_tokens"] <= 12
+    text = _invoke(state["url"], "m-one", {"inputs": "The capital of France is", "parameters": {"max_new_tokens": 6}})
+    assert isinstance(text[0]["generated_text"], str) and "generation" not in text[0]
+
+
+def test_greedy_answers_are_deterministic_under_concurrent_batching(endpoint):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, state = endpoint
+    payload = {"inputs": "Paris is the capital of", "parameters": {"max_new_tokens": 5, "temperature": 0}}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: _invoke(state["url"], "m-one", payload)[0]["generated_text"], range(6)))
+    assert len(set(answers)) == 1
+
+
+def test_unknown_endpoint_and_bad_payload_are_refused(endpoint):
+    _, _, state = endpoint
+    with pytest.raises(ClientError) as info:
+        _invoke(state["url"], "someone-elses-endpoint", {"inputs": "hi"})
+    assert info.value.response["Error"]["Code"] == "ValidationError"
+    with pytest.raises(ClientError) as info:
+        _invoke(state["url"], "m-one", {"no_inputs": 1})
+    assert info.value.response["Error"]["Code"] == "ModelError"
+
+
+def test_binds_loopback_only_and_redeploy_reuses_the_live_server(endpoint):
+    cfg, run, state = endpoint
+    assert state["url"].startswith("http://127.0.0.1:")
+    assert start_endpoint(cfg, "m-one", run)["pid"] == state["pid"]
+    assert json.loads((run / "models" / "m-one" / ENDPOINT_FILE).read_text())["pid"] == state["pid"]

@@ -1,0 +1,101 @@
+"""The SageMaker-target DAG under `dag.test()` against a moto server (S3 + SageMaker), the
+Processing step emulated by running the real entry point against a simulated runtime."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import run_dag
+from sagemaker_fixtures import aws_env, clients, emulate_processing_job, moto_url, sagemaker_config  # noqa: F401
+
+from llmeval.evaluation.latency_server import LatencyServer
+
+MODELS = ["sm-alpha", "sm-beta", "sm-gamma"]
+
+
+@pytest.fixture
+def processing_emulator(aws_env, monkeypatch):
+    """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""
+    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
+
+    original = SageMakerProcessingOperator.execute
+    server = LatencyServer(latency_s=0.001, failing_endpoints=frozenset({"llmeval-sm-gamma-failing"}))
+
+    def execute(self, context):
+        result = original(self, context)
+        emulate_processing_job(self.config, aws_env, server.url)
+        return result
+
+    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
+    with server:
+        yield server
+
+
+def _xcoms(dag_run, task_id: str) -> dict[int, object]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(XComModel.get_many(run_id=dag_run.run_id, task_ids=task_id, dag_ids=dag_run.dag_id))
+        return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}
+
+
+def _run(tmp_path, name, models, airflow_db, overrides=None):
+    cfg = sagemaker_config(name, models)
+    for model, extra in (overrides or {}).items():
+        next(m for m in cfg["models"] if m["name"] == model).update(extra)
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return run_dag(name, folder)
+
+
+def test_three_models_deployed_evaluated_torn_down_and_registered(tmp_path, airflow_db, processing_emulator, aws_env):
+    from llmeval.runtime import run_dir
+
+    dag, dag_run = _run(tmp_path, "sm-three", MODELS, airflow_db)
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    deleted = _xcoms(dag_run, "model.teardown_endpoint")
+    assert sorted(len(v) for v in deleted.values()) == [3, 3, 3]  # endpoint, endpoint config, model each
+    assert all(v[0].startswith("endpoint llm") for v in deleted.values())
+    sm, s3 = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert sm.list_models()["Models"] == []
+    packages = sm.list_model_packages(ModelPackageGroupName="sm-three-models")["ModelPackageSummaryList"]
+    assert len(packages) == 1
+    package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["CustomerMetadataProperties"]["llmeval:run_id"] == dag_run.run_id
+    metrics_uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    bucket, _, key = metrics_uri.removeprefix("s3://").partition("/")
+    assert "FactualKnowledge/factual_knowledge" in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
+    folder = run_dir(dag.dag_id, dag_run.run_id)
+    for model in MODELS:
+        result = json.loads((folder / "models" / model / "results.json").read_text())
+        assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
+        assert result["outputs_location"].startswith("s3://llmeval-test/llmeval/sm-three/")
+    assert processing_emulator.requests == 18  # 3 models x 6 records, once each
+
+
+def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
+    tmp_path, airflow_db, processing_emulator, aws_env
+):
+    from llmeval.runtime import run_dir
+
+    dag, dag_run = _run(tmp_path, "sm-fault", MODELS, airflow_db,
+                        {"sm-gamma": {"endpoint_name": "llmeval-sm-gamma-failing"}})
+    states = {(t.task_id, t.map_index): t.state for t in dag_run.get_task_instances()}
+    assert states[("model.evaluate", 2)] == "failed" and states[("model.teardown_endpoint", 2)] == "success"
+    assert dag_run.state == "failed"  # verdict, after the report
+    assert _xcoms(dag_run, "model.teardown_endpoint")[2][0] == "endpoint llmeval-sm-gamma-failing"
+    sm, _ = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    folder = run_dir(dag.dag_id, dag_run.run_id)
+    selection = json.loads((folder / "selection.json").read_text())
+    statuses = {c["model"]: c["status"] for c in selection["ranking"]}
+    assert statuses["sm-gamma"] == "failed" and selection["best"] in ("sm-alpha", "sm-beta")
+    assert "sm-gamma" in (folder / "leaderboard.html").read_text()
+    assert len(sm.list_model_packages(ModelPackageGroupName="sm-fault-models")["ModelPackageSummaryList"]) == 1
