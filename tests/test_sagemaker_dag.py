@@ -15,6 +15,31 @@ from llmeval.evaluation.latency_server import LatencyServer
 MODELS = ["sm-alpha", "sm-beta", "sm-gamma"]
 
 
+@pytest.fixture(autouse=True)
+def every_request_is_validated(monkeypatch):
+    """Check every botocore call made in this process against the AWS API model."""
+    from aws_model import assert_valid
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+    seen: list[str] = []
+    problems: list[str] = []
+
+    def checked(self, operation_name, api_params):
+        seen.append(f"{self.meta.service_model.service_name}.{operation_name}")
+        try:
+            assert_valid(self, operation_name, api_params)
+        except AssertionError as exc:
+            problems.append(str(exc))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", checked)
+    yield seen
+    assert not problems, problems
+    assert {"sagemaker.CreateModel", "sagemaker.CreateEndpoint", "sagemaker.CreateProcessingJob",
+            "sagemaker.CreateModelPackage", "sagemaker.DeleteEndpoint", "s3.PutObject"} <= set(seen)
+
+
 @pytest.fixture
 def processing_emulator(aws_env, monkeypatch):
     """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""

@@ -51,7 +51,13 @@ def guarded(step: str, model: str, body):
 
     run_folder, _, params = current_run()
     try:
-        return body(run_config(run_folder), run_folder, params)
+        cfg = run_config(run_folder)
+        if step == "deploy" and cfg.model(model).finetuning is not None:
+            raise NotImplementedError(
+                f"model {model!r} has a finetuning block, and fine-tuning is not implemented yet; "
+                "evaluating the untuned base model instead would be wrong, so this model is not deployed"
+            )
+        return body(cfg, run_folder, params)
     except Exception as exc:
         write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
         raise

@@ -1,0 +1,176 @@
+"""Every request the SageMaker target sends, validated against the AWS API model with
+botocore's Stubber (and member patterns); names within limits; idempotency and ownership
+checked against a moto server."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from aws_model import assert_valid
+from botocore.stub import ANY, Stubber
+from conftest import CONFIGS
+from sagemaker_fixtures import IMAGE, ROLE, aws_env, clients, moto_url  # noqa: F401
+
+from llmeval.config import EvalConfig, load_config
+from llmeval.registry import APPROVED, SageMakerModelRegistry
+from llmeval.targets import sagemaker_requests as req
+
+RESOLVED = {
+    "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1.1-gpu-py310",
+    "model_data": "s3://jumpstart-cache-prod-us-east-1/huggingface-llm/test/artifacts/inference-prepack/v1.0.0/",
+    "environment": {"SM_NUM_GPUS": "1", "HF_MODEL_ID": "/opt/ml/model"},
+}
+
+
+@pytest.fixture(scope="module")
+def cfg() -> EvalConfig:
+    return load_config(CONFIGS / "seed_scenario3_hybrid.yaml")
+
+
+def _client(service: str = "sagemaker"):
+    return boto3.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def test_names_are_deterministic_and_within_aws_limits(cfg):
+    long = "m" + "-x" * 40
+    name = req.aws_name(f"eval-{long}", "dag", "manual__2026-11-28T20:15:11+00:00")
+    assert len(name) <= 63 and name == req.aws_name(f"eval-{long}", "dag", "manual__2026-11-28T20:15:11+00:00")
+    assert name != req.aws_name(f"eval-{long}", "dag", "scheduled__2026-11-29T00:00:00+00:00")
+    client = _client()
+    for model in cfg.models:
+        job = req.processing_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", model.name)
+        assert_valid(client, "DescribeProcessingJob", {"ProcessingJobName": job})
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_endpoint_requests_match_the_api_model(cfg, index):
+    client = _client()
+    config = req.endpoint_config(cfg, cfg.models[index], RESOLVED, ROLE)
+    assert_valid(client, "CreateModel", config["Model"])
+    assert_valid(client, "CreateEndpointConfig", config["EndpointConfig"])
+    assert_valid(client, "CreateEndpoint", config["Endpoint"])
+    assert config["EndpointConfig"]["ProductionVariants"][0]["InstanceType"] == "ml.g5.2xlarge"
+    assert config["Model"]["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
+    with Stubber(client) as stub:
+        stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"},
+                          config["Model"])
+        stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e"},
+                          config["Endpoint"])
+        client.create_model(**config["Model"])
+        client.create_endpoint(**config["Endpoint"])
+
+
+def test_tarball_artifacts_use_model_data_url(cfg):
+    config = req.endpoint_config(cfg, cfg.models[0], dict(RESOLVED, model_data="s3://b/model.tar.gz"), ROLE)
+    assert config["Model"]["PrimaryContainer"]["ModelDataUrl"] == "s3://b/model.tar.gz"
+    assert_valid(_client(), "CreateModel", config["Model"])
+
+
+def test_processing_job_request_matches_the_api_model(cfg):
+    for model in cfg.models:
+        job = req.processing_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", model.name)
+        request = req.processing_config(cfg, model, job, ROLE, IMAGE, "s3://b/p/code/", "s3://b/p/run/",
+                                        f"s3://b/p/results/{model.name}/", "us-east-1")
+        assert_valid(_client(), "CreateProcessingJob", request)
+        args = request["AppSpecification"]["ContainerArguments"]
+        assert args[args.index("--model") + 1] == model.name
+        assert args[args.index("--endpoint-name") + 1] == model.endpoint_name
+
+
+def test_endpoint_lookup_pages_through_every_result():
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("list_endpoints", {"Endpoints": [_summary("llm-eval-a-old", "InService")], "NextToken": "t1"},
+                          {"NameContains": "llm-eval-a"})
+        stub.add_response("list_endpoints", {"Endpoints": [_summary("llm-eval-a", "Creating")]},
+                          {"NameContains": "llm-eval-a", "NextToken": "t1"})
+        assert req.endpoint_status(client, "llm-eval-a") == "Creating"
+
+
+def _summary(name: str, status: str) -> dict:
+    import datetime
+
+    now = datetime.datetime(2026, 1, 1)
+    return {"EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+            "CreationTime": now, "LastModifiedTime": now, "EndpointStatus": status}
+
+
+def test_registry_requests_match_the_api_model():
+    sm, s3 = _client(), _client("s3")
+    group, arn = "llm-eval-models", "arn:aws:sagemaker:us-east-1:123456789012:model-package/llm-eval-models/1"
+    container = req.container(RESOLVED)
+    metrics = {"FactualKnowledge/factual_knowledge": {"name": "factual_knowledge", "value": 0.61, "ci_low": 0.5,
+                                                      "ci_high": 0.7, "count": 48}}
+    metadata = {"dataset": "qa_general_knowledge", "model_id": "meta-textgeneration-llama-3-8b", "note": "{braces}"}
+    run_id = "manual__2026-11-28T20:15:11.357135+00:00"
+    with Stubber(sm) as sm_stub, Stubber(s3) as s3_stub:
+        sm_stub.add_client_error("describe_model_package_group", "ValidationException", "does not exist")
+        sm_stub.add_response("create_model_package_group", {"ModelPackageGroupArn": arn.rsplit("/", 1)[0]},
+                             {"ModelPackageGroupName": group, "ModelPackageGroupDescription": ANY})
+        sm_stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, {"ModelPackageGroupName": group})
+        s3_stub.add_response("put_object", {}, {"Bucket": "bkt", "Key": ANY, "Body": ANY, "ContentType": "application/json"})
+        captured = {}
+
+        def capture(params, **_):
+            captured.update(params)
+
+        sm.meta.events.register("provide-client-params.sagemaker.CreateModelPackage", capture)
+        sm_stub.add_response("create_model_package", {"ModelPackageArn": arn})
+        sm_stub.add_response("describe_model_package", {
+            "ModelPackageName": group, "ModelPackageArn": arn, "ModelPackageVersion": 1,
+            "CreationTime": "2026-01-01T00:00:00Z", "ModelPackageStatus": "Completed",
+            "ModelPackageStatusDetails": {"ValidationStatuses": []},
+            "ModelApprovalStatus": APPROVED,
+            "CustomerMetadataProperties": {"llmeval:model": "m", "llmeval:run_id": run_id},
+        }, {"ModelPackageName": arn})
+        version = SageMakerModelRegistry(sm, s3, "s3://bkt/prefix", lambda _: container).register(
+            group, "m", run_id, APPROVED, metrics, metadata)
+    assert version.version == 1 and version.run_id == run_id
+    assert_valid(sm, "CreateModelPackage", captured)
+    assert captured["CustomerMetadataProperties"]["note"] == "_braces_"
+    assert captured["CustomerMetadataProperties"]["FactualKnowledge/factual_knowledge"] == "0.61"
+    assert captured["ModelApprovalStatus"] == APPROVED
+
+
+def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
+    from llmeval.targets.sagemaker import _operators
+
+    sm, s3 = clients(aws_env)
+    model = cfg.models[0].model_copy(update={"deployment_config": cfg.models[0].deployment_config.model_copy(
+        update={"instance_type": "ml.g4dn.xlarge"})})
+    config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
+    endpoint_op, _ = _operators()
+    for attempt in range(2):
+        op = endpoint_op(task_id=f"deploy{attempt}", config=json.loads(json.dumps(config)), aws_conn_id="aws_moto",
+                         region_name="us-east-1", deferrable=False, check_interval=1)
+        op.execute({})
+    assert len(sm.list_models()["Models"]) == 1 and len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
+    assert len(sm.list_endpoints()["Endpoints"]) == 1
+    registry = SageMakerModelRegistry(sm, s3, "s3://llmeval-test/p", lambda _: req.container(RESOLVED))
+    first = registry.register("grp", model.name, "run-1", APPROVED, {}, {})
+    second = registry.register("grp", model.name, "run-1", APPROVED, {}, {})
+    assert first.location == second.location
+    assert len(sm.list_model_packages(ModelPackageGroupName="grp")["ModelPackageSummaryList"]) == 1
+    deleted = req.delete_endpoint_resources(sm, config, cfg.pipeline.name)
+    assert len(deleted) == 3 and sm.list_endpoints()["Endpoints"] == []
+
+
+def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):
+    sm, _ = clients(aws_env)
+    model = cfg.models[0].model_copy(update={"deployment_config": cfg.models[0].deployment_config.model_copy(
+        update={"instance_type": "ml.g4dn.xlarge"})})
+    config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
+    foreign_tags = [{"Key": "team", "Value": "someone-else"}]
+    sm.create_model(**dict(config["Model"], Tags=foreign_tags))
+    sm.create_endpoint_config(**dict(config["EndpointConfig"], Tags=foreign_tags))
+    sm.create_endpoint(**dict(config["Endpoint"], Tags=foreign_tags))
+    assert req.delete_endpoint_resources(sm, config, cfg.pipeline.name) == []
+    assert len(sm.list_endpoints()["Endpoints"]) == 1 and len(sm.list_models()["Models"]) == 1
+
+
+@pytest.mark.parametrize("bad", ["under_score", "-leading-hyphen", "x" * 64])
+def test_the_pattern_check_rejects_names_aws_would_reject(bad):
+    with pytest.raises(AssertionError):
+        assert_valid(_client(), "CreateEndpoint", {"EndpointName": bad, "EndpointConfigName": "cfg"})
