@@ -51,8 +51,9 @@ validate: env
 schema: env
 	@$(VENV)/bin/python -m llmeval schema
 
-benchmarks: env worker-env model-cache
-	@for b in benchmarks/*.py; do echo ">> $$b"; $(VENV)/bin/python $$b || exit 1; done
+benchmarks: env worker-env  ## each prints `<name>: <ratio>x (target <= <bound>x)` last
+	$(WORKER_VENV)/bin/python benchmarks/generate_throughput.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|^\s*$$"
+	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)
 	rm -rf artifacts .airflow .pytest_cache

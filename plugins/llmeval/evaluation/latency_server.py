@@ -4,7 +4,8 @@ Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `cap
 requests at once (others wait, as on a real instance), and throttles a chosen fraction
 of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
 named in `failing_endpoints`. The answer echoes the prompt, so a test
-can check that every record got its own answer. Loopback only.
+can check that every record got its own answer. It also answers DescribeEndpoint
+(InService), which fmeval's SageMakerModelRunner calls. Loopback only.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ class LatencyServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    @staticmethod
+    def _describe(name: str) -> dict[str, Any]:
+        arn = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"
+        return {"EndpointName": name, "EndpointArn": arn, "EndpointConfigName": name,
+                "EndpointStatus": "InService", "CreationTime": 0, "LastModifiedTime": 0}
+
     def _answer(self, path: str, body: bytes) -> tuple[int, Any, str | None]:
         if any(f"/endpoints/{name}/" in path for name in self.failing_endpoints):
             return 400, {"message": "Endpoint is failing (injected fault)"}, "ValidationError"
@@ -87,6 +94,32 @@ class LatencyServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                send_json(self, *server._answer(self.path, body))
+                if self.headers.get("X-Amz-Target", "").endswith(".DescribeEndpoint"):  # control plane
+                    send_json(self, 200, server._describe(json.loads(body)["EndpointName"]))
+                else:
+                    send_json(self, *server._answer(self.path, body))
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM, in its own process (as a real endpoint would be)."""
+    import argparse
+    import signal
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="simulated SageMaker-runtime endpoint")
+    parser.add_argument("--latency-s", type=float, default=0.05)
+    parser.add_argument("--capacity", type=int, default=16)
+    parser.add_argument("--throttle-rate", type=float, default=0.0)
+    parser.add_argument("--ready-file", type=Path, required=True, help="receives the URL once serving")
+    args = parser.parse_args(argv)
+    server = LatencyServer(args.latency_s, args.capacity, args.throttle_rate)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
+    args.ready_file.write_text(server.url)
+    server.httpd.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from llmeval.results import AlgorithmResult, Score
 log = logging.getLogger("llmeval.score")
 
 PerRecord = list[dict[str, float | None]]
+Scorer = Callable[[list[dict[str, Any]]], tuple[PerRecord, dict[str, float]]]
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -33,16 +34,21 @@ def offline_algorithms() -> list[str]:
     return sorted(n for n, s in ALGORITHMS.items() if not s.needs_hub_download and not s.calls_model_when_scoring)
 
 
-def _fmeval_scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]], PerRecord]:
-    spec = ALGORITHMS[section.algorithm]
+def _fmeval_module(name: str):
+    spec = ALGORITHMS[name]
     try:
-        module = importlib.import_module(spec.fmeval_module)
+        return importlib.import_module(spec.fmeval_module)
     except Exception as exc:  # fmeval loads BERTScore/detoxify weights at import time
         raise AlgorithmUnavailable(
             f"{spec.name} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}). "
             f"It downloads model weights from the Hugging Face Hub; offline, use one of: "
             f"{', '.join(offline_algorithms())}"
         ) from exc
+
+
+def _fmeval_scorer(section: AlgorithmSection) -> Scorer:
+    spec = ALGORITHMS[section.algorithm]
+    module = _fmeval_module(section.algorithm)
     algorithm_cls = getattr(module, spec.name)
     if spec.fmeval_config_class:
         algorithm = algorithm_cls(getattr(module, spec.fmeval_config_class)(**section.options))
@@ -50,17 +56,43 @@ def _fmeval_scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]]
         algorithm = algorithm_cls()
     accepted = inspect.signature(algorithm.evaluate_sample).parameters
 
-    def score(records: list[dict[str, Any]]) -> PerRecord:
+    def score(records: list[dict[str, Any]]) -> tuple[PerRecord, dict[str, float]]:
         out = []
         for record in records:
             kwargs = {k: record[k] for k in ("model_input", "target_output", "model_output") if k in accepted}
             out.append({s.name: s.value for s in algorithm.evaluate_sample(**kwargs)})
-        return out
+        return out, {}
 
     return score
 
 
-def _scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]], PerRecord]:
+def _classification_scorer(section: AlgorithmSection) -> Scorer:
+    """fmeval's ClassificationAccuracy: per-record accuracy from its own transform, plus the
+    dataset-level balanced accuracy, precision and recall it computes with scikit-learn."""
+    from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score
+
+    module = _fmeval_module("ClassificationAccuracy")
+    options = dict(section.options)
+    average = options.get("multiclass_average_strategy", "micro")
+
+    def score(records: list[dict[str, Any]]) -> tuple[PerRecord, dict[str, float]]:
+        labels = options.get("valid_labels") or sorted({str(r["target_output"]) for r in records})
+        config = module.ClassificationAccuracyConfig(**{**options, "valid_labels": labels})
+        transform = module.ClassificationAccuracyScores(valid_labels=config.valid_labels, converter_fn=config.converter_fn)
+        results = [transform({"target_output": r["target_output"], "model_output": r["model_output"]}) for r in records]
+        y_true = [str(r["target_output"]) for r in records]
+        y_pred = [res[module.CLASSIFIED_MODEL_OUTPUT_COLUMN_NAME] for res in results]
+        extras = {
+            module.BALANCED_ACCURACY_SCORE: float(balanced_accuracy_score(y_true, y_pred)),
+            module.PRECISION_SCORE: float(precision_score(y_true, y_pred, average=average)),
+            module.RECALL_SCORE: float(recall_score(y_true, y_pred, average=average)),
+        }
+        return [{module.CLASSIFICATION_ACCURACY_SCORE: res[module.CLASSIFICATION_ACCURACY_SCORE]} for res in results], extras
+
+    return score
+
+
+def _scorer(section: AlgorithmSection) -> Scorer:
     spec = ALGORITHMS[section.algorithm]
     if spec.calls_model_when_scoring:
         raise AlgorithmUnavailable(
@@ -75,7 +107,10 @@ def _scorer(section: AlgorithmSection) -> Callable[[list[dict[str, Any]]], PerRe
     if spec.fmeval_module is None:
         from llmeval.evaluation.similarity import SemanticSimilarity
 
-        return SemanticSimilarity(**section.options).score_records
+        similarity = SemanticSimilarity(**section.options)
+        return lambda records: (similarity.score_records(records), {})
+    if spec.name == "ClassificationAccuracy":
+        return _classification_scorer(section)
     return _fmeval_scorer(section)
 
 
@@ -115,7 +150,7 @@ def score_outputs(
     for section in algorithms:
         name = section.algorithm
         try:
-            per_record = _scorer(section)(answered)
+            per_record, dataset_level = _scorer(section)(answered)
         except Exception as exc:
             log.error("score %s failed: %s", name, exc)
             results.append(AlgorithmResult(name, [], records_location=records_location, error=str(exc)))
@@ -126,10 +161,13 @@ def score_outputs(
         for row, scores in zip(answered, per_record):
             if row.get("category") is not None:
                 by_category[str(row["category"])].append(scores)
+        dataset_scores = aggregate(per_record) + [
+            Score(n, v, count=len(per_record)) for n, v in dataset_level.items()
+        ]
         results.append(
             AlgorithmResult(
                 name,
-                aggregate(per_record),
+                dataset_scores,
                 {cat: aggregate(recs) for cat, recs in sorted(by_category.items())},
                 records_location,
             )

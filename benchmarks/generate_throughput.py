@@ -1,0 +1,93 @@
+"""Generate stage throughput vs fmeval's own model-runner path, against the same endpoint.
+
+A simulated SageMaker-runtime endpoint (its own process) answers after 50 ms and serves at
+most 16 requests at once, so 2,000 prompts cannot take less than 2,000 x 0.05 / 16 = 6.25 s.
+Sends 2,000 prompts through (a) this project's generate stage, with max_concurrency at
+twice the endpoint's capacity (so the client's own per-request overhead is hidden behind
+the endpoint's queue), and (b) fmeval's SageMakerModelRunner inside
+FactualKnowledge.evaluate(), in one run. Run with the worker environment:
+
+    PYTHONPATH=plugins .venv-worker/bin/python benchmarks/generate_throughput.py
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+N, LATENCY_S, CAPACITY, TARGET_RATIO = 2000, 0.05, 16, 1.3
+
+
+@contextmanager
+def endpoint_process(folder: Path):
+    """The simulated endpoint in its own process; yields its URL and a request counter."""
+    ready = folder / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "llmeval.evaluation.latency_server", "--latency-s", str(LATENCY_S),
+                             "--capacity", str(CAPACITY), "--ready-file", str(ready)])
+    try:
+        while not (ready.exists() and ready.read_text()):
+            if proc.poll() is not None:
+                raise RuntimeError("the simulated endpoint did not start")
+            time.sleep(0.05)
+        yield ready.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    logging.basicConfig(level=logging.WARNING)
+    from fmeval.data_loaders.data_config import DataConfig
+    from fmeval.eval_algorithms.factual_knowledge import FactualKnowledge, FactualKnowledgeConfig
+    from fmeval.model_runners.sm_model_runner import SageMakerModelRunner
+
+    from llmeval.evaluation.generate import ResponseCache, Target, generate
+
+    limit = N * LATENCY_S / CAPACITY
+    records = [{"record_id": str(i), "model_input": f"question number {i}?", "target_output": f"a{i}"} for i in range(N)]
+    with tempfile.TemporaryDirectory() as tmp, endpoint_process(Path(tmp)) as url:
+        target = Target(
+            endpoint_name="bench", model_identity="bench@1", output_path="[0].generated_text",
+            content_template="PROMPT_PLACEHOLDER", inference_parameters={"max_new_tokens": 8},
+            endpoint_url=url, region="us-east-1", max_concurrency=2 * CAPACITY,
+        )
+        started = time.perf_counter()
+        rows = generate(records, target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite"))
+        project = time.perf_counter() - started
+        answers = [r["model_output"] for r in rows]
+        assert answers == [f"answer to: {r['model_input']}" for r in records], "project lost or mixed records"
+
+        dataset = Path(tmp) / "data.jsonl"
+        dataset.write_text("".join(json.dumps({"q": r["model_input"], "a": r["target_output"]}) + "\n" for r in records))
+        os.environ["SAGEMAKER_SERVICE_ENDPOINT_URL"] = url
+        os.environ["SAGEMAKER_RUNTIME_ENDPOINT_URL"] = url
+        started = time.perf_counter()
+        runner = SageMakerModelRunner(endpoint_name="bench", output="[0].generated_text",
+                                      content_template='{"inputs": $prompt, "parameters": {"max_new_tokens": 8}}')
+        outputs = FactualKnowledge(FactualKnowledgeConfig()).evaluate(
+            model=runner, prompt_template="$model_input", num_records=N, save=False,
+            dataset_config=DataConfig(dataset_name="bench", dataset_uri=str(dataset), dataset_mime_type="application/jsonlines",
+                                      model_input_location="q", target_output_location="a"),
+        )
+        fmeval = time.perf_counter() - started
+        assert outputs[0].dataset_scores, "fmeval produced no scores"
+    print(f"prompts: {N}, endpoint latency {LATENCY_S * 1000:.0f} ms, capacity {CAPACITY} concurrent requests")
+    print(f"capacity limit:        {limit:.2f} s")
+    print(f"project generate:      {project:.2f} s ({project / limit:.2f}x the limit)")
+    print(f"fmeval model runner:   {fmeval:.2f} s ({fmeval / limit:.2f}x the limit)")
+    print(f"project vs fmeval:     {fmeval / project:.1f}x faster")
+    print(f"generate_throughput: {project / limit:.2f}x (target <= {TARGET_RATIO}x)")
+
+
+if __name__ == "__main__":
+    main()
