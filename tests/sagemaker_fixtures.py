@@ -43,6 +43,7 @@ def aws_env(moto_url, monkeypatch):
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
     requests_reset.create_bucket(Bucket=BUCKET)
+    _jumpstart_bucket(requests_reset)
     conn = {"conn_type": "aws", "login": "test", "password": "test",
             "extra": {"region_name": REGION, "endpoint_url": moto_url}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(conn))
@@ -52,6 +53,17 @@ def aws_env(moto_url, monkeypatch):
     monkeypatch.setenv("AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
     monkeypatch.setenv("AWS_JUMPSTART_SPECS_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
     return moto_url
+
+
+def _jumpstart_bucket(s3) -> None:
+    """Stand-in for the public JumpStart bucket: the fixture model's artifacts and scripts."""
+    spec_file = JUMPSTART_FIXTURES / "community_models" / "huggingface-llm-test-7b" / "specs_v1.2.0.json"
+    spec = json.loads(spec_file.read_text())
+    bucket = f"jumpstart-cache-prod-{REGION}"
+    s3.create_bucket(Bucket=bucket)
+    for key in ("training_artifact_key", "training_script_key", "hosting_artifact_key"):
+        name = spec[key] + ("weights.bin" if spec[key].endswith("/") else "")
+        s3.put_object(Bucket=bucket, Key=name, Body=b"placeholder")
 
 
 def clients(moto_url: str):

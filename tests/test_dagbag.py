@@ -64,10 +64,13 @@ def test_dag_shape_mapped_group_with_setup_and_teardown(monkeypatch):
     assert dag.get_task("select").trigger_rule == "all_done"
     assert dag.get_task("report").trigger_rule == "all_done"
     assert set(dag.task_ids) == {
-        "preprocess", "plan", "model.deploy", "model.evaluate", "model.teardown", "select", "register", "report", "verdict",
+        "preprocess", "plan", "foundation_models", "model.deploy", "model.evaluate", "model.teardown",
+        "tuned_models", "tuned_model.finetune", "tuned_model.deploy", "tuned_model.evaluate", "tuned_model.teardown",
+        "select", "register", "report", "verdict",
     }
     schema = dag.params.get_param("models").schema
-    assert schema["items"]["enum"] == ["smollm2-chat-greedy", "smollm2-completion", "smollm2-chat-sampled"]
+    assert schema["items"]["enum"] == ["smollm2-chat-greedy", "smollm2-completion", "smollm2-chat-sampled",
+                                       "smollm2-chat-tuned"]
     assert dag.catchup is False
 
 
@@ -81,6 +84,22 @@ def test_parsing_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["dags"] >= 1 and result["heavy"] == []
+
+
+def test_only_tuned_branches_have_a_finetune_task(monkeypatch, write_config):
+    models = [
+        {"name": "base-a", "model_id": "smollm2-135m-instruct"},
+        {"name": "tuned-b", "model_id": "smollm2-135m-instruct",
+         "finetuning": {"train_data_path": "finetune_qa_train.jsonl"}},
+        {"name": "base-c", "model_id": "smollm2-135m-instruct"},
+    ]
+    write_config("mixed.yaml", local_config("mixed", models=models))
+    write_config("plain.yaml", local_config("plain"))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    mixed, plain = bag.dags["mixed"], bag.dags["plain"]
+    assert "tuned_model.finetune" in mixed.task_ids and "model.finetune" not in mixed.task_ids
+    assert mixed.get_task("tuned_model.finetune").downstream_task_ids == {"tuned_model.deploy"}
+    assert not any("finetune" in t or t.startswith("tuned_model") for t in plain.task_ids)
 
 
 @pytest.mark.parametrize("bad", [["nope"], [], ["smollm2-completion", "smollm2-completion"]])

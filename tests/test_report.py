@@ -39,3 +39,13 @@ def test_category_scores_are_tabulated(tmp_path):
     res.algorithms[0].category_scores = {"geo": [Score("factual_knowledge", 0.9, 0.8, 1.0, 10)]}
     html, _ = _report(tmp_path, [res])
     assert "By category" in html.read_text() and "0.900" in html.read_text()
+
+
+def test_fine_tuned_models_get_a_training_section(tmp_path):
+    res = result("tuned")
+    res.metadata["training"] = {"base_model": "smollm2-135m-instruct", "steps": 18, "train_loss_first": 3.2,
+                                "train_loss_last": 0.85, "validation_loss_before": 7.97,
+                                "validation_loss_after": 1.44, "wall_seconds": 49.0}
+    html, _ = _report(tmp_path, [result("base"), res])
+    page = html.read_text()
+    assert "Fine-tuning" in page and "7.970 &rarr; 1.440" in page and "smollm2-135m-instruct" in page

@@ -124,3 +124,28 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     assert statuses["sm-gamma"] == "failed" and selection["best"] in ("sm-alpha", "sm-beta")
     assert "sm-gamma" in (folder / "leaderboard.html").read_text()
     assert len(sm.list_model_packages(ModelPackageGroupName="sm-fault-models")["ModelPackageSummaryList"]) == 1
+
+
+def test_tuned_branch_trains_then_deploys_the_trained_artifacts(tmp_path, airflow_db, processing_emulator, aws_env):
+    from llmeval.runtime import run_dir
+
+    tuning = {"finetuning": {"train_data_path": "finetune_qa_train.jsonl",
+                             "validation_data_path": "finetune_qa_validation.jsonl",
+                             "parameters": {"instance_type": "ml.g4dn.xlarge", "epoch": 2}}}
+    dag, dag_run = _run(tmp_path, "sm-tuned", ["sm-base", "sm-tuned"], airflow_db, {"sm-tuned": tuning})
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    assert "tuned_model.finetune" in dag.task_ids and "model.finetune" not in dag.task_ids
+    sm, s3 = clients(aws_env)
+    jobs = sm.list_training_jobs()["TrainingJobSummaries"]
+    assert len(jobs) == 1
+    job = sm.describe_training_job(TrainingJobName=jobs[0]["TrainingJobName"])
+    channels = {c["ChannelName"] for c in job["InputDataConfig"]}
+    assert channels == {"training", "validation", "model", "code"} and job["HyperParameters"]["epoch"] == "2"
+    uploaded = s3.list_objects_v2(Bucket="llmeval-test", Prefix="llmeval/sm-tuned/")["Contents"]
+    assert any(o["Key"].endswith("training-data/finetune_qa_validation/finetune_qa_validation.jsonl") for o in uploaded)
+    folder = run_dir(dag.dag_id, dag_run.run_id)
+    deployment = json.loads((folder / "models" / "sm-tuned" / "deployment.json").read_text())
+    assert deployment["container"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    tuned = json.loads((folder / "models" / "sm-tuned" / "results.json").read_text())
+    assert tuned["metadata"]["training"]["job_name"] == job["TrainingJobName"]
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []

@@ -11,7 +11,7 @@ import pytest
 from aws_model import assert_valid
 from botocore.stub import ANY, Stubber
 from conftest import CONFIGS
-from sagemaker_fixtures import IMAGE, ROLE, aws_env, clients, moto_url  # noqa: F401
+from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, aws_env, clients, moto_url  # noqa: F401
 
 from llmeval.config import EvalConfig, load_config
 from llmeval.registry import APPROVED, SageMakerModelRegistry
@@ -141,7 +141,7 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
     model = cfg.models[0].model_copy(update={"deployment_config": cfg.models[0].deployment_config.model_copy(
         update={"instance_type": "ml.g4dn.xlarge"})})
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
-    endpoint_op, _ = _operators()
+    endpoint_op, *_ = _operators()
     for attempt in range(2):
         op = endpoint_op(task_id=f"deploy{attempt}", config=json.loads(json.dumps(config)), aws_conn_id="aws_moto",
                          region_name="us-east-1", deferrable=False, check_interval=1)
@@ -174,3 +174,53 @@ def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):
 def test_the_pattern_check_rejects_names_aws_would_reject(bad):
     with pytest.raises(AssertionError):
         assert_valid(_client(), "CreateEndpoint", {"EndpointName": bad, "EndpointConfigName": "cfg"})
+
+
+TRAINING = {
+    "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.0.0-gpu-py310",
+    "model_uri": "s3://jumpstart-cache-prod-us-east-1/huggingface-training/train-test.tar.gz",
+    "script_uri": "s3://jumpstart-cache-prod-us-east-1/source-directory-tarballs/llm/sourcedir.tar.gz",
+    "hyperparameters": {"epoch": "1", "learning_rate": "0.0001", "sagemaker_program": "transfer_learning.py"},
+}
+
+
+def test_training_request_matches_the_api_model_and_passes_validation_data(cfg):
+    tuned = cfg.model("llama3-8b-tuned")
+    params = tuned.finetuning.parameters.model_copy(update={"keep_alive_period_in_seconds": 1800})
+    tuned = tuned.model_copy(update={"finetuning": tuned.finetuning.model_copy(update={"parameters": params})})
+    job = req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
+    request = req.training_config(cfg, tuned, job, ROLE, TRAINING, "s3://b/p/train/", "s3://b/p/validation/",
+                                  "s3://b/p/out/")
+    assert_valid(_client(), "CreateTrainingJob", request)
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels == {"training": "s3://b/p/train/", "validation": "s3://b/p/validation/",
+                        "model": TRAINING["model_uri"], "code": TRAINING["script_uri"]}
+    hyper = request["HyperParameters"]
+    assert hyper["epoch"] == "1" and hyper["instruction_tuned"] == "True" and hyper["max_input_length"] == "512"
+    assert hyper["sagemaker_program"] == "transfer_learning.py" and "keep_alive_period_in_seconds" not in hyper
+    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100,
+                                         "KeepAlivePeriodInSeconds": 1800}
+    assert job == req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
+
+
+def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
+    from llmeval.targets.sagemaker import _operators
+
+    sm, _ = clients(aws_env)
+    tuned = cfg.model("llama3-8b-tuned")
+    tuned = tuned.model_copy(update={"finetuning": tuned.finetuning.model_copy(update={
+        "parameters": tuned.finetuning.parameters.model_copy(update={"instance_type": "ml.g4dn.xlarge"})})})
+    _, s3 = clients(aws_env)
+    s3.put_object(Bucket="llmeval-test", Key="t/train.jsonl", Body=b"{}")
+    spec = json.loads((JUMPSTART_FIXTURES / "community_models/huggingface-llm-test-7b/specs_v1.2.0.json").read_text())
+    bucket = "s3://jumpstart-cache-prod-us-east-1/"
+    resolved = dict(TRAINING, model_uri=bucket + spec["training_artifact_key"],
+                    script_uri=bucket + spec["training_script_key"])
+    request = req.training_config(cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None,
+                                  "s3://llmeval-test/out/")
+    *_, training_op = _operators()
+    for attempt in range(2):
+        training_op(task_id=f"ft{attempt}", config=json.loads(json.dumps(request)), aws_conn_id="aws_moto",
+                    region_name="us-east-1", deferrable=False, check_interval=1, check_if_job_exists=False,
+                    print_log=False).execute({})
+    assert [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]] == ["ft-job-1"]

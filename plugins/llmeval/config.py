@@ -25,6 +25,7 @@ CONFIGS_DIR_ENV = "LLM_EVAL_CONFIGS_DIR"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
 AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 LOCAL_MODELS = ("smollm2-135m-instruct",)
+LOCAL_HYPERPARAMETERS = {"learning_rate", "max_steps", "batch_size", "lora_rank", "seed"}
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
 
@@ -254,6 +255,13 @@ class EvalConfig(_Strict):
             seen[model.name] = i
             if self.target == "local" and model.model_provider not in (None, "local"):
                 raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
+            extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
+            if self.target == "local" and extra - LOCAL_HYPERPARAMETERS:
+                raise FieldProblem(
+                    ("models", i, "finetuning", "parameters", sorted(extra - LOCAL_HYPERPARAMETERS)[0]),
+                    f"the local fine-tune does not know this parameter; it accepts the seed's keys and "
+                    f"{', '.join(sorted(LOCAL_HYPERPARAMETERS))}",
+                )
             if self.target == "local" and model.model_id not in LOCAL_MODELS:
                 raise FieldProblem(
                     ("models", i, "model_id"),

@@ -1,6 +1,7 @@
 """DAG factory: one Airflow DAG per evaluation config.
 
-    preprocess -> plan -> model[i] (mapped task group: deploy -> evaluate -> teardown)
+    preprocess -> plan -> model[i]       (mapped: deploy -> evaluate -> teardown)
+                       -> tuned_model[j] (mapped: finetune -> deploy -> evaluate -> teardown)
                -> select -> register -> report -> verdict
 
 The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
@@ -51,13 +52,7 @@ def guarded(step: str, model: str, body):
 
     run_folder, _, params = current_run()
     try:
-        cfg = run_config(run_folder)
-        if step == "deploy" and cfg.model(model).finetuning is not None:
-            raise NotImplementedError(
-                f"model {model!r} has a finetuning block, and fine-tuning is not implemented yet; "
-                "evaluating the untuned base model instead would be wrong, so this model is not deployed"
-            )
-        return body(cfg, run_folder, params)
+        return body(run_config(run_folder), run_folder, params)
     except Exception as exc:
         write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
         raise
@@ -138,9 +133,24 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             log.info("evaluating %d model(s) on %d records: %s", len(models), prepared["records"], models)
             return models
 
+        @task
+        def split(models: list[str], tuned: bool) -> list[str]:
+            """The planned models with (tuned) or without a finetuning block."""
+            from llmeval.steps import run_config
+
+            run_folder, _, _ = current_run()
+            cfg_now = run_config(run_folder)
+            return [m for m in models if (cfg_now.model(m).finetuning is not None) == tuned]
+
         @task_group(group_id="model")
         def per_model(model_name: str) -> None:
-            target.model_steps(cfg, model_name)
+            """deploy -> evaluate -> teardown for one foundation model."""
+            target.model_steps(cfg, model_name, tuned=False)
+
+        @task_group(group_id="tuned_model")
+        def per_tuned_model(model_name: str) -> None:
+            """finetune -> deploy -> evaluate -> teardown for one model with a finetuning block."""
+            target.model_steps(cfg, model_name, tuned=True)
 
         @task(trigger_rule="all_done")
         def select(models: list[str]) -> dict[str, Any]:
@@ -180,9 +190,13 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 )
 
         models = plan(preprocess())
-        group = per_model.expand(model_name=models)
         chosen = select(models)
-        group >> chosen
+        if any(m.finetuning is None for m in cfg.models):
+            foundation = split.override(task_id="foundation_models")(models, tuned=False)
+            per_model.expand(model_name=foundation) >> chosen
+        if any(m.finetuning is not None for m in cfg.models):
+            tuned = split.override(task_id="tuned_models")(models, tuned=True)
+            per_tuned_model.expand(model_name=tuned) >> chosen
         registered = register(chosen)
         written = report(models)
         registered >> written >> verdict(models)

@@ -99,6 +99,20 @@ def render_html(data: ReportInput) -> str:
             f"<td>{g.output_tokens_total}</td><td>{g.wall_seconds:.1f}</td></tr>"
         )
     out.append("</table>")
+    tuned = [r for r in data.results if r.metadata.get("training")]
+    if tuned:
+        out.append("<h2>Fine-tuning</h2><table><tr><th>model</th><th>base</th><th>steps</th>"
+                   "<th>train loss (first &rarr; last)</th><th>validation loss (before &rarr; after)</th>"
+                   "<th>seconds</th></tr>")
+        for r in tuned:
+            t = r.metadata["training"]
+            out.append(
+                f"<tr><td>{e(r.model)}</td><td>{e(str(t.get('base_model', '')))}</td><td>{t.get('steps', '')}</td>"
+                f"<td>{_fmt(t.get('train_loss_first'))} &rarr; {_fmt(t.get('train_loss_last'))}</td>"
+                f"<td>{_fmt(t.get('validation_loss_before'))} &rarr; {_fmt(t.get('validation_loss_after'))}</td>"
+                f"<td>{t.get('wall_seconds', '')}</td></tr>"
+            )
+        out.append("</table>")
     categories = sorted({c for r in data.results for a in r.algorithms for c in a.category_scores})
     if categories:
         out.append("<h2>By category</h2><table><tr><th>model</th><th>metric</th>")

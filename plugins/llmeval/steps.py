@@ -95,6 +95,12 @@ def register_best(run_folder: Path, registry: Registry, run_id: str, enabled: bo
             "selection_composite": next(c.composite for c in selection.ranking if c.model == selection.best),
             "records_evaluated": best.generation.records_evaluated,
         }
+        training = best.metadata.get("training")
+        if training:  # a tuned model: reference its training run and metrics
+            metadata["training_job"] = training.get("job_name") or training.get("artifact", "local fine-tune")
+            metadata["base_model"] = training.get("base_model", model.model_id)
+            metrics.update({f"training/{k}": v for k, v in training.items()
+                            if k in ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")})
         version = registry.register(cfg.registry_group, selection.best, run_id, status, metrics, metadata)
         outcome = {"registered": True, **asdict(version)}
         log.info("registered %s as %s v%d (%s)", selection.best, version.group, version.version, status)

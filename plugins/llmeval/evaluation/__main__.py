@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> ModelResult:
         outputs_location=str(out / "outputs.jsonl"),
         metadata={"model_id": model.model_id, "model_version": model.model_version, "endpoint": target.endpoint_name},
     )
+    if args.training_metrics:
+        training = json.loads(args.training_metrics.read_text(encoding="utf-8"))
+        result.metadata["training"] = {k: v for k, v in training.items() if k != "loss_per_step"}
     if not answered:
         first = next((r["error"] for r in rows if r["error"]), "no records")
         result.status, result.failed_step, result.error = "failed", "generate", f"every record failed; first: {first}"
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint-name", help="default: the model's endpoint_name, else its name")
     parser.add_argument("--endpoint-url", help="override for the sagemaker-runtime endpoint (local server)")
     parser.add_argument("--model-identity", help="cache identity; default model_id@model_version")
+    parser.add_argument("--training-metrics", type=Path, help="fine-tune metrics to keep in the result")
     parser.add_argument("--region")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
     args = parser.parse_args(argv)

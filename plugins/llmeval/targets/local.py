@@ -25,6 +25,8 @@ log = logging.getLogger("llmeval.local")
 
 READY_TIMEOUT_S = 900  # first start converts the GGUF model (~30-60 s) after imports
 ENDPOINT_FILE = "endpoint.json"
+TUNED_DIR = "finetuned"
+TRAINING_METRICS = "training_metrics.json"
 
 
 def worker_env() -> dict[str, str]:
@@ -81,9 +83,10 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
     ready = folder / "server-ready.json"
     ready.unlink(missing_ok=True)
     log_path = folder / "server.log"
+    served = str(folder / TUNED_DIR) if cfg.model(model).finetuning else cfg.model(model).model_id
     cmd = [
         worker_python(), "-m", "llmeval.evaluation.server",
-        "--model-id", cfg.model(model).model_id, "--endpoint-name", name, "--ready-file", str(ready),
+        "--model-id", served, "--endpoint-name", name, "--ready-file", str(ready),
     ]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
@@ -148,16 +151,30 @@ def stop_endpoint(cfg: EvalConfig, model: str, run_folder: Path, keep: bool = Fa
     return "stopped" if stop_server(state_file) else "not running"
 
 
-def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict[str, Any]) -> Path:
-    """Run the evaluation entry point for one model, streaming its log into the task log."""
-    out = model_dir(run_folder, model)
+def run_finetune(cfg: EvalConfig, model: str, run_folder: Path) -> Path:
+    """Fine-tune the model on this machine; the tuned model is saved in the model's folder."""
+    from llmeval.runtime import resolve_data_path
+
+    spec = cfg.model(model)
+    tuning = spec.finetuning
+    params = tuning.parameters
+    out = model_dir(run_folder, model) / TUNED_DIR
     cmd = [
-        worker_python(), "-m", "llmeval.evaluation",
-        "--config", str(run_folder / "config.json"), "--model", model,
-        "--dataset", str(run_folder / "dataset.jsonl"), "--output-dir", str(out),
-        "--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"],
-        "--cache-dir", str(cache_dir()),
+        worker_python(), "-m", "llmeval.evaluation.finetune", "--model-id", spec.model_id,
+        "--train", str(resolve_data_path(tuning.train_data_path)), "--output-dir", str(out),
+        "--epochs", str(params.epoch), "--max-input-length", str(params.max_input_length),
+        "--instruction-tuned" if params.instruction_tuned else "--no-instruction-tuned",
     ]
+    if tuning.validation_data_path:
+        cmd += ["--validation", str(resolve_data_path(tuning.validation_data_path))]
+    for key, value in (params.model_extra or {}).items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    stream_command(cmd, f"fine-tune of {model}")
+    return out / TRAINING_METRICS
+
+
+def stream_command(cmd: list[str], what: str) -> None:
+    """Run a worker command, streaming its output into the task log; kill it if the task dies."""
     log.info("running %s", " ".join(cmd))
     proc = subprocess.Popen(
         cmd, cwd=PLUGINS_DIR, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -176,7 +193,25 @@ def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict
         proc.wait()
         raise
     if proc.returncode != 0:
-        raise RuntimeError(f"evaluation of {model} exited with {proc.returncode}:\n" + "\n".join(tail))
+        raise RuntimeError(f"{what} exited with {proc.returncode}:\n" + "\n".join(tail))
+
+
+def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict[str, Any]) -> Path:
+    """Run the evaluation entry point for one model, streaming its log into the task log."""
+    out = model_dir(run_folder, model)
+    cmd = [
+        worker_python(), "-m", "llmeval.evaluation",
+        "--config", str(run_folder / "config.json"), "--model", model,
+        "--dataset", str(run_folder / "dataset.jsonl"), "--output-dir", str(out),
+        "--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"],
+        "--cache-dir", str(cache_dir()),
+    ]
+    metrics = out / TUNED_DIR / TRAINING_METRICS
+    if cfg.model(model).finetuning and metrics.exists():
+        digest = json.loads(metrics.read_text())["weights_sha256"]
+        cmd += ["--training-metrics", str(metrics),
+                "--model-identity", f"{cfg.model(model).model_id}+tuned:{digest[:16]}"]
+    stream_command(cmd, f"evaluation of {model}")
     return out / "results.json"
 
 
@@ -190,8 +225,8 @@ def registry(cfg: EvalConfig, run_folder: Path):
     return LocalRegistry(registry_dir())
 
 
-def model_steps(cfg: EvalConfig, model_name: Any) -> None:
-    """deploy -> evaluate -> teardown for one (mapped) model, built in the current task group."""
+def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
+    """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task group."""
     from airflow.sdk import task
 
     from llmeval.factory import guarded, label
@@ -226,7 +261,15 @@ def model_steps(cfg: EvalConfig, model_name: Any) -> None:
         run_folder, _, params = current_run()
         return stop_endpoint(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
 
+    @task(map_index_template="{{ model_label }}")
+    def finetune(model: str) -> str:
+        """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
+        label(model)
+        return str(guarded("finetune", model, lambda cfg, run, _: run_finetune(cfg, model, run)))
+
     endpoint = deploy(model_name)
+    if tuned:
+        finetune(model_name) >> endpoint
     done = evaluate(model_name, endpoint)
     stop = teardown(model_name)
     done >> stop.as_teardown(setups=endpoint)

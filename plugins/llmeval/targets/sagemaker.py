@@ -1,5 +1,6 @@
 """SageMaker target: the per-model tasks, built from the Amazon provider's operators.
 
+    [prepare_training -> finetune (SageMakerTrainingOperator, deferrable) ->]
     prepare (JumpStart URIs, names) -> deploy (SageMakerEndpointOperator, deferrable)
       -> stage (inputs to S3) -> evaluate (SageMakerProcessingOperator, deferrable)
       -> collect (results from S3) ; teardown (delete what this pipeline created)
@@ -24,6 +25,7 @@ from llmeval.targets import sagemaker_requests as req
 log = logging.getLogger("llmeval.sagemaker")
 
 DEPLOYMENT_FILE = "deployment.json"
+TRAINING_FILE = "training_metrics.json"
 
 
 def _hook(cfg: EvalConfig):
@@ -67,27 +69,76 @@ def s3_prefix(cfg: EvalConfig) -> str:
     return _setting(cfg.sagemaker.s3_prefix, "llm_eval_s3_prefix", "S3 prefix").rstrip("/")
 
 
-def resolve_jumpstart(cfg: EvalConfig, model_id: str, version: str, instance_type: str, region: str) -> dict:
-    """Image, artifacts and environment of a JumpStart model (sagemaker 2.x, worker env)."""
+def resolve_jumpstart(
+    cfg: EvalConfig, model_id: str, version: str, instance_type: str, region: str, training: bool = False
+) -> dict:
+    """Inference (or training) image, artifacts and settings of a JumpStart model (worker env)."""
     creds = _hook(cfg).get_credentials(region_name=region)
     env = dict(os.environ, PYTHONPATH=str(PLUGINS_DIR), AWS_DEFAULT_REGION=region)
     env.update(AWS_ACCESS_KEY_ID=creds.access_key, AWS_SECRET_ACCESS_KEY=creds.secret_key)
     if creds.token:
         env["AWS_SESSION_TOKEN"] = creds.token
-    cmd = [worker_python(), "-m", "llmeval.jumpstart", model_id, version, region, instance_type]
+    cmd = [worker_python(), "-m", "llmeval.jumpstart", *(["--training"] if training else []),
+           model_id, version, region, instance_type]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=PLUGINS_DIR)
     if out.returncode != 0:
         raise RuntimeError(f"JumpStart lookup of {model_id}@{version} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def prepare(cfg: EvalConfig, model_name: str, run_folder: Path) -> dict[str, Any]:
+def _data_uri(cfg: EvalConfig, location: str, prefix: str) -> str:
+    """An s3:// location as it is; a file under include/data uploaded under the run prefix."""
+    from llmeval.runtime import resolve_data_path
+
+    if location.startswith("s3://"):
+        return location
+    path = resolve_data_path(location)
+    if not path.is_file():
+        raise FileNotFoundError(f"training data {location!r} is neither an s3:// URI nor a file at {path}")
+    bucket, _, key_prefix = f"{prefix}/training-data/{path.stem}".removeprefix("s3://").partition("/")
+    _s3(cfg).load_file(str(path), f"{key_prefix}/{path.name}", bucket_name=bucket, replace=True)
+    return f"s3://{bucket}/{key_prefix}/"
+
+
+def prepare_training(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The fine-tuning job request for a model with a finetuning block."""
+    model = cfg.model(model_name)
+    tuning = model.finetuning
+    region = cfg.sagemaker.region or _hook(cfg).conn_region_name
+    resolved = resolve_jumpstart(cfg, model.model_id, model.model_version, tuning.parameters.instance_type, region,
+                                 training=True)
+    prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
+    validation = _data_uri(cfg, tuning.validation_data_path, prefix) if tuning.validation_data_path else None
+    return req.training_config(
+        cfg, model, req.training_job_name(dag_id, run_id, model_name), role_arn(cfg), resolved,
+        _data_uri(cfg, tuning.train_data_path, prefix), validation, f"{prefix}/training-output/{model_name}/",
+    )
+
+
+def _training_summary(job: dict[str, Any], base_model: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "job_name": job["TrainingJobName"],
+        "base_model": base_model,
+        "artifact": job["ModelArtifacts"]["S3ModelArtifacts"],
+        "wall_seconds": job.get("TrainingTimeInSeconds"),
+    }
+    for metric in job.get("FinalMetricDataList") or []:
+        summary[metric["MetricName"]] = metric["Value"]
+    return summary
+
+
+def prepare(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_id: str) -> dict[str, Any]:
     model = cfg.model(model_name)
     region = cfg.sagemaker.region or _hook(cfg).conn_region_name
     resolved = resolve_jumpstart(cfg, model.model_id, model.model_version, model.deployment_config.instance_type, region)
-    endpoint = req.endpoint_config(cfg, model, resolved, role_arn(cfg))
     folder = model_dir(run_folder, model_name)
     folder.mkdir(parents=True, exist_ok=True)
+    if model.finetuning:  # deploy the tuned weights with the base model's inference container
+        job = _hook(cfg).describe_training_job(req.training_job_name(dag_id, run_id, model_name))
+        training = _training_summary(job, model.model_id)
+        resolved = dict(resolved, model_data=training["artifact"])
+        (folder / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=str))
+    endpoint = req.endpoint_config(cfg, model, resolved, role_arn(cfg))
     state = {"region": region, "endpoint": endpoint, "container": req.container(resolved)}
     (folder / DEPLOYMENT_FILE).write_text(json.dumps(state, indent=2))
     log.info("%s: %s on %s x%d as endpoint %s", model_name, resolved["image_uri"],
@@ -134,6 +185,8 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
         target.write_bytes(s3.get_key(key, bucket_name=bucket).get()["Body"].read())
     result = read_model_result(folder, model_name)
     result.outputs_location = f"{uri}outputs.jsonl"
+    if (folder / TRAINING_FILE).exists():
+        result.metadata["training"] = json.loads((folder / TRAINING_FILE).read_text())
     (folder / "results.json").write_text(result.to_json())
     return str(folder / "results.json")
 
@@ -167,6 +220,7 @@ def _operators():
     from airflow.providers.amazon.aws.operators.sagemaker import (
         SageMakerEndpointOperator,
         SageMakerProcessingOperator,
+        SageMakerTrainingOperator,
     )
     from airflow.providers.amazon.aws.utils import trim_none_values
 
@@ -193,34 +247,61 @@ def _operators():
         """A completed job with the same (deterministic) name is the result: not run twice."""
 
         def execute(self, context):
-            from botocore.exceptions import ClientError
-
             name = self.config["ProcessingJobName"]
-            try:
-                job = self.hook.describe_processing_job(name)
-            except ClientError:
-                job = None
+            job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
             if job and job["ProcessingJobStatus"] == "Completed":
                 self.log.info("processing job %s already completed: reusing its outputs", name)
                 return {"Processing": trim_none_values(job)}
             return super().execute(context)
 
-    return ReusingEndpointOperator, ReusingProcessingOperator
+    class ReusingTrainingOperator(SageMakerTrainingOperator):
+        """A completed (or running) job with the same deterministic name is reused, not duplicated."""
+
+        def execute(self, context):
+            name = self.config["TrainingJobName"]
+            job = req.describe_or_none(self.hook.conn.describe_training_job, TrainingJobName=name)
+            status = job and job["TrainingJobStatus"]
+            if status in ("InProgress", "Stopping"):
+                self.log.info("training job %s is %s: waiting for it", name, status)
+                self.hook.conn.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name)
+                job = self.hook.describe_training_job(name)
+                status = job["TrainingJobStatus"]
+            if status == "Completed":
+                self.log.info("training job %s already completed: reusing its model", name)
+                return {"Training": trim_none_values(job)}
+            if status in ("Failed", "Stopped"):
+                raise RuntimeError(f"training job {name} is {status}: {job.get('FailureReason', '')}")
+            return super().execute(context)
+
+    return ReusingEndpointOperator, ReusingProcessingOperator, ReusingTrainingOperator
 
 
-def model_steps(cfg: EvalConfig, model_name: Any) -> None:
+def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
     from airflow.sdk import task
 
     from llmeval.factory import guarded, label
 
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
-    endpoint_op, processing_op = _operators()
+    endpoint_op, processing_op, training_op = _operators()
 
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")
     def prepare_endpoint(model: str) -> dict[str, Any]:
         """Resolve the JumpStart model and name its model, endpoint config and endpoint."""
+        from airflow.sdk import get_current_context
+
         label(model)
-        return guarded("deploy", model, lambda cfg, run, _: prepare(cfg, model, run))
+        ctx = get_current_context()
+        return guarded("deploy", model, lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]))
+
+    @task(map_index_template="{{ model_label }}")
+    def prepare_training_job(model: str) -> dict[str, Any]:
+        """Resolve the JumpStart training specs and upload the training data."""
+        from airflow.sdk import get_current_context
+
+        label(model)
+        ctx = get_current_context()
+        return guarded("finetune", model,
+                       lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]))
 
     @task(map_index_template="{{ model_label }}")
     def stage_evaluation(model: str, region: str) -> dict[str, Any]:
@@ -249,6 +330,11 @@ def model_steps(cfg: EvalConfig, model_name: Any) -> None:
         return teardown(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
 
     prepared = prepare_endpoint(model_name)
+    if tuned:
+        training = prepare_training_job(model_name)
+        finetune = training_op(task_id="finetune", config=training, deferrable=True, check_interval=60,
+                               check_if_job_exists=False, print_log=False, **aws)
+        training >> finetune >> prepared
     deploy = endpoint_op(task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30, **aws)
     staged = stage_evaluation(model_name, prepared["region"])
     evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30, **aws)

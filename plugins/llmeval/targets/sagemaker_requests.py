@@ -42,6 +42,10 @@ def processing_job_name(dag_id: str, run_id: str, model: str) -> str:
     return aws_name(f"eval-{model}", dag_id, run_id)
 
 
+def training_job_name(dag_id: str, run_id: str, model: str) -> str:
+    return aws_name(f"ft-{model}", dag_id, run_id)
+
+
 def tags(cfg: EvalConfig, model: str, **extra: str) -> list[dict[str, str]]:
     values = {OWNER_TAG: cfg.pipeline.name, "llmeval:model": model, **cfg.sagemaker.tags, **extra}
     return [{"Key": k, "Value": str(v)[:256]} for k, v in values.items()]
@@ -98,7 +102,8 @@ def endpoint_status(client: Any, name: str) -> str | None:
     return None
 
 
-def _exists(describe: Any, **kwargs: str) -> dict[str, Any] | None:
+def describe_or_none(describe: Any, **kwargs: str) -> dict[str, Any] | None:
+    """The describe call's answer, or None when the resource does not exist."""
     from botocore.exceptions import ClientError
 
     try:
@@ -112,9 +117,9 @@ def _exists(describe: Any, **kwargs: str) -> dict[str, Any] | None:
 def missing_parts(client: Any, config: dict[str, Any]) -> dict[str, Any]:
     """The endpoint operator config without a Model / EndpointConfig that already exists."""
     todo = dict(config)
-    if _exists(client.describe_model, ModelName=config["Model"]["ModelName"]):
+    if describe_or_none(client.describe_model, ModelName=config["Model"]["ModelName"]):
         todo.pop("Model")
-    if _exists(client.describe_endpoint_config, EndpointConfigName=config["EndpointConfig"]["EndpointConfigName"]):
+    if describe_or_none(client.describe_endpoint_config, EndpointConfigName=config["EndpointConfig"]["EndpointConfigName"]):
         todo.pop("EndpointConfig")
     return todo
 
@@ -135,7 +140,7 @@ def delete_endpoint_resources(client: Any, config: dict[str, Any], pipeline: str
         ("model", client.describe_model, "ModelArn", client.delete_model, {"ModelName": config["Model"]["ModelName"]}),
     ]
     for kind, describe, arn_key, delete, key in steps:
-        found = _exists(describe, **key)
+        found = describe_or_none(describe, **key)
         name = next(iter(key.values()))
         if found is None:
             log.info("%s %s does not exist", kind, name)
@@ -199,5 +204,56 @@ def processing_config(
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": sm.max_runtime_s},
+        "Tags": tags(cfg, model.name),
+    }
+
+
+def training_config(
+    cfg: EvalConfig,
+    model: ModelSection,
+    job_name: str,
+    role_arn: str,
+    resolved: dict[str, Any],
+    train_uri: str,
+    validation_uri: str | None,
+    output_uri: str,
+) -> dict[str, Any]:
+    """A JumpStart fine-tuning job: the model's training image, script and pretrained weights,
+    the seed's parameters as hyperparameters, and the train / validation channels."""
+    params = model.finetuning.parameters
+    extra = dict(params.model_extra or {})
+    keep_alive = extra.pop("keep_alive_period_in_seconds", None)
+    hyper = {k: str(v) for k, v in (resolved.get("hyperparameters") or {}).items()}
+    hyper.update(
+        epoch=str(params.epoch),
+        max_input_length=str(params.max_input_length),
+        instruction_tuned=str(params.instruction_tuned),
+        chat_dataset=str(params.chat_dataset),
+        **{k: str(v) for k, v in extra.items()},
+    )
+
+    def channel(name: str, uri: str) -> dict[str, Any]:
+        source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        return {"ChannelName": name, "DataSource": {"S3DataSource": source}}
+
+    channels = [channel("training", train_uri)]
+    if validation_uri:
+        channels.append(channel("validation", validation_uri))
+    channels += [channel("model", resolved["model_uri"]), channel("code", resolved["script_uri"])]
+    resources: dict[str, Any] = {
+        "InstanceType": params.instance_type, "InstanceCount": params.num_instances, "VolumeSizeInGB": 100,
+    }
+    if keep_alive is not None:  # SageMaker warm pools: the next job reuses the instances
+        resources["KeepAlivePeriodInSeconds"] = int(keep_alive)
+    return {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {"TrainingImage": resolved["image_uri"], "TrainingInputMode": "File"},
+        "RoleArn": role_arn,
+        "HyperParameters": hyper,
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": output_uri},
+        "ResourceConfig": resources,
+        "StoppingCondition": {"MaxRuntimeInSeconds": cfg.sagemaker.max_runtime_s},
+        "EnableNetworkIsolation": False,
         "Tags": tags(cfg, model.name),
     }

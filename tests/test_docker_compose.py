@@ -1,0 +1,42 @@
+"""docker-compose.yaml cannot run here (no Docker engine): check that it parses and holds
+the services, mounts and variables the stack needs."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import ROOT
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def test_services_of_a_celery_stack_with_triggerer():
+    services = _compose()["services"]
+    assert {"postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-worker", "airflow-triggerer", "airflow-init"} <= set(services)
+    assert services["airflow-worker"]["command"] == "celery worker"
+    assert services["airflow-triggerer"]["command"] == "triggerer"
+    assert "8080:8080" in services["airflow-apiserver"]["ports"]
+
+
+def test_airflow_services_mount_the_project_and_share_artifacts():
+    services = _compose()["services"]
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker", "airflow-triggerer"):
+        volumes = services[name]["volumes"]
+        for mount in ("./dags:/opt/airflow/dags", "./plugins:/opt/airflow/plugins", "./include:/opt/airflow/include",
+                      "./artifacts:/opt/airflow/artifacts"):
+            assert mount in volumes, (name, mount)
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["LLM_EVAL_WORKER_PYTHON"] == "/opt/llmeval/worker-venv/bin/python"
+        for var in ("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", "AIRFLOW_VAR_LLM_EVAL_S3_PREFIX",
+                    "AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE", "AIRFLOW_CONN_AWS_DEFAULT"):
+            assert var in env
+
+
+def test_the_image_installs_both_environments():
+    dockerfile = (ROOT / _compose()["x-airflow-common"]["build"]["dockerfile"]).read_text()
+    assert dockerfile.startswith("# ") and "FROM apache/airflow:3.3.2-python3.11" in dockerfile
+    assert "requirements.txt" in dockerfile and "requirements-worker.txt" in dockerfile
+    assert "torch==2.13.0" in dockerfile and "/opt/llmeval/worker-venv" in dockerfile
