@@ -37,13 +37,12 @@ def moto_url():
 @pytest.fixture
 def aws_env(moto_url, monkeypatch):
     """Airflow connection `aws_moto`, the target's Variables, a bucket; fresh moto state."""
-    requests_reset = boto3.client("s3", endpoint_url=moto_url, region_name=REGION, aws_access_key_id="test",
-                                  aws_secret_access_key="test")
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
-    requests_reset.create_bucket(Bucket=BUCKET)
-    _jumpstart_bucket(requests_reset)
+    _, s3 = clients(moto_url)
+    s3.create_bucket(Bucket=BUCKET)
+    _jumpstart_bucket(s3)
     conn = {"conn_type": "aws", "login": "test", "password": "test",
             "extra": {"region_name": REGION, "endpoint_url": moto_url}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(conn))
@@ -66,8 +65,14 @@ def _jumpstart_bucket(s3) -> None:
         s3.put_object(Bucket=bucket, Key=name, Body=b"placeholder")
 
 
+EMULATOR_AGENT = "llmeval-test-harness"
+
+
 def clients(moto_url: str):
-    kw = {"endpoint_url": moto_url, "region_name": REGION, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    from botocore.config import Config
+
+    kw = {"config": Config(user_agent_extra=EMULATOR_AGENT), "endpoint_url": moto_url, "region_name": REGION,
+          "aws_access_key_id": "test", "aws_secret_access_key": "test"}
     return boto3.client("sagemaker", **kw), boto3.client("s3", **kw)
 
 

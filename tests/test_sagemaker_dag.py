@@ -8,7 +8,35 @@ import json
 import pytest
 import yaml
 from conftest import run_dag
-from sagemaker_fixtures import aws_env, clients, emulate_processing_job, moto_url, sagemaker_config  # noqa: F401
+from sagemaker_fixtures import (  # noqa: F401
+    EMULATOR_AGENT,
+    aws_env,
+    clients,
+    emulate_processing_job,
+    moto_url,
+    sagemaker_config,
+)
+
+# botocore operations -> the IAM actions that allow them
+S3_ACTIONS = {"PutObject": "s3:PutObject", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
+              "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket"}
+
+
+def iam_actions(calls: list[str]) -> set[str]:
+    """IAM actions behind the observed calls (+ AddTags for tagged creates, PassRole for RoleArn)."""
+    found = {"sagemaker:AddTags", "iam:PassRole"}
+    for call in calls:
+        service, operation = call.split(".")
+        found.add(S3_ACTIONS[operation] if service == "s3" else f"sagemaker:{operation}")
+    return found
+
+
+def assert_policy_matches(cfg_dict: dict, calls: list[str]) -> None:
+    from llmeval.config import EvalConfig
+    from llmeval.iam import actions, airflow_policy
+
+    policy = airflow_policy(EvalConfig.model_validate(cfg_dict), "s3://llmeval-test/llmeval")
+    assert actions(policy) == iam_actions(calls), (actions(policy) ^ iam_actions(calls))
 
 from llmeval.evaluation.latency_server import LatencyServer
 
@@ -26,7 +54,8 @@ def every_request_is_validated(monkeypatch):
     problems: list[str] = []
 
     def checked(self, operation_name, api_params):
-        seen.append(f"{self.meta.service_model.service_name}.{operation_name}")
+        if EMULATOR_AGENT not in (self.meta.config.user_agent_extra or ""):  # the DAG's calls, not the harness's
+            seen.append(f"{self.meta.service_model.service_name}.{operation_name}")
         try:
             assert_valid(self, operation_name, api_params)
         except AssertionError as exc:
@@ -37,7 +66,7 @@ def every_request_is_validated(monkeypatch):
     yield seen
     assert not problems, problems
     assert {"sagemaker.CreateModel", "sagemaker.CreateEndpoint", "sagemaker.CreateProcessingJob",
-            "sagemaker.CreateModelPackage", "sagemaker.DeleteEndpoint", "s3.PutObject"} <= set(seen)
+            "sagemaker.CreateModelPackage", "sagemaker.DeleteEndpoint", "s3.PutObject"} <= set(seen), set(seen)
 
 
 @pytest.fixture
@@ -67,20 +96,27 @@ def _xcoms(dag_run, task_id: str) -> dict[int, object]:
         return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}
 
 
-def _run(tmp_path, name, models, airflow_db, overrides=None):
+def _config(name, models, overrides=None) -> dict:
     cfg = sagemaker_config(name, models)
     for model, extra in (overrides or {}).items():
         next(m for m in cfg["models"] if m["name"] == model).update(extra)
+    return cfg
+
+
+def _run(tmp_path, name, models, airflow_db, overrides=None):
     folder = tmp_path / "configs"
     folder.mkdir()
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(_config(name, models, overrides)))
     return run_dag(name, folder)
 
 
-def test_three_models_deployed_evaluated_torn_down_and_registered(tmp_path, airflow_db, processing_emulator, aws_env):
+def test_three_models_deployed_evaluated_torn_down_and_registered(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
     from llmeval.runtime import run_dir
 
     dag, dag_run = _run(tmp_path, "sm-three", MODELS, airflow_db)
+    assert_policy_matches(_config("sm-three", MODELS), every_request_is_validated)
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     deleted = _xcoms(dag_run, "model.teardown_endpoint")
     assert sorted(len(v) for v in deleted.values()) == [3, 3, 3]  # endpoint, endpoint config, model each
@@ -126,13 +162,16 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     assert len(sm.list_model_packages(ModelPackageGroupName="sm-fault-models")["ModelPackageSummaryList"]) == 1
 
 
-def test_tuned_branch_trains_then_deploys_the_trained_artifacts(tmp_path, airflow_db, processing_emulator, aws_env):
+def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
     from llmeval.runtime import run_dir
 
     tuning = {"finetuning": {"train_data_path": "finetune_qa_train.jsonl",
                              "validation_data_path": "finetune_qa_validation.jsonl",
                              "parameters": {"instance_type": "ml.g4dn.xlarge", "epoch": 2}}}
     dag, dag_run = _run(tmp_path, "sm-tuned", ["sm-base", "sm-tuned"], airflow_db, {"sm-tuned": tuning})
+    assert_policy_matches(_config("sm-tuned", ["sm-base", "sm-tuned"], {"sm-tuned": tuning}), every_request_is_validated)
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert "tuned_model.finetune" in dag.task_ids and "model.finetune" not in dag.task_ids
     sm, s3 = clients(aws_env)

@@ -224,3 +224,48 @@ def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
                     region_name="us-east-1", deferrable=False, check_interval=1, check_if_job_exists=False,
                     print_log=False).execute({})
     assert [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]] == ["ft-job-1"]
+
+
+def test_iam_policy_resources_cover_every_name_the_dag_uses(cfg):
+    from fnmatch import fnmatch
+
+    from llmeval.iam import airflow_policy
+
+    policy = airflow_policy(cfg, "s3://bkt/prefix", ROLE)
+    by_sid = {s["Sid"]: s["Resource"] for s in policy["Statement"]}
+    run = "scheduled__2026-11-28T00:00:00+00:00"
+
+    def covered(sid: str, arn: str) -> bool:
+        resources = by_sid[sid] if isinstance(by_sid[sid], list) else [by_sid[sid]]
+        return any(fnmatch(arn, pattern) for pattern in resources)
+
+    for model in cfg.models:
+        config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
+        arn = "arn:aws:sagemaker:us-east-1:123456789012:"
+        assert covered("Endpoints", arn + "endpoint/" + config["Endpoint"]["EndpointName"])
+        assert covered("Endpoints", arn + "endpoint-config/" + config["EndpointConfig"]["EndpointConfigName"])
+        assert covered("Endpoints", arn + "model/" + config["Model"]["ModelName"])
+        assert covered("EvaluationJobs", arn + "processing-job/" + req.processing_job_name(cfg.pipeline.name, run, model.name))
+        if model.finetuning:
+            assert covered("FineTuningJobs", arn + "training-job/" + req.training_job_name(cfg.pipeline.name, run, model.name))
+    assert not covered("Endpoints", "arn:aws:sagemaker:us-east-1:123456789012:endpoint/someone-elses-endpoint")
+    assert covered("RunArtifacts", "arn:aws:s3:::bkt/prefix/llm-eval-sm-hybrid/abc/run/config.json")
+    assert not covered("RunArtifacts", "arn:aws:s3:::bkt/other/file")
+    assert by_sid["PassExecutionRole"] == [ROLE]
+
+
+def test_iam_policy_command(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml"),
+                          "--s3-prefix", "s3://my-bucket/llm-eval", "--role-arn", ROLE],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    policy = json.loads(out.stdout)
+    assert {s["Sid"] for s in policy["Statement"]} >= {"Endpoints", "EvaluationJobs", "FineTuningJobs", "Registry"}
+    missing = subprocess.run([sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "--s3-prefix" in missing.stderr

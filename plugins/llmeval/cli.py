@@ -1,4 +1,4 @@
-"""Command line: `python -m llmeval validate FILE...` and `python -m llmeval schema`."""
+"""Command line: `python -m llmeval validate FILE...`, `schema`, `iam-policy CONFIG`."""
 
 from __future__ import annotations
 
@@ -34,8 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("validate", help="validate config files")
     check.add_argument("files", nargs="+", type=Path)
     sub.add_parser("schema", help="print the config JSON Schema")
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy of a SageMaker config's DAG")
+    iam.add_argument("config", type=Path)
+    iam.add_argument("--s3-prefix", help="default: the config's sagemaker.s3_prefix")
+    iam.add_argument("--role-arn", default="*", help="the SageMaker execution role the DAG passes")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.files)
+    if args.command == "iam-policy":
+        from llmeval.iam import render
+
+        cfg = load_config(args.config, load_defaults(args.config.parent))
+        prefix = args.s3_prefix or cfg.sagemaker.s3_prefix
+        if not prefix:
+            print("error: give --s3-prefix (the config has no sagemaker.s3_prefix)", file=sys.stderr)
+            return 2
+        print(render(cfg, prefix, args.role_arn))
+        return 0
     print(json.dumps(json_schema(), indent=2))
     return 0

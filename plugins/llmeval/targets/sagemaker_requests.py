@@ -27,11 +27,19 @@ def short_hash(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
 
 
+def _stem(base: str) -> str:
+    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", base)).strip("-")
+    return cleaned[: 63 - 8 - 1].rstrip("-")
+
+
 def aws_name(base: str, *hash_parts: str) -> str:
     """`<base>-<hash>` cut to SageMaker's 63-character name limit."""
-    digest = short_hash(base, *hash_parts)
-    cleaned = re.sub(r"-+", "-", re.sub(r"[^a-zA-Z0-9-]", "-", base)).strip("-")
-    return f"{cleaned[: 63 - len(digest) - 1].rstrip('-')}-{digest}"
+    return f"{_stem(base)}-{short_hash(base, *hash_parts)}"
+
+
+def aws_name_pattern(base: str) -> str:
+    """An IAM resource pattern matching every `aws_name(base, ...)`."""
+    return f"{_stem(base)}-*"
 
 
 def endpoint_name(cfg: EvalConfig, model: ModelSection) -> str:
