@@ -54,6 +54,7 @@ schema: env
 benchmarks: env worker-env  ## each prints `<name>: <ratio>x (target <= <bound>x)` last
 	$(WORKER_VENV)/bin/python benchmarks/generate_throughput.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|^\s*$$"
 	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
+	$(VENV)/bin/python benchmarks/parse_time.py
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)
 	rm -rf artifacts .airflow .pytest_cache

@@ -52,7 +52,9 @@ class PipelineSection(_Strict):
 
 class DatasetSection(_Strict):
     dataset_name: str
-    input_data_location: str = Field(description="Path (relative to include/data), file URI or s3:// URI.")
+    input_data_location: str = Field(
+        description="Path (relative to include/data) or file URI; may contain {catalog_version}."
+    )
     dataset_mime_type: Literal["jsonlines"] = "jsonlines"
     model_input_key: str
     target_output_key: str
@@ -170,11 +172,9 @@ class AlgorithmSection(BaseModel):
         return dict(self.model_extra or {})
 
 
-class MetricRule(_Strict):
+class _MetricRef(_Strict):
     metric: str = Field(description="'<Algorithm>/<score name>' or 'generation/<figure>'.")
-    weight: float = Field(1.0, gt=0)
     direction: Literal["higher", "lower"] = "higher"
-    threshold: float | None = Field(None, description="Minimum (higher is better) or maximum (lower).")
 
     @field_validator("metric")
     @classmethod
@@ -184,16 +184,34 @@ class MetricRule(_Strict):
         return value
 
 
+class MetricRule(_MetricRef):
+    weight: float = Field(1.0, gt=0)
+    threshold: float | None = Field(None, description="Minimum (higher is better) or maximum (lower).")
+
+
 class SelectionSection(_Strict):
     metrics: list[MetricRule] = Field(
         [], description="Empty: the first score of the first algorithm, higher is better (the seed's rule)."
     )
 
 
+class GateRule(_MetricRef):
+    """The selected model must beat the champion (the latest approved version) by this much,
+    on the same catalog version, before it is approved."""
+
+    min_delta: float = Field(0.0, description="Minimum absolute improvement.")
+    min_relative: float = Field(0.0, description="Minimum improvement relative to the champion (0.05 = 5%).")
+    require_ci_separation: bool = Field(False, description="The 95% intervals must not overlap.")
+
+
 class RegistrySection(_Strict):
     model_package_group_name: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
     approval: Literal["auto", "manual"] = Field(
         "auto", description="auto: Approved when selection passes; manual: PendingManualApproval."
+    )
+    gate: list[GateRule] = Field([], description="Champion gate; empty: no comparison with the champion.")
+    on_gate_fail: Literal["reject", "skip"] = Field(
+        "reject", description="reject: register as Rejected (with the reason); skip: do not register."
     )
 
 
@@ -271,9 +289,10 @@ class EvalConfig(_Strict):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
-        for i, rule in enumerate(self.selection.metrics):
+        rules = [(("selection", "metrics", i, "metric"), r) for i, r in enumerate(self.selection.metrics)]
+        rules += [(("registry", "gate", i, "metric"), r) for i, r in enumerate(self.registry.gate)]
+        for loc, rule in rules:
             source, figure = rule.metric.split("/")
-            loc = ("selection", "metrics", i, "metric")
             if source == "generation" and figure not in GENERATION_METRICS:
                 raise FieldProblem(loc, f"expected generation/ one of {', '.join(GENERATION_METRICS)}")
             if source != "generation" and source not in names:

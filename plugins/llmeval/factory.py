@@ -78,6 +78,14 @@ def _params(cfg: EvalConfig) -> dict[str, Param]:
             description="Evaluate only the first N records (a smoke run). Empty: the config's num_records, "
             "else the whole dataset.",
         ),
+        "catalog_version": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            title="Catalog version",
+            description="Prompt-catalog version to evaluate ({catalog_version} in the dataset location). "
+            "Empty: the run's logical date as YYYY-MM-DD.",
+        ),
         "register": Param(True, type="boolean", title="Register", description="Register the selected model."),
         "keep_endpoints": Param(
             False,
@@ -117,11 +125,14 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         @task
         def preprocess() -> dict[str, Any]:
-            """Freeze the config for this run and prepare the prompt dataset."""
+            """Freeze the config for this run and prepare the prompt dataset of its catalog version."""
             from llmeval.steps import prepare_run
 
             run_folder, _, params = current_run()
-            return prepare_run(Path(config_path), run_folder, params.get("num_records"))
+            ctx = get_current_context()
+            when = ctx.get("logical_date") or ctx["dag_run"].run_after
+            version = params.get("catalog_version") or when.strftime("%Y-%m-%d")
+            return prepare_run(Path(config_path), run_folder, params.get("num_records"), version)
 
         @task
         def plan(prepared: dict[str, Any]) -> list[str]:
@@ -167,7 +178,8 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
             run_folder, run_id, params = current_run()
             registry = target.registry(run_config(run_folder), run_folder)
-            return register_best(run_folder, registry, run_id, enabled=bool(params.get("register", True)))
+            return register_best(run_folder, registry, run_id, enabled=bool(params.get("register", True)),
+                                 dag_id=get_current_context()["dag"].dag_id)
 
         @task(trigger_rule="all_done")
         def report(models: list[str]) -> str:
@@ -175,7 +187,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             from llmeval.steps import write_run_report
 
             run_folder, run_id, _ = current_run()
-            return str(write_run_report(run_folder, run_id, models))
+            return str(write_run_report(run_folder, run_id, models, get_current_context()["dag"].dag_id))
 
         @task(trigger_rule="all_done")
         def verdict(models: list[str]) -> None:

@@ -21,6 +21,8 @@ class ReportInput:
     results: list[ModelResult]
     selection: Selection
     registration: str
+    catalog_version: str = ""
+    trend_link: str = ""
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -73,7 +75,9 @@ def render_html(data: ReportInput) -> str:
         "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.failed{color:#b00}</style></head><body>",
         f"<h1>{e(data.title)}</h1>",
-        f"<p>Run <code>{e(data.run_id)}</code> on dataset <code>{e(data.dataset)}</code>.</p>",
+        f"<p>Run <code>{e(data.run_id)}</code> on dataset <code>{e(data.dataset)}</code>, catalog version "
+        f"<code>{e(data.catalog_version)}</code>."
+        + (f" <a href='{e(data.trend_link)}'>Trend over catalog versions</a>." if data.trend_link else "") + "</p>",
         f"<p><b>Selected:</b> {e(sel.best or 'none')}. <b>Registry:</b> {e(data.registration)}</p>",
         "<h2>Ranking</h2><table><tr><th>#</th><th>model</th><th>status</th><th>composite</th>",
     ]
@@ -148,7 +152,8 @@ def render_markdown(data: ReportInput) -> str:
     lines = [
         f"# {data.title}",
         "",
-        f"Run `{data.run_id}`, dataset `{data.dataset}`. Selected: **{sel.best or 'none'}**. "
+        f"Run `{data.run_id}`, dataset `{data.dataset}` (catalog version `{data.catalog_version}`). "
+        f"Selected: **{sel.best or 'none'}**. "
         f"Registry: {data.registration}",
         "",
         "| # | model | status | composite | " + " | ".join(r["metric"] for r in sel.rules) + " | reason |",

@@ -90,6 +90,15 @@ class ModelResult:
                 return score.value if score else None
         return None
 
+    def scores_by_metric(self) -> dict[str, Score]:
+        """Every dataset score as '<Algorithm>/<score>', plus the generation figures."""
+        found = {f"{a.algorithm}/{s.name}": s for a in self.algorithms for s in a.scores if s.value is not None}
+        for figure in ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate"):
+            value = getattr(self.generation, figure)
+            if value is not None:
+                found[f"generation/{figure}"] = Score(figure, float(value), count=self.generation.records_total)
+        return found
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from llmeval.config import EvalConfig, MetricRule
-from llmeval.results import ModelResult
+from llmeval.config import EvalConfig, GateRule, MetricRule
+from llmeval.results import ModelResult, Score
 
 
 @dataclass
@@ -106,3 +106,58 @@ def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
         best.status = "selected"
         best.reason = f"highest composite score {best.composite:.3f} over {len(eligible)} eligible model(s)"
     return Selection(best.model if best else None, [r.model_dump() for r in rules], candidates)
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    reason: str
+    champion: str | None = None
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _compare(rule: GateRule, mine: Score, theirs: Score) -> dict[str, Any]:
+    sign = 1 if rule.direction == "higher" else -1
+    delta = sign * (mine.value - theirs.value)
+    relative = delta / abs(theirs.value) if theirs.value else (float("inf") if delta > 0 else 0.0)
+    checks = {"min_delta": delta >= rule.min_delta, "min_relative": relative >= rule.min_relative}
+    if rule.require_ci_separation:
+        if None in (mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high):
+            checks["ci_separation"] = False
+        elif rule.direction == "higher":
+            checks["ci_separation"] = mine.ci_low > theirs.ci_high
+        else:
+            checks["ci_separation"] = mine.ci_high < theirs.ci_low
+    return {"metric": rule.metric, "candidate": mine.value, "champion": theirs.value, "delta": round(delta, 6),
+            "relative": round(relative, 6) if relative != float("inf") else None, "checks": checks,
+            "passed": all(checks.values())}
+
+
+def champion_gate(
+    rules: list[GateRule], candidate: ModelResult, champion: str | None, champion_scores: dict[str, Score] | None
+) -> GateDecision:
+    """Does the candidate beat the champion by the configured margins (same catalog version)?"""
+    if not rules:
+        return GateDecision(True, "no champion gate configured")
+    if champion is None:
+        return GateDecision(True, "no approved champion yet: the first approved version sets the bar")
+    if champion_scores is None:
+        return GateDecision(True, f"champion {champion} has no scores on this catalog version: gate not applied",
+                            champion)
+    mine = candidate.scores_by_metric()
+    comparisons = []
+    for rule in rules:
+        if rule.metric not in mine or rule.metric not in champion_scores:
+            comparisons.append({"metric": rule.metric, "passed": False, "checks": {"available": False}})
+            continue
+        comparisons.append(_compare(rule, mine[rule.metric], champion_scores[rule.metric]))
+    failed = [c for c in comparisons if not c["passed"]]
+    if failed:
+        detail = "; ".join(
+            f"{c['metric']}: {', '.join(k for k, ok in c['checks'].items() if not ok)} not met"
+            + (f" (delta {c['delta']:+.4g})" if "delta" in c else "") for c in failed
+        )
+        return GateDecision(False, f"{candidate.model} does not beat champion {champion}: {detail}", champion,
+                            comparisons)
+    return GateDecision(True, f"{candidate.model} beats champion {champion} on every gate metric", champion,
+                        comparisons)

@@ -11,6 +11,7 @@ prefix and image come from Airflow Variables (never the YAML) unless the config 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -215,8 +216,9 @@ def registry(cfg: EvalConfig, run_folder: Path):
 # --------------------------------------------------------------------------- operators
 
 
+@functools.cache
 def _operators():
-    """Provider operators that reuse what a previous try already created."""
+    """Provider operators that reuse what a previous try already created (defined once)."""
     from airflow.providers.amazon.aws.operators.sagemaker import (
         SageMakerEndpointOperator,
         SageMakerProcessingOperator,

@@ -1,0 +1,117 @@
+"""Run history per config: the scores of every model on every prompt-catalog version.
+
+One JSON file per catalog version under `artifacts/history/<dag id>/`, so re-running a
+version (a backfill, a retry) replaces that version's entry instead of duplicating it.
+The trend page draws each metric over catalog versions, one line per model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from llmeval.results import ModelResult, Score, write_json_atomic
+from llmeval.runtime import artifacts_root, safe_segment
+
+TREND_FILE = "trend.html"
+
+
+def history_dir(dag_id: str) -> Path:
+    return artifacts_root() / "history" / safe_segment(dag_id)
+
+
+def record(dag_id: str, catalog_version: str, run_id: str, results: list[ModelResult]) -> Path:
+    entry = {
+        "catalog_version": catalog_version,
+        "run_id": run_id,
+        "recorded_at": time.time(),
+        "models": {
+            r.model: {"status": r.status, "metrics": {m: asdict(s) for m, s in r.scores_by_metric().items()}}
+            for r in results
+        },
+    }
+    path = history_dir(dag_id) / f"{safe_segment(catalog_version)}.json"
+    write_json_atomic(path, json.dumps(entry, indent=2, sort_keys=True))
+    return path
+
+
+def entries(dag_id: str) -> list[dict[str, Any]]:
+    folder = history_dir(dag_id)
+    found = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+    return sorted(found, key=lambda e: e["catalog_version"])
+
+
+def scores_on(dag_id: str, catalog_version: str, model: str) -> dict[str, Score] | None:
+    """A model's recorded scores on one catalog version, if it was evaluated on it."""
+    path = history_dir(dag_id) / f"{safe_segment(catalog_version)}.json"
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text())["models"].get(model)
+    if not recorded or recorded["status"] != "succeeded":
+        return None
+    return {m: Score(**s) for m, s in recorded["metrics"].items()}
+
+
+COLORS = ["#4f7cac", "#c0504d", "#9bbb59", "#8064a2", "#f79646", "#4bacc6", "#7f7f7f"]
+
+
+def _line_chart(metric: str, versions: list[str], series: dict[str, list[float | None]]) -> str:
+    width, height, left, bottom = 640, 220, 50, 40
+    values = [v for vals in series.values() for v in vals if v is not None]
+    if not values:
+        return ""
+    low, high = min(values + [0.0]), max(values + [1.0])
+    span = (high - low) or 1.0
+
+    def x(i: int) -> float:
+        return left + (width - left - 20) * (i / max(1, len(versions) - 1))
+
+    def y(v: float) -> float:
+        return 10 + (height - bottom - 10) * (1 - (v - low) / span)
+
+    parts = [f'<svg width="{width}" height="{height + 20 * len(series)}" role="img" aria-label="{escape(metric)}">',
+             f'<line x1="{left}" y1="{y(low)}" x2="{width - 20}" y2="{y(low)}" stroke="#999"/>',
+             f'<text x="0" y="{y(high) + 4}" font-size="11">{high:.2f}</text>',
+             f'<text x="0" y="{y(low) + 4}" font-size="11">{low:.2f}</text>']
+    for i, version in enumerate(versions):
+        parts.append(f'<text x="{x(i) - 20:.0f}" y="{height - 18}" font-size="10">{escape(version)}</text>')
+    for n, (model, vals) in enumerate(series.items()):
+        color = COLORS[n % len(COLORS)]
+        points = [(x(i), y(v)) for i, v in enumerate(vals) if v is not None]
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
+        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"/>' for px, py in points]
+        parts.append(f'<text x="{left}" y="{height + 14 + 20 * n}" font-size="12" fill="{color}">'
+                     f"&#9632; {escape(model)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def write_trend(dag_id: str) -> Path:
+    """The trend page: every metric over catalog versions, one line per model."""
+    history = entries(dag_id)
+    versions = [e["catalog_version"] for e in history]
+    metrics = sorted({m for e in history for r in e["models"].values() for m in r["metrics"]})
+    models = sorted({name for e in history for name in e["models"]})
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{escape(dag_id)} trend</title>",
+           "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}</style></head><body>",
+           f"<h1>{escape(dag_id)}: scores over catalog versions</h1>",
+           f"<p>{len(versions)} catalog version(s), {len(models)} model(s). Re-running a version replaces it.</p>"]
+    for metric in metrics:
+        series = {m: [_value(e, m, metric) for e in history] for m in models}
+        out.append(f"<h2>{escape(metric)}</h2>{_line_chart(metric, versions, series)}")
+    out.append("</body></html>")
+    path = history_dir(dag_id) / TREND_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out), encoding="utf-8")
+    return path
+
+
+def _value(entry: dict[str, Any], model: str, metric: str) -> float | None:
+    found = entry["models"].get(model, {}).get("metrics", {}).get(metric)
+    return found["value"] if found else None
