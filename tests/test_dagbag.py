@@ -110,3 +110,25 @@ def test_models_param_rejects_unknown_empty_and_duplicate(monkeypatch, bad):
     with pytest.raises(ParamValidationError):
         dag.params.get_param("models").resolve(bad)
     assert dag.params.get_param("models").resolve(["smollm2-completion"]) == ["smollm2-completion"]
+
+
+def test_catalog_asset_schedules_the_dag_on_the_asset(monkeypatch, write_config):
+    from airflow.sdk import Asset
+
+    write_config("on_asset.yaml", local_config("on-asset", catalog_asset="s3://prompts/catalog"))
+    write_config("both.yaml", local_config("both", catalog_asset="s3://prompts/catalog", schedule="@daily"))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    assert bag.dags["on-asset"].timetable.asset_condition == Asset("s3://prompts/catalog")
+    assert len(bag.import_errors) == 1 and "use either schedule or catalog_asset" in next(iter(bag.import_errors.values()))
+
+
+def test_every_task_reports_failures_with_model_and_step(monkeypatch):
+    from llmeval.factory import record_task_failure
+
+    for dag in _dagbag(monkeypatch).dags.values():
+        for t in dag.tasks:
+            callbacks = t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback]
+            assert record_task_failure in callbacks, (dag.dag_id, t.task_id)
+        if dag.dag_id.startswith("llm-eval-sm"):
+            by_step = {t.task_id.rpartition(".")[2]: t for t in dag.tasks}
+            assert by_step["deploy"].retries == 2 and by_step["evaluate"].retries == 0

@@ -242,6 +242,12 @@ class EvalConfig(_Strict):
     models: list[ModelSection] = Field(min_length=1)
     algorithms: list[AlgorithmSection] = Field(min_length=1)
     schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
+    catalog_asset: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
+        description="Run when this Airflow Asset (the prompt catalog) gets an event; the event's extra "
+        "'catalog_version' picks the version. Instead of `schedule`.",
+    )
     num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
     selection: SelectionSection = SelectionSection()
     registry: RegistrySection = RegistrySection()
@@ -264,6 +270,8 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> EvalConfig:
+        if self.schedule and self.catalog_asset:
+            raise FieldProblem(("catalog_asset",), "use either schedule or catalog_asset, not both")
         seen: dict[str, int] = {}
         for i, model in enumerate(self.models):
             if model.name in seen:

@@ -58,6 +58,26 @@ def guarded(step: str, model: str, body):
         raise
 
 
+def record_task_failure(context: dict[str, Any]) -> None:
+    """Failure callback: name the model and the step in the log and in the model's folder,
+    unless the step's own code already recorded it (operator tasks cannot)."""
+    from llmeval.results import FAILURE_FILE, write_failure
+    from llmeval.runtime import model_dir, run_dir
+
+    ti = context["ti"]
+    group, _, step = ti.task_id.rpartition(".")
+    if not group or ti.map_index < 0:
+        log.error("LLM evaluation %s: step %s failed", ti.dag_id, ti.task_id)
+        return
+    planned = ti.xcom_pull(task_ids="tuned_models" if group == "tuned_model" else "foundation_models") or []
+    model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
+    error = context.get("exception")
+    log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
+    folder = model_dir(run_dir(ti.dag_id, ti.run_id), model)
+    if not (folder / FAILURE_FILE).exists():
+        write_failure(folder, model, step, f"{type(error).__name__}: {error}")
+
+
 def _params(cfg: EvalConfig) -> dict[str, Param]:
     names = [m.name for m in cfg.models]
     return {
@@ -110,17 +130,28 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
     target = importlib.import_module(f"llmeval.targets.{cfg.target}")
     config_path = str(source)
 
+    schedule: Any = cfg.schedule
+    if cfg.catalog_asset:
+        from airflow.sdk import Asset
+
+        schedule = Asset(cfg.catalog_asset)
     with DAG(
         dag_id=cfg.pipeline.name,
         description=cfg.pipeline.description or f"LLM evaluation from {source.name}",
-        schedule=cfg.schedule,
+        schedule=schedule,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         tags=["llm-eval", cfg.target, *cfg.pipeline.tags],
         params=_params(cfg),
         doc_md=_doc(cfg, source),
-        default_args={"owner": "llm-eval", "retries": 0, "retry_delay": timedelta(seconds=30)},
+        default_args={
+            "owner": "llm-eval",
+            "retries": 0,
+            "retry_delay": timedelta(seconds=30),
+            "retry_exponential_backoff": True,
+            "on_failure_callback": record_task_failure,
+        },
     ) as dag:
 
         @task
@@ -131,7 +162,9 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             run_folder, _, params = current_run()
             ctx = get_current_context()
             when = ctx.get("logical_date") or ctx["dag_run"].run_after
-            version = params.get("catalog_version") or when.strftime("%Y-%m-%d")
+            published = [e.extra.get("catalog_version") for events in (ctx.get("triggering_asset_events") or {}).values()
+                         for e in events if e.extra and e.extra.get("catalog_version")]
+            version = params.get("catalog_version") or (published[-1] if published else when.strftime("%Y-%m-%d"))
             return prepare_run(Path(config_path), run_folder, params.get("num_records"), version)
 
         @task

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
 
         return guarded("deploy", model, body)
 
-    @task(map_index_template="{{ model_label }}")
+    @task(map_index_template="{{ model_label }}", execution_timeout=timedelta(hours=6))
     def evaluate(model: str, endpoint: dict[str, Any]) -> str:
         """Generate with the model, then score the outputs (the evaluation entry point)."""
         label(model)

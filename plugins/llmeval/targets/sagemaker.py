@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,8 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     bucket, _, key_prefix = uri.removeprefix("s3://").partition("/")
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
+    if not any(k.endswith("results.json") for k in keys) and (folder / "failure.json").exists():
+        raise RuntimeError(f"no results: {json.loads((folder / 'failure.json').read_text())['error'][:500]}")
     if not any(k.endswith("results.json") for k in keys):
         job = _hook(cfg).conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
         reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
@@ -284,6 +287,11 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
     from llmeval.factory import guarded, label
 
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
+    # Control-plane steps are retried with exponential back-off (throttling, capacity); the
+    # reusing operators make a retry pick up what the failed try created. The evaluation job
+    # is not retried: its failures are usually deterministic, and its requests retry inside.
+    retried = {"retries": 2}
+    timeout = timedelta(seconds=cfg.sagemaker.max_runtime_s + 3600)
     endpoint_op, processing_op, training_op = _operators()
 
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")
@@ -321,7 +329,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
         label(model)
         return guarded("evaluate", model, lambda cfg, run, _: collect(cfg, model, run, processing))
 
-    @task(map_index_template="{{ model_label }}")
+    @task(map_index_template="{{ model_label }}", **retried)
     def teardown_endpoint(model: str) -> list[str]:
         """Delete the endpoint, endpoint config and model this pipeline created, whatever happened."""
         from llmeval.factory import current_run
@@ -335,11 +343,13 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
     if tuned:
         training = prepare_training_job(model_name)
         finetune = training_op(task_id="finetune", config=training, deferrable=True, check_interval=60,
-                               check_if_job_exists=False, print_log=False, **aws)
+                               check_if_job_exists=False, print_log=False, **aws, **retried)
         training >> finetune >> prepared
-    deploy = endpoint_op(task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30, **aws)
+    deploy = endpoint_op(task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30,
+                         **aws, **retried)
     staged = stage_evaluation(model_name, prepared["region"])
-    evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30, **aws)
+    evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30,
+                             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws)
     collected = collect_results(model_name, staged)
     stop = teardown_endpoint(model_name)
     prepared >> deploy >> staged >> evaluate >> collected >> stop
