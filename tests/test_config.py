@@ -134,6 +134,10 @@ BROKEN = [
     ("empty model list", SEED[SEED.index("models:") : SEED.index("algorithms:")], "models: []\n", 9, "models", "at least 1 item"),
     ("invalid cron schedule", "pipeline:\n", "schedule: '61 * * * *'\npipeline:\n", 1, "schedule", "not a valid cron expression"),
     ("unknown schedule preset", "pipeline:\n", "schedule: '@nightly'\npipeline:\n", 1, "schedule", "unknown preset"),
+    ("secret key in custom attributes", "        accept_eula: True\n", "        accept_eula: True\n        api_key: sk-123\n", 26,
+     "models[0].evaluation_config.custom_attributes.api_key", "must not hold secrets"),
+    ("aws access key value", '    dataset_name: "trivia_qa_sampled"', '    dataset_name: "AKIAABCDEFGHIJKLMNOP"', 4,
+     "dataset.dataset_name", "AWS access key id"),
     ("bad dag id", 'name: "seed-style-hybrid"', 'name: "seed style/hybrid"', 2, "pipeline.name", "should match pattern"),
 ]
 

@@ -269,3 +269,41 @@ def test_iam_policy_command(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml")],
                              capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and "--s3-prefix" in missing.stderr
+
+
+def test_encryption_and_network_options_reach_every_request(cfg):
+    kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    secured = cfg.model_copy(update={"sagemaker": cfg.sagemaker.model_copy(update={
+        "security": cfg.sagemaker.security.model_validate({
+            "volume_kms_key_id": kms, "output_kms_key_id": kms, "subnets": ["subnet-0abc1234"],
+            "security_group_ids": ["sg-0abc1234"], "enable_network_isolation": True,
+            "enable_inter_container_traffic_encryption": True})})})
+    client = _client()
+    vpc = {"Subnets": ["subnet-0abc1234"], "SecurityGroupIds": ["sg-0abc1234"]}
+    endpoint = req.endpoint_config(secured, secured.models[0], RESOLVED, ROLE)
+    assert_valid(client, "CreateModel", endpoint["Model"])
+    assert_valid(client, "CreateEndpointConfig", endpoint["EndpointConfig"])
+    assert endpoint["Model"]["VpcConfig"] == vpc and endpoint["Model"]["EnableNetworkIsolation"] is True
+    assert endpoint["EndpointConfig"]["KmsKeyId"] == kms
+    model = secured.models[0]
+    processing = req.processing_config(secured, model, "eval-job", ROLE, IMAGE, "s3://b/c/", "s3://b/r/", "s3://b/o/",
+                                       "us-east-1")
+    assert_valid(client, "CreateProcessingJob", processing)
+    assert processing["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == kms
+    assert processing["ProcessingOutputConfig"]["KmsKeyId"] == kms
+    assert processing["NetworkConfig"] == {"EnableInterContainerTrafficEncryption": True, "VpcConfig": vpc}
+    tuned = secured.model("llama3-8b-tuned")
+    training = req.training_config(secured, tuned, "ft-job", ROLE, TRAINING, "s3://b/t/", None, "s3://b/o/")
+    assert_valid(client, "CreateTrainingJob", training)
+    assert training["VpcConfig"] == vpc and training["EnableNetworkIsolation"] is True
+    assert training["ResourceConfig"]["VolumeKmsKeyId"] == kms and training["OutputDataConfig"]["KmsKeyId"] == kms
+    assert training["EnableInterContainerTrafficEncryption"] is True
+
+
+def test_vpc_needs_subnets_and_security_groups_together():
+    from pydantic import ValidationError
+
+    from llmeval.config import SecuritySection
+
+    with pytest.raises(ValidationError, match="both subnets and security_group_ids"):
+        SecuritySection(subnets=["subnet-0abc1234"])

@@ -215,6 +215,29 @@ class RegistrySection(_Strict):
     )
 
 
+class SecuritySection(_Strict):
+    """Encryption and network options, passed to every model, endpoint config and job."""
+
+    volume_kms_key_id: str | None = Field(None, description="KMS key for training/processing volumes and endpoint storage.")
+    output_kms_key_id: str | None = Field(None, description="KMS key for training and Processing S3 outputs.")
+    subnets: list[str] = Field([], description="VPC subnets (with security_group_ids).")
+    security_group_ids: list[str] = []
+    enable_network_isolation: bool = Field(
+        False, description="For models and training jobs; the evaluation job must reach the endpoint, so not for it."
+    )
+    enable_inter_container_traffic_encryption: bool = False
+
+    @model_validator(mode="after")
+    def _vpc_pairs(self) -> SecuritySection:
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise FieldProblem(("subnets",), "give both subnets and security_group_ids, or neither")
+        return self
+
+    @property
+    def vpc_config(self) -> dict[str, list[str]] | None:
+        return {"Subnets": self.subnets, "SecurityGroupIds": self.security_group_ids} if self.subnets else None
+
+
 class SageMakerSection(_Strict):
     """Where the SageMaker target runs. The execution role is never in the YAML: it comes
     from the Airflow Variable named by `role_variable`, else the connection's extra `role_arn`."""
@@ -231,6 +254,7 @@ class SageMakerSection(_Strict):
     processing_volume_gb: int = Field(30, ge=1, le=16384)
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
     tags: dict[str, str] = {}
+    security: SecuritySection = SecuritySection()
 
 
 class EvalConfig(_Strict):
@@ -416,12 +440,42 @@ def load_defaults(folder: Path) -> dict[str, Any]:
     return data
 
 
+SECRET_KEY = re.compile(
+    r"(^|_)(secret|password|passwd|api_?key|access_?key(_id)?|private_?key|session_?token|auth_?token|token|"
+    r"credentials?)($|_)",
+    re.IGNORECASE,
+)
+SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+
+
+def _secrets(node: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Keys that look like credentials, and values that look like AWS access keys."""
+    found: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and SECRET_KEY.search(key) and value not in (None, "", {}, []):
+                found.append((loc + (key,), "looks like a credential: configs must not hold secrets; keep them "
+                                            "in an Airflow Connection or Variable"))
+            else:
+                found += _secrets(value, loc + (key,))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _secrets(item, loc + (i,))
+    elif isinstance(node, str) and SECRET_VALUE.search(node):
+        found.append((loc, "contains what looks like an AWS access key id: keep credentials in an Airflow Connection"))
+    return found
+
+
 def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> EvalConfig:
     """Load and validate one config file; raise ConfigError naming file, line and field."""
     path = Path(path)
     text, data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([Problem(str(path), 1, "", "expected a mapping with pipeline, dataset, models, algorithms")])
+    secrets = _secrets(data)
+    if secrets:
+        root = yaml.compose(text, Loader=_SafeLoader)
+        raise ConfigError([Problem(str(path), _line_of(root, loc), _field_path(loc), msg) for loc, msg in secrets])
     if defaults:
         data = _deep_merge(defaults, data)
     try:

@@ -78,25 +78,34 @@ def endpoint_config(cfg: EvalConfig, model: ModelSection, resolved: dict[str, An
     deployment = model.deployment_config
     config_name = aws_name(f"{name[:40]}-cfg", model_name, deployment.instance_type, str(deployment.num_instances))
     resource_tags = tags(cfg, model.name)
+    security = cfg.sagemaker.security
+    model_request: dict[str, Any] = {
+        "ModelName": model_name,
+        "PrimaryContainer": spec,
+        "ExecutionRoleArn": role_arn,
+        "Tags": resource_tags,
+    }
+    if security.vpc_config:
+        model_request["VpcConfig"] = security.vpc_config
+    if security.enable_network_isolation:
+        model_request["EnableNetworkIsolation"] = True
+    endpoint_config_request: dict[str, Any] = {
+        "EndpointConfigName": config_name,
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model_name,
+                "InstanceType": deployment.instance_type,
+                "InitialInstanceCount": deployment.num_instances,
+            }
+        ],
+        "Tags": resource_tags,
+    }
+    if security.volume_kms_key_id:
+        endpoint_config_request["KmsKeyId"] = security.volume_kms_key_id
     return {
-        "Model": {
-            "ModelName": model_name,
-            "PrimaryContainer": spec,
-            "ExecutionRoleArn": role_arn,
-            "Tags": resource_tags,
-        },
-        "EndpointConfig": {
-            "EndpointConfigName": config_name,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": model_name,
-                    "InstanceType": deployment.instance_type,
-                    "InitialInstanceCount": deployment.num_instances,
-                }
-            ],
-            "Tags": resource_tags,
-        },
+        "Model": model_request,
+        "EndpointConfig": endpoint_config_request,
         "Endpoint": {"EndpointName": name, "EndpointConfigName": config_name, "Tags": resource_tags},
     }
 
@@ -174,6 +183,7 @@ def processing_config(
 ) -> dict[str, Any]:
     """A Processing job running the project's evaluation entry point for one model."""
     sm = cfg.sagemaker
+    security = sm.security
 
     def s3_input(name: str, uri: str, local: str) -> dict[str, Any]:
         return {
@@ -181,7 +191,7 @@ def processing_config(
             "S3Input": {"S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix", "S3InputMode": "File"},
         }
 
-    return {
+    request: dict[str, Any] = {
         "ProcessingJobName": job_name,
         "RoleArn": role_arn,
         "AppSpecification": {
@@ -214,6 +224,18 @@ def processing_config(
         "StoppingCondition": {"MaxRuntimeInSeconds": sm.max_runtime_s},
         "Tags": tags(cfg, model.name),
     }
+    if security.volume_kms_key_id:
+        request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = security.volume_kms_key_id
+    if security.output_kms_key_id:
+        request["ProcessingOutputConfig"]["KmsKeyId"] = security.output_kms_key_id
+    network: dict[str, Any] = {}
+    if security.enable_inter_container_traffic_encryption:
+        network["EnableInterContainerTrafficEncryption"] = True
+    if security.vpc_config:
+        network["VpcConfig"] = security.vpc_config
+    if network:
+        request["NetworkConfig"] = network
+    return request
 
 
 def training_config(
@@ -253,15 +275,25 @@ def training_config(
     }
     if keep_alive is not None:  # SageMaker warm pools: the next job reuses the instances
         resources["KeepAlivePeriodInSeconds"] = int(keep_alive)
-    return {
+    security = cfg.sagemaker.security
+    output: dict[str, Any] = {"S3OutputPath": output_uri}
+    if security.output_kms_key_id:
+        output["KmsKeyId"] = security.output_kms_key_id
+    if security.volume_kms_key_id:
+        resources["VolumeKmsKeyId"] = security.volume_kms_key_id
+    request: dict[str, Any] = {
         "TrainingJobName": job_name,
         "AlgorithmSpecification": {"TrainingImage": resolved["image_uri"], "TrainingInputMode": "File"},
         "RoleArn": role_arn,
         "HyperParameters": hyper,
         "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": output_uri},
+        "OutputDataConfig": output,
         "ResourceConfig": resources,
         "StoppingCondition": {"MaxRuntimeInSeconds": cfg.sagemaker.max_runtime_s},
-        "EnableNetworkIsolation": False,
+        "EnableNetworkIsolation": security.enable_network_isolation,
+        "EnableInterContainerTrafficEncryption": security.enable_inter_container_traffic_encryption,
         "Tags": tags(cfg, model.name),
     }
+    if security.vpc_config:
+        request["VpcConfig"] = security.vpc_config
+    return request
