@@ -120,7 +120,8 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> Non
         args = [local(a) if a.startswith("/opt/ml/") else a for a in app["ContainerArguments"]]
         env = {k: (local(v) if v.startswith("/opt/ml/") else v) for k, v in config["Environment"].items()}
         env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), AWS_ACCESS_KEY_ID="test",
-                   AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url, HF_HUB_OFFLINE="1")
+                   AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url,
+                   AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url, HF_HUB_OFFLINE="1")
         entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]
         done = subprocess.run(entry + args, env=env, capture_output=True, text=True)
         if done.returncode != 0:

@@ -79,6 +79,8 @@ def test_good_models_are_scored_in_range(e2e_run):
         assert set(res.algorithms[0].category_scores) == {"geography"}
         rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
         assert len(rows) == 4 and all("FactualKnowledge" in r["scores"] and r["model_output"] is not None for r in rows)
+        page = (folder / "models" / name / "report.html").read_text()
+        assert "FactualKnowledge" in page and "95% interval" in page and rows[0]["model_input"] in page
 
 
 def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):

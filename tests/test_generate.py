@@ -80,3 +80,24 @@ def test_unreachable_endpoint_marks_every_record_failed(tmp_path):
     target = _target("http://127.0.0.1:9", max_retries=1, timeout_s=2)  # nothing listens on port 9
     rows = generate(_records(3), target, "$feature", ResponseCache(tmp_path / "c.sqlite"))
     assert all(r["model_output"] is None and "Could not connect" in r["error"] for r in rows)
+
+
+def test_bedrock_models_are_called_through_the_bedrock_runtime(tmp_path):
+    from aws_model import assert_valid
+
+    template = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}]}
+    body = build_payload(template, "hi", {"max_tokens": 20}, provider="bedrock")
+    assert body == {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 20}
+    with LatencyServer(latency_s=0.001) as server:
+        target = Target(endpoint_name="anthropic.claude-3-haiku-20240307-v1:0", model_identity="bedrock:haiku",
+                        output_path="content[0].text", content_template=template, inference_parameters={"max_tokens": 20},
+                        endpoint_url=server.url, region="us-east-1", provider="bedrock")
+        rows = generate(_records(5), target, "$feature", ResponseCache(tmp_path / "c.sqlite"))
+    assert [r["model_output"] for r in rows] == [f"answer to: question {i}" for i in range(5)]
+    assert rows[0]["output_tokens"] == 3 and rows[0]["tokens_exact"]
+    import boto3
+
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    assert_valid(client, "InvokeModel", {"modelId": target.endpoint_name, "body": b"{}",
+                                         "contentType": "application/json", "accept": "application/json"})

@@ -138,6 +138,7 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
         result = json.loads((folder / "models" / model / "results.json").read_text())
         assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
         assert result["outputs_location"].startswith("s3://llmeval-test/llmeval/sm-three/")
+        assert (folder / "models" / model / "report.html").exists()  # written in the job, copied from S3
     assert processing_emulator.requests == 18  # 3 models x 6 records, once each
 
 
@@ -188,3 +189,29 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     tuned = json.loads((folder / "models" / "sm-tuned" / "results.json").read_text())
     assert tuned["metadata"]["training"]["job_name"] == job["TrainingJobName"]
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+
+
+def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):
+    from llmeval.runtime import run_dir
+
+    bedrock = {"model_provider": "bedrock", "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
+               "evaluation_config": {"output": "content[0].text",
+                                     "content_template": {"anthropic_version": "bedrock-2023-05-31",
+                                                          "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}]},
+                                     "inference_parameters": {"max_tokens": 20}}}
+    dag, dag_run = _run(tmp_path, "sm-bedrock", ["sm-jumpstart", "sm-claude"], airflow_db, {"sm-claude": bedrock})
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    assert {t for t in dag.task_ids if t.startswith("bedrock_model.")} == {
+        "bedrock_model.stage_evaluation", "bedrock_model.evaluate", "bedrock_model.collect_results"}
+    folder = run_dir(dag.dag_id, dag_run.run_id)
+    result = json.loads((folder / "models" / "sm-claude" / "results.json").read_text())
+    assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
+    assert not (folder / "models" / "sm-claude" / "deployment.json").exists()
+    sm, _ = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert processing_emulator.requests == 12  # 6 records x (1 SageMaker endpoint + 1 Bedrock model)
+    assert json.loads((folder / "selection.json").read_text())["best"] == "sm-claude"  # a tie, broken by name
+    packages = sm.list_model_packages(ModelPackageGroupName="sm-bedrock-models")["ModelPackageSummaryList"]
+    package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
+    assert "InferenceSpecification" not in package  # registered by reference: the Bedrock model id
+    assert package["CustomerMetadataProperties"]["model_id"] == "anthropic.claude-3-haiku-20240307-v1:0"

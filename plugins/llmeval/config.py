@@ -135,6 +135,13 @@ class ModelSection(_Strict):
     register_config: RegisterSection | None = None
 
     @property
+    def kind(self) -> str:
+        """'bedrock' (no endpoint to deploy), 'tuned' (fine-tuned first) or 'foundation'."""
+        if self.model_provider == "bedrock":
+            return "bedrock"
+        return "tuned" if self.finetuning is not None else "foundation"
+
+    @property
     def max_concurrency(self) -> int:
         return self.evaluation_config.max_concurrency or 4 * self.deployment_config.num_instances
 
@@ -303,6 +310,8 @@ class EvalConfig(_Strict):
                     ("models", i, "name"), f"duplicate model name {model.name!r} (also models[{seen[model.name]}])"
                 )
             seen[model.name] = i
+            if model.model_provider == "bedrock" and model.finetuning:
+                raise FieldProblem(("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning")
             if self.target == "local" and model.model_provider not in (None, "local"):
                 raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
             extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())

@@ -1,7 +1,8 @@
 """DAG factory: one Airflow DAG per evaluation config.
 
-    preprocess -> plan -> model[i]       (mapped: deploy -> evaluate -> teardown)
-                       -> tuned_model[j] (mapped: finetune -> deploy -> evaluate -> teardown)
+    preprocess -> plan -> model[i]         (mapped: deploy -> evaluate -> teardown)
+                       -> tuned_model[j]   (mapped: finetune -> deploy -> evaluate -> teardown)
+                       -> bedrock_model[k] (mapped: evaluate; SageMaker target only)
                -> select -> register -> report -> verdict
 
 The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
@@ -69,7 +70,8 @@ def record_task_failure(context: dict[str, Any]) -> None:
     if not group or ti.map_index < 0:
         log.error("LLM evaluation %s: step %s failed", ti.dag_id, ti.task_id)
         return
-    planned = ti.xcom_pull(task_ids="tuned_models" if group == "tuned_model" else "foundation_models") or []
+    kinds = {"model": "foundation", "tuned_model": "tuned", "bedrock_model": "bedrock"}
+    planned = ti.xcom_pull(task_ids=f"{kinds.get(group, 'foundation')}_models") or []
     model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
     error = context.get("exception")
     log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
@@ -178,23 +180,19 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             return models
 
         @task
-        def split(models: list[str], tuned: bool) -> list[str]:
-            """The planned models with (tuned) or without a finetuning block."""
+        def split(models: list[str], kind: str) -> list[str]:
+            """The planned models of one kind: foundation, tuned (finetuning block) or bedrock."""
             from llmeval.steps import run_config
 
             run_folder, _, _ = current_run()
             cfg_now = run_config(run_folder)
-            return [m for m in models if (cfg_now.model(m).finetuning is not None) == tuned]
+            return [m for m in models if cfg_now.model(m).kind == kind]
 
-        @task_group(group_id="model")
-        def per_model(model_name: str) -> None:
-            """deploy -> evaluate -> teardown for one foundation model."""
-            target.model_steps(cfg, model_name, tuned=False)
-
-        @task_group(group_id="tuned_model")
-        def per_tuned_model(model_name: str) -> None:
-            """finetune -> deploy -> evaluate -> teardown for one model with a finetuning block."""
-            target.model_steps(cfg, model_name, tuned=True)
+        groups = {
+            "foundation": ("model", "deploy -> evaluate -> teardown for one foundation model."),
+            "tuned": ("tuned_model", "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block."),
+            "bedrock": ("bedrock_model", "evaluate one Bedrock model (nothing to deploy or tear down)."),
+        }
 
         @task(trigger_rule="all_done")
         def select(models: list[str]) -> dict[str, Any]:
@@ -236,12 +234,16 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         models = plan(preprocess())
         chosen = select(models)
-        if any(m.finetuning is None for m in cfg.models):
-            foundation = split.override(task_id="foundation_models")(models, tuned=False)
-            per_model.expand(model_name=foundation) >> chosen
-        if any(m.finetuning is not None for m in cfg.models):
-            tuned = split.override(task_id="tuned_models")(models, tuned=True)
-            per_tuned_model.expand(model_name=tuned) >> chosen
+        for kind, (group_id, doc) in groups.items():
+            if not any(m.kind == kind for m in cfg.models):
+                continue
+            names = split.override(task_id=f"{kind}_models")(models, kind=kind)
+
+            def steps(model_name: str, kind: str = kind) -> None:
+                target.model_steps(cfg, model_name, kind)
+
+            steps.__doc__ = doc
+            task_group(group_id=group_id)(steps).expand(model_name=names) >> chosen
         registered = register(chosen)
         written = report(models)
         registered >> written >> verdict(models)

@@ -40,7 +40,7 @@ def _arn(kind: str, name: str) -> str:
 
 def airflow_policy(cfg: EvalConfig, s3_prefix: str, role_arn: str = "*") -> dict[str, Any]:
     """The policy for the identity behind the Airflow AWS connection."""
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models})
+    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.kind != "bedrock"})
     resources = []
     for name in endpoints:
         resources += [

@@ -189,15 +189,18 @@ class SageMakerModelRegistry(Registry):
                            ContentType="application/json")
         properties = {"llmeval:model": model, self.RUN_KEY: run_id}
         properties.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
-        properties.update({k: v["value"] for k, v in metrics.items() if isinstance(v, dict) and "value" in v})
+        properties.update({k: v["value"] if isinstance(v, dict) else v for k, v in metrics.items()
+                           if not isinstance(v, dict) or "value" in v})
+        container = self.container_of(model)  # None: a Bedrock model, registered by its model id
+        inference = {"InferenceSpecification": {
+            "Containers": [container],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        }} if container else {}
         response = self.client.create_model_package(
             ModelPackageGroupName=group,
             ModelPackageDescription=f"{model} selected by run {run_id}"[:1024],
-            InferenceSpecification={
-                "Containers": [self.container_of(model)],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
+            **inference,
             ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
                                                           "S3Uri": f"s3://{bucket}/{key}"}}},
             CustomerMetadataProperties={k[:128]: _metadata_value(v) for k, v in list(properties.items())[:50]},

@@ -171,3 +171,39 @@ def write_report(folder: Path, data: ReportInput) -> tuple[Path, Path]:
     html.write_text(render_html(data), encoding="utf-8")
     md.write_text(render_markdown(data), encoding="utf-8")
     return html, md
+
+
+def render_model_html(result: ModelResult, samples: list[dict] | None = None, limit: int = 20) -> str:
+    """One model's report: every algorithm's scores with intervals, categories, sample records."""
+    e = escape
+    g = result.generation
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(result.model)}</title>",
+           "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
+           "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>",
+           f"<h1>{e(result.model)}</h1><p>Status <b>{e(result.status)}</b>"
+           + (f" (failed at {e(result.failed_step or '')}: {e(result.error or '')})" if not result.succeeded else "")
+           + f". {g.records_evaluated} of {g.records_total} records answered, {g.cache_hits} from the cache; "
+           f"latency p50 {_fmt(g.latency_p50_ms, 0)} ms, p95 {_fmt(g.latency_p95_ms, 0)} ms.</p>"]
+    for algo in result.algorithms:
+        out.append(f"<h2>{e(algo.algorithm)}</h2>")
+        if algo.error:
+            out.append(f"<p>Not scored: {e(algo.error)}</p>")
+            continue
+        out.append("<table><tr><th>score</th><th>value</th><th>95% interval</th><th>records</th></tr>")
+        out += [f"<tr><td>{e(sc.name)}</td><td>{_fmt(sc.value)}</td><td>[{_fmt(sc.ci_low)}, {_fmt(sc.ci_high)}]</td>"
+                f"<td>{sc.count}</td></tr>" for sc in algo.scores]
+        out.append("</table>")
+        for category, scores in algo.category_scores.items():
+            listed = ", ".join(f"{e(sc.name)} {_fmt(sc.value)}" for sc in scores)
+            out.append(f"<p>Category <b>{e(category)}</b>: {listed}</p>")
+    if samples:
+        out.append(f"<h2>First {min(limit, len(samples))} records</h2><table><tr><th>prompt</th><th>output</th>"
+                   "<th>reference</th><th>scores</th></tr>")
+        for row in samples[:limit]:
+            scores = "; ".join(f"{k}: " + ", ".join(f"{n}={_fmt(v)}" for n, v in vals.items())
+                               for k, vals in (row.get("scores") or {}).items())
+            out.append(f"<tr><td>{e(str(row.get('prompt', '')))}</td><td>{e(str(row.get('model_output')))}</td>"
+                       f"<td>{e(str(row.get('target_output', '')))}</td><td>{e(scores)}</td></tr>")
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -8,7 +8,8 @@ Processing container (the package shipped as its code input):
         --endpoint-name NAME [--endpoint-url http://127.0.0.1:PORT] [--cache-dir DIR]
 
 Writes outputs.jsonl (one row per record), records.jsonl (answered rows with every
-score) and results.json (the result schema). Exit status 0 when results were written.
+score), results.json (the result schema) and report.html (this model's scores with
+intervals, categories and sample records). Exit status 0 when the model succeeded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from llmeval.config import EvalConfig, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
 from llmeval.evaluation.generate import ResponseCache, Target, generate
 from llmeval.evaluation.score import score_outputs
+from llmeval.report import render_model_html
 from llmeval.results import GenerationStats, ModelResult, write_result
 
 log = logging.getLogger("llmeval.evaluation")
@@ -52,8 +54,9 @@ def run(args: argparse.Namespace) -> ModelResult:
     records = read_jsonl(args.dataset)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
+    bedrock = model.model_provider == "bedrock"
     target = Target(
-        endpoint_name=args.endpoint_name or model.endpoint_name or model.name,
+        endpoint_name=model.model_id if bedrock else (args.endpoint_name or model.endpoint_name or model.name),
         model_identity=args.model_identity or f"{model.model_id}@{model.model_version}",
         output_path=ev.output,
         content_template=ev.content_template,
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> ModelResult:
         max_concurrency=model.max_concurrency,
         timeout_s=ev.request_timeout_s,
         max_retries=ev.max_retries,
+        provider="bedrock" if bedrock else "sagemaker",
     )
     cache = ResponseCache(args.cache_dir / "responses.sqlite")
     started = time.perf_counter()
@@ -125,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
     result = run(args)
     path = write_result(args.output_dir, result)
+    records = args.output_dir / "records.jsonl"
+    samples = read_jsonl(records) if records.exists() else []
+    (args.output_dir / "report.html").write_text(render_model_html(result, samples), encoding="utf-8")
     log.info("wrote %s (status %s)", path, result.status)
     print(json.dumps({"results": str(path), "status": result.status}))
     return 0 if result.succeeded else 3

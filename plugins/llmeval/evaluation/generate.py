@@ -30,8 +30,10 @@ PLACEHOLDER = "PROMPT_PLACEHOLDER"
 RETRYABLE_CODES = {
     "ThrottlingException",
     "ServiceUnavailable",
+    "ServiceUnavailableException",
     "InternalFailure",
     "InternalServerError",
+    "InternalServerException",
     "ModelNotReadyException",
 }
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -42,8 +44,12 @@ def render_prompt(template: str, model_input: str) -> str:
     return string.Template(template).safe_substitute(feature=model_input, model_input=model_input)
 
 
-def build_payload(content_template: Any, prompt: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """JumpStart payload: the content template with the prompt in place of the placeholder."""
+def build_payload(
+    content_template: Any, prompt: str, parameters: dict[str, Any], provider: str = "sagemaker"
+) -> dict[str, Any]:
+    """The request body: the content template with the prompt in place of the placeholder.
+    SageMaker (JumpStart) bodies are {"inputs": ..., "parameters": ...}; a Bedrock template
+    is the whole body, and inference parameters are merged into it."""
 
     def fill(node: Any) -> Any:
         if isinstance(node, str):
@@ -54,6 +60,11 @@ def build_payload(content_template: Any, prompt: str, parameters: dict[str, Any]
             return {k: fill(v) for k, v in node.items()}
         return node
 
+    if provider == "bedrock":
+        body = fill(content_template)
+        if not isinstance(body, dict):
+            raise ValueError("a Bedrock content_template must be the whole JSON request body (an object)")
+        return {**body, **parameters}
     payload: dict[str, Any] = {"inputs": fill(content_template)}
     if parameters:
         payload["parameters"] = parameters
@@ -137,6 +148,7 @@ class Target:
     max_concurrency: int = 4
     timeout_s: float = 120.0
     max_retries: int = 5
+    provider: str = "sagemaker"  # "sagemaker": invoke_endpoint; "bedrock": bedrock-runtime invoke_model
 
 
 def _retryable(exc: Exception) -> tuple[bool, bool]:
@@ -167,7 +179,8 @@ def make_client(target: Target):
         retries={"max_attempts": 1, "mode": "standard"},  # retries are ours, with the adaptive limit
         max_pool_connections=target.max_concurrency + 4,
     )
-    return boto3.client("sagemaker-runtime", endpoint_url=target.endpoint_url, region_name=target.region, config=config)
+    service = "bedrock-runtime" if target.provider == "bedrock" else "sagemaker-runtime"
+    return boto3.client(service, endpoint_url=target.endpoint_url, region_name=target.region, config=config)
 
 
 class Invoker:
@@ -182,20 +195,22 @@ class Invoker:
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(payload)
-        kwargs: dict[str, Any] = {
-            "EndpointName": self.target.endpoint_name,
-            "Body": body,
-            "ContentType": "application/json",
-            "Accept": "application/json",
-        }
-        if self.target.custom_attributes:
-            kwargs["CustomAttributes"] = self.target.custom_attributes
+        if self.target.provider == "bedrock":
+            call = self.client.invoke_model
+            kwargs: dict[str, Any] = {"modelId": self.target.endpoint_name, "body": body,
+                                      "contentType": "application/json", "accept": "application/json"}
+        else:
+            call = self.client.invoke_endpoint
+            kwargs = {"EndpointName": self.target.endpoint_name, "Body": body,
+                      "ContentType": "application/json", "Accept": "application/json"}
+            if self.target.custom_attributes:
+                kwargs["CustomAttributes"] = self.target.custom_attributes
         for attempt in range(self.target.max_retries + 1):
             started = time.perf_counter()
             try:
                 with self.limit:
-                    response = self.client.invoke_endpoint(**kwargs)
-                    raw = response["Body"].read()
+                    response = call(**kwargs)
+                    raw = (response.get("Body") or response["body"]).read()
                 self.limit.succeeded()
             except Exception as exc:
                 retry, throttled = _retryable(exc)
@@ -224,6 +239,9 @@ def _token_counts(response: Any, prompt: str, output: str) -> tuple[int, int, bo
     details = first.get("details") if isinstance(first, dict) else None
     if isinstance(details, dict) and "generated_tokens" in details:
         return int(details.get("prompt_tokens", 0)), int(details["generated_tokens"]), True
+    usage = first.get("usage") if isinstance(first, dict) else None  # Bedrock (Anthropic messages)
+    if isinstance(usage, dict) and "output_tokens" in usage:
+        return int(usage.get("input_tokens", 0)), int(usage["output_tokens"]), True
     return len(prompt.split()), len(output.split()), False
 
 
@@ -263,7 +281,7 @@ def generate(
 
     def one(record: dict[str, Any]) -> dict[str, Any]:
         prompt = render_prompt(prompt_template, record["model_input"])
-        payload = build_payload(target.content_template, prompt, target.inference_parameters)
+        payload = build_payload(target.content_template, prompt, target.inference_parameters, target.provider)
         key = ResponseCache.key(target.model_identity, payload)
         row = {**record, "prompt": prompt, "model_output": None, "error": None, "cached": False}
         hit = cache.get(key)

@@ -4,7 +4,8 @@ Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `cap
 requests at once (others wait, as on a real instance), and throttles a chosen fraction
 of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
 named in `failing_endpoints`. The answer echoes the prompt, so a test
-can check that every record got its own answer. It also answers DescribeEndpoint
+can check that every record got its own answer. Bedrock's InvokeModel path
+(`/model/<id>/invoke`, Anthropic messages body) is answered too. It also answers DescribeEndpoint
 (InService), which fmeval's SageMakerModelRunner calls. Loopback only.
 """
 
@@ -63,7 +64,7 @@ class LatencyServer:
                 "EndpointStatus": "InService", "CreationTime": 0, "LastModifiedTime": 0}
 
     def _answer(self, path: str, body: bytes) -> tuple[int, Any, str | None]:
-        if any(f"/endpoints/{name}/" in path for name in self.failing_endpoints):
+        if any(f"/endpoints/{name}/" in path or f"/model/{name}/" in path for name in self.failing_endpoints):
             return 400, {"message": "Endpoint is failing (injected fault)"}, "ValidationError"
         with self.lock:
             self.requests += 1
@@ -71,7 +72,9 @@ class LatencyServer:
             self.throttled += throttle
         if throttle:
             return 429, {"message": "Rate exceeded"}, "ThrottlingException"
-        inputs = json.loads(body)["inputs"]
+        request = json.loads(body)
+        bedrock = path.startswith("/model/")
+        inputs = request["messages"][0]["content"] if bedrock else request["inputs"]
         with self.capacity:
             with self.lock:
                 self._in_flight += 1
@@ -81,6 +84,8 @@ class LatencyServer:
                 self._in_flight -= 1
                 self.answered[str(inputs)] += 1
         text = f"answer to: {inputs}"
+        if bedrock:  # the Anthropic messages shape Bedrock returns
+            return 200, {"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 5, "output_tokens": 3}}, None
         return 200, [{"generated_text": text, "details": {"prompt_tokens": 5, "generated_tokens": 3}}], None
 
     def _handler(self):

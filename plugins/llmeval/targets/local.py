@@ -226,7 +226,7 @@ def registry(cfg: EvalConfig, run_folder: Path):
     return LocalRegistry(registry_dir())
 
 
-def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
+def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task group."""
     from airflow.sdk import task
 
@@ -269,7 +269,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
         return str(guarded("finetune", model, lambda cfg, run, _: run_finetune(cfg, model, run)))
 
     endpoint = deploy(model_name)
-    if tuned:
+    if kind == "tuned":
         finetune(model_name) >> endpoint
     done = evaluate(model_name, endpoint)
     stop = teardown(model_name)

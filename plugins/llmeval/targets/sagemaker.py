@@ -210,8 +210,9 @@ def teardown(cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool) -> 
 def registry(cfg: EvalConfig, run_folder: Path):
     from llmeval.registry import SageMakerModelRegistry
 
-    def container_of(model: str) -> dict[str, Any]:
-        return json.loads((model_dir(run_folder, model) / DEPLOYMENT_FILE).read_text())["container"]
+    def container_of(model: str) -> dict[str, Any] | None:
+        deployment = model_dir(run_folder, model) / DEPLOYMENT_FILE  # none for Bedrock models
+        return json.loads(deployment.read_text())["container"] if deployment.exists() else None
 
     return SageMakerModelRegistry(_hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of)
 
@@ -281,7 +282,7 @@ def _operators():
     return ReusingEndpointOperator, ReusingProcessingOperator, ReusingTrainingOperator
 
 
-def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
+def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     from airflow.sdk import task
 
     from llmeval.factory import guarded, label
@@ -314,14 +315,14 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
                        lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]))
 
     @task(map_index_template="{{ model_label }}")
-    def stage_evaluation(model: str, region: str) -> dict[str, Any]:
+    def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
         """Upload the evaluation code, config and dataset; build the Processing job request."""
         from airflow.sdk import get_current_context
 
         label(model)
         ctx = get_current_context()
-        return guarded("evaluate", model, lambda cfg, run, _: stage(cfg, model, run, ctx["dag"].dag_id,
-                                                                   ctx["run_id"], region))
+        return guarded("evaluate", model, lambda cfg, run, _: stage(
+            cfg, model, run, ctx["dag"].dag_id, ctx["run_id"], region or cfg.sagemaker.region or _hook(cfg).conn_region_name))
 
     @task(trigger_rule="all_done", map_index_template="{{ model_label }}")
     def collect_results(model: str, processing: dict[str, Any]) -> str:
@@ -339,8 +340,14 @@ def model_steps(cfg: EvalConfig, model_name: Any, tuned: bool) -> None:
         run_folder, _, params = current_run()
         return teardown(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
 
+    if kind == "bedrock":  # a Bedrock model is already served: evaluate it, nothing to deploy or delete
+        staged = stage_evaluation(model_name, None)
+        evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30,
+                                 max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws)
+        staged >> evaluate >> collect_results(model_name, staged)
+        return
     prepared = prepare_endpoint(model_name)
-    if tuned:
+    if kind == "tuned":
         training = prepare_training_job(model_name)
         finetune = training_op(task_id="finetune", config=training, deferrable=True, check_interval=60,
                                check_if_job_exists=False, print_log=False, **aws, **retried)
