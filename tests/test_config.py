@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CONFIGS, ROOT
 
+from llmeval.algorithms import ALGORITHMS
 from llmeval.config import ConfigError, EvalConfig, json_schema, load_config, load_folder
 
 # A config in the seed solution's schema (no `target` key: a SageMaker config).
@@ -220,3 +221,29 @@ def test_cli_validate_exit_status_and_errors(tmp_path):
 def test_cli_schema_prints_json_schema():
     out = _cli("schema")
     assert out.returncode == 0 and json.loads(out.stdout)["title"] == "EvalConfig"
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_each_algorithm_accepts_its_options_and_refuses_others(name):
+    from llmeval.config import AlgorithmSection
+
+    spec = ALGORITHMS[name]
+    for option in spec.options:
+        AlgorithmSection.model_validate({"algorithm": name, option: "x"})
+    foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
+    with pytest.raises(ValueError, match=f"{name} does not accept option '{foreign}'"):
+        AlgorithmSection.model_validate({"algorithm": name, foreign: "x"})
+
+
+def test_local_target_refuses_algorithms_that_cannot_run_offline(tmp_path):
+    from conftest import local_config
+
+    import yaml
+
+    cfg = local_config(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "QAAccuracy"}])
+    path = _write(tmp_path, yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problem = info.value.problems[0]
+    assert problem.field == "algorithms[1].algorithm" and "Hugging Face Hub" in problem.message
+    assert "use: ClassificationAccuracy, FactualKnowledge, SemanticSimilarity" in problem.message

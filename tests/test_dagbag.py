@@ -132,3 +132,21 @@ def test_every_task_reports_failures_with_model_and_step(monkeypatch):
         if dag.dag_id.startswith("llm-eval-sm"):
             by_step = {t.task_id.rpartition(".")[2]: t for t in dag.tasks}
             assert by_step["deploy"].retries == 2 and by_step["evaluate"].retries == 0
+
+
+def test_pool_per_instance_type_limits_deploys_and_evaluations(monkeypatch, write_config):
+    import yaml
+
+    cfg = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
+    cfg["sagemaker"] = {"pool_prefix": "llmeval-"}
+    write_config("pooled.yaml", cfg)
+    mixed = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
+    mixed["pipeline"]["name"] = "mixed-types"
+    mixed["sagemaker"] = {"pool_prefix": "llmeval-"}
+    mixed["models"][1]["deployment_config"]["instance_type"] = "ml.g5.12xlarge"
+    write_config("mixed.yaml", mixed)
+    bag = _dagbag(monkeypatch, write_config.folder)
+    dag = bag.dags["llm-eval-sm-foundation-models"]
+    assert dag.get_task("model.deploy").pool == dag.get_task("model.evaluate").pool == "llmeval-ml.g5.2xlarge"
+    assert dag.get_task("model.teardown_endpoint").pool == "default_pool"
+    assert "pools are per instance type" in next(iter(bag.import_errors.values()))

@@ -262,6 +262,12 @@ class SageMakerSection(_Strict):
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
     tags: dict[str, str] = {}
     security: SecuritySection = SecuritySection()
+    pool_prefix: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,200}$",
+        description="Run each model's deploy and evaluate in the Airflow pool '<prefix><instance type>' "
+        "(create the pools first), so account quotas per instance type are respected.",
+    )
 
 
 class EvalConfig(_Strict):
@@ -326,7 +332,26 @@ class EvalConfig(_Strict):
                     ("models", i, "model_id"),
                     f"{model.model_id!r} is not a local model; expected one of {', '.join(LOCAL_MODELS)}",
                 )
+        if self.sagemaker.pool_prefix:
+            for kind in ("foundation", "tuned"):
+                types = {m.deployment_config.instance_type for m in self.models if m.kind == kind}
+                if len(types) > 1:
+                    raise FieldProblem(
+                        ("sagemaker", "pool_prefix"),
+                        f"pools are per instance type, and the {kind} models use several ({', '.join(sorted(types))}); "
+                        "split them into configs by instance type or drop pool_prefix",
+                    )
         names = [a.algorithm for a in self.algorithms]
+        if self.target == "local":  # the local target runs offline: refuse what cannot run, before any deploy
+            runnable = sorted(n for n, spec in ALGORITHMS.items()
+                              if not spec.needs_hub_download and not spec.calls_model_when_scoring)
+            for i, name in enumerate(names):
+                spec = ALGORITHMS[name]
+                if spec.needs_hub_download or spec.calls_model_when_scoring:
+                    why = ("downloads model weights from the Hugging Face Hub" if spec.needs_hub_download
+                           else "calls the model while scoring, which the score stage does not support yet")
+                    raise FieldProblem(("algorithms", i, "algorithm"),
+                                       f"{name} {why}, so it cannot run on the local target; use: {', '.join(runnable)}")
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")

@@ -65,6 +65,20 @@ def _chart(metric: str, by_model: dict[str, Score]) -> str:
     return "".join(parts)
 
 
+def _versus(model: ModelResult | None, best: ModelResult | None, metric: str) -> str:
+    """Whether the intervals on the first selection metric tell this model from the selected one."""
+    if model is None or best is None or not metric:
+        return ""
+    if model.model == best.model:
+        return "selected"
+    mine, theirs = model.scores_by_metric().get(metric), best.scores_by_metric().get(metric)
+    if not mine or not theirs or None in (mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high):
+        return "no interval"
+    if mine.ci_high < theirs.ci_low or mine.ci_low > theirs.ci_high:
+        return "different"
+    return "not distinguishable"
+
+
 def render_html(data: ReportInput) -> str:
     scores = _scores(data.results)
     sel = data.selection
@@ -82,13 +96,15 @@ def render_html(data: ReportInput) -> str:
         "<h2>Ranking</h2><table><tr><th>#</th><th>model</th><th>status</th><th>composite</th>",
     ]
     out += [f"<th>{e(r['metric'])} ({e(r['direction'])})</th>" for r in sel.rules]
-    out.append("<th>reason</th></tr>")
+    out.append("<th>vs selected (95% intervals)</th><th>reason</th></tr>")
+    by_model = {r.model: r for r in data.results}
     for i, cand in enumerate(sel.ranking, 1):
         cls = ' class="failed"' if cand.status == "failed" else ""
         cells = "".join(f"<td>{_fmt(cand.metrics.get(r['metric']))}</td>" for r in sel.rules)
+        versus = _versus(by_model.get(cand.model), by_model.get(sel.best or ""), sel.rules[0]["metric"] if sel.rules else "")
         out.append(
             f"<tr{cls}><td>{i}</td><td>{e(cand.model)}</td><td>{e(cand.status)}</td>"
-            f"<td>{_fmt(cand.composite)}</td>{cells}<td>{e(cand.reason)}</td></tr>"
+            f"<td>{_fmt(cand.composite)}</td>{cells}<td>{e(versus)}</td><td>{e(cand.reason)}</td></tr>"
         )
     out.append("</table><h2>Scores (95% bootstrap intervals)</h2>")
     for metric, by_model in scores.items():

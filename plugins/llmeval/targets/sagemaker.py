@@ -292,6 +292,10 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     # reusing operators make a retry pick up what the failed try created. The evaluation job
     # is not retried: its failures are usually deterministic, and its requests retry inside.
     retried = {"retries": 2}
+    pooled: dict[str, str] = {}  # one pool per instance type (the config checks there is one per kind)
+    if cfg.sagemaker.pool_prefix and kind != "bedrock":
+        instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
+        pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{instance_type}"}
     timeout = timedelta(seconds=cfg.sagemaker.max_runtime_s + 3600)
     endpoint_op, processing_op, training_op = _operators()
 
@@ -353,10 +357,11 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
                                check_if_job_exists=False, print_log=False, **aws, **retried)
         training >> finetune >> prepared
     deploy = endpoint_op(task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30,
-                         **aws, **retried)
+                         **aws, **retried, **pooled)
     staged = stage_evaluation(model_name, prepared["region"])
     evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30,
-                             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws)
+                             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws,
+                             **pooled)
     collected = collect_results(model_name, staged)
     stop = teardown_endpoint(model_name)
     prepared >> deploy >> staged >> evaluate >> collected >> stop
