@@ -20,7 +20,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO_DAG ?= llm-eval-local-demo
 PYTEST_ARGS ?=
 
-.PHONY: env worker-env model-cache airflow-db demo test validate schema benchmarks clean
+.PHONY: env worker-env model-cache airflow-db demo test faults validate schema benchmarks clean
 
 env:  ## Airflow environment (+ test tools)
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(VENV) requirements-dev.txt requirements.txt
@@ -44,6 +44,9 @@ demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow d
 
 test: env worker-env model-cache  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+faults: env worker-env model-cache  ## the fault-injection tests; prints the fault matrix
+	$(VENV)/bin/python -m pytest -m faults -q -p no:warnings
 
 validate: env
 	$(VENV)/bin/python -m llmeval validate include/configs/*.yaml

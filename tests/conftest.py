@@ -83,3 +83,11 @@ def run_dag(dag_id: str, configs_dir: Path, conf: dict | None = None):
     finally:
         os.environ.pop("LLM_EVAL_CONFIGS_DIR") if previous is None else os.environ.update(LLM_EVAL_CONFIGS_DIR=previous)
     return dag, dag.test(run_conf=conf)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from fault_matrix import ROWS, table
+
+    if ROWS:
+        terminalreporter.write_sep("=", "fault matrix")
+        terminalreporter.write_line(table())

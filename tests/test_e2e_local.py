@@ -83,6 +83,7 @@ def test_good_models_are_scored_in_range(e2e_run):
         assert "FactualKnowledge" in page and "95% interval" in page and rows[0]["model_input"] in page
 
 
+@pytest.mark.faults
 def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
     from llmeval.results import read_model_result
 
@@ -97,6 +98,12 @@ def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
     assert selection["best"] in GOOD
     assert {c["model"]: c["status"] for c in selection["ranking"]}[BAD] == "failed"
     assert BAD in (folder / "leaderboard.html").read_text() and "Failures" in (folder / "leaderboard.html").read_text()
+    assert _servers_running(GOOD + [BAD]) == []
+    from fault_matrix import record
+
+    record("every generation fails (bad output path)", "local (real model)", **{
+        "failed model / step": f"{BAD} / generate", "resources left": "none (servers stopped)",
+        "other models": "intact", "report": "names model and step"})
 
 
 def test_registry_holds_a_new_version_for_the_selected_model(e2e_run):

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from fault_matrix import record
+
 from llmeval.evaluation.generate import ResponseCache, Target, generate
 from llmeval.evaluation.latency_server import LatencyServer
 
@@ -33,6 +35,7 @@ def _target(url: str, concurrency: int) -> Target:
                   region="us-east-1", max_concurrency=concurrency, max_retries=8)
 
 
+@pytest.mark.faults
 def test_ten_thousand_prompts_with_one_percent_errors_lose_and_duplicate_nothing(tmp_path):
     with LatencyServer(latency_s=0.001, capacity=64, throttle_rate=0.01, seed=11) as server:
         rows = generate(_records(10_000), _target(server.url, 64), "$feature", ResponseCache(tmp_path / "c.sqlite"))
@@ -40,6 +43,8 @@ def test_ten_thousand_prompts_with_one_percent_errors_lose_and_duplicate_nothing
     assert [r["record_id"] for r in rows] == [str(i) for i in range(10_000)]
     assert all(r["error"] is None and r["model_output"] == f"answer to: prompt {r['record_id']}" for r in rows)
     assert len(server.answered) == 10_000 and max(server.answered.values()) == 1
+    record("1% of 10,000 requests throttled", "generate stage", **{"failed model / step": "none",
+           "retry": f"{server.throttled} retried; 0 lost, 0 duplicated"})
 
 
 CHILD = """
@@ -52,13 +57,16 @@ generate(records, target, "$feature", ResponseCache(__import__("pathlib").Path(s
 """
 
 
+@pytest.mark.faults
 def test_killed_worker_resumes_from_the_cache(tmp_path):
     n, cache = 2000, tmp_path / "c.sqlite"
     with LatencyServer(latency_s=0.01, capacity=16) as server:
         child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, str(cache), str(n)], env=os.environ.copy(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 120
         while len(server.answered) < n // 2 and time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise AssertionError(f"the worker exited early: {child.stderr.read().decode()[-2000:]}")
             time.sleep(0.01)
         os.killpg(child.pid, signal.SIGKILL)  # the worker dies mid-generate
         child.wait()
@@ -74,3 +82,6 @@ def test_killed_worker_resumes_from_the_cache(tmp_path):
     assert len(stored) >= len(answered_before) - 16
     print(json.dumps({"answered_by_server_before_kill": len(answered_before), "cached": len(stored),
                       "sent_again": len(resent), "sent_again_of_cached": 0}))
+    record("worker killed mid-generate, retried", "generate stage", **{
+        "failed model / step": "(the task)",
+        "retry": f"{len(stored)} cached answers reused, 0 re-sent; {len(resent)} in-flight re-sent"})

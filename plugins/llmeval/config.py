@@ -262,6 +262,7 @@ class SageMakerSection(_Strict):
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
     tags: dict[str, str] = {}
     security: SecuritySection = SecuritySection()
+    retries: int = Field(2, ge=0, le=10, description="Retries (exponential back-off) of deploy, finetune, teardown.")
     pool_prefix: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,200}$",
@@ -286,6 +287,9 @@ class EvalConfig(_Strict):
         "'catalog_version' picks the version. Instead of `schedule`.",
     )
     num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
+    max_failed_ratio: float = Field(
+        0.1, ge=0, le=1, description="A model whose generations fail for more than this share of records fails."
+    )
     selection: SelectionSection = SelectionSection()
     registry: RegistrySection = RegistrySection()
     sagemaker: SageMakerSection = SageMakerSection()

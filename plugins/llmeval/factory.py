@@ -45,17 +45,24 @@ def label(model: str) -> None:
     get_current_context()["model_label"] = model
 
 
-def guarded(step: str, model: str, body):
-    """Run a step's body; on failure record the step and error for selection and the report."""
-    from llmeval.results import write_failure
+def guarded(step: str, model: str, body, first: bool = False):
+    """Run a step's body; on failure record the step and error for selection and the report.
+    The first failure of a model's branch is kept (it is the cause); `first` marks the step
+    that starts the branch, which clears what an earlier try of this run left."""
+    from llmeval.results import FAILURE_FILE, RESULTS_FILE, write_failure
     from llmeval.runtime import model_dir
     from llmeval.steps import run_config
 
     run_folder, _, params = current_run()
+    folder = model_dir(run_folder, model)
+    if first:
+        for stale in (RESULTS_FILE, FAILURE_FILE):
+            (folder / stale).unlink(missing_ok=True)
     try:
         return body(run_config(run_folder), run_folder, params)
     except Exception as exc:
-        write_failure(model_dir(run_folder, model), model, step, f"{type(exc).__name__}: {exc}")
+        if not (folder / FAILURE_FILE).exists():
+            write_failure(folder, model, step, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -222,15 +229,16 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         @task(trigger_rule="all_done")
         def verdict(models: list[str]) -> None:
-            """Fail the run when a model failed, after the report is written (for alerting)."""
+            """Fail the run when a model or the registration failed, after the report (for alerting)."""
             from llmeval.steps import collect_results
 
             run_folder, _, _ = current_run()
-            failed = [r for r in collect_results(run_folder, models) if not r.succeeded]
-            if failed:
-                raise RuntimeError(
-                    "; ".join(f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}" for r in failed)
-                )
+            problems = [f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
+                        for r in collect_results(run_folder, models) if not r.succeeded]
+            if (run_folder / "selection.json").exists() and not (run_folder / "registration.json").exists():
+                problems.append("the register step failed (see its log); nothing was registered")
+            if problems:
+                raise RuntimeError("; ".join(problems))
 
         models = plan(preprocess())
         chosen = select(models)

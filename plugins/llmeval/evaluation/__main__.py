@@ -100,14 +100,18 @@ def run(args: argparse.Namespace) -> ModelResult:
     if args.training_metrics:
         training = json.loads(args.training_metrics.read_text(encoding="utf-8"))
         result.metadata["training"] = {k: v for k, v in training.items() if k != "loss_per_step"}
-    if not answered:
+    failed_ratio = stats.records_failed / max(1, stats.records_total)
+    if not answered or failed_ratio > cfg.max_failed_ratio:
         first = next((r["error"] for r in rows if r["error"]), "no records")
-        result.status, result.failed_step, result.error = "failed", "generate", f"every record failed; first: {first}"
-        return result
+        result.status, result.failed_step = "failed", "generate"
+        result.error = (f"{stats.records_failed} of {stats.records_total} records failed "
+                        f"(more than max_failed_ratio {cfg.max_failed_ratio:.0%}); first: {first}")
+        if not answered:
+            return result
     result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"))
     write_jsonl(out / "records.jsonl", scored)
     errors = [a for a in result.algorithms if a.error]
-    if len(errors) == len(result.algorithms):
+    if result.succeeded and len(errors) == len(result.algorithms):
         result.status, result.failed_step = "failed", "score"
         result.error = "; ".join(f"{a.algorithm}: {a.error}" for a in errors)
     return result

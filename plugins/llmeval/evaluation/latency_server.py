@@ -30,8 +30,10 @@ class LatencyServer:
         throttle_rate: float = 0.0,
         seed: int = 0,
         failing_endpoints: frozenset[str] = frozenset(),
+        dies_after: dict[str, int] | None = None,
     ):
         self.failing_endpoints = failing_endpoints
+        self.dies_after = dict(dies_after or {})  # endpoint -> requests answered before it starts failing
         self.latency_s = latency_s
         self.capacity = threading.BoundedSemaphore(capacity)
         self.throttle_rate = throttle_rate
@@ -66,6 +68,12 @@ class LatencyServer:
     def _answer(self, path: str, body: bytes) -> tuple[int, Any, str | None]:
         if any(f"/endpoints/{name}/" in path or f"/model/{name}/" in path for name in self.failing_endpoints):
             return 400, {"message": "Endpoint is failing (injected fault)"}, "ValidationError"
+        for name, budget in self.dies_after.items():
+            if f"/endpoints/{name}/" in path:
+                with self.lock:
+                    self.dies_after[name] = budget - 1
+                if budget <= 0:
+                    return 500, {"message": "the model container died (injected fault)"}, "InternalFailure"
         with self.lock:
             self.requests += 1
             throttle = self.random.random() < self.throttle_rate

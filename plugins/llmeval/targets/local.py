@@ -237,14 +237,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         """Start a local model server that speaks the SageMaker runtime API."""
         label(model)
 
-        def body(cfg, run_folder, params):
-            from llmeval.results import FAILURE_FILE, RESULTS_FILE
-
-            for stale in (RESULTS_FILE, FAILURE_FILE):
-                (model_dir(run_folder, model) / stale).unlink(missing_ok=True)
-            return start_endpoint(cfg, model, run_folder)
-
-        return guarded("deploy", model, body)
+        return guarded("deploy", model, lambda cfg, run, _: start_endpoint(cfg, model, run), first=kind != "tuned")
 
     @task(map_index_template="{{ model_label }}", execution_timeout=timedelta(hours=6))
     def evaluate(model: str, endpoint: dict[str, Any]) -> str:
@@ -266,7 +259,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     def finetune(model: str) -> str:
         """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
         label(model)
-        return str(guarded("finetune", model, lambda cfg, run, _: run_finetune(cfg, model, run)))
+        return str(guarded("finetune", model, lambda cfg, run, _: run_finetune(cfg, model, run), first=True))
 
     endpoint = deploy(model_name)
     if kind == "tuned":

@@ -177,7 +177,7 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith("results.json") for k in keys) and (folder / "failure.json").exists():
-        raise RuntimeError(f"no results: {json.loads((folder / 'failure.json').read_text())['error'][:500]}")
+        raise RuntimeError(f"no results: an earlier step failed ({json.loads((folder / 'failure.json').read_text())['step']})")
     if not any(k.endswith("results.json") for k in keys):
         job = _hook(cfg).conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
         reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
@@ -291,7 +291,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     # Control-plane steps are retried with exponential back-off (throttling, capacity); the
     # reusing operators make a retry pick up what the failed try created. The evaluation job
     # is not retried: its failures are usually deterministic, and its requests retry inside.
-    retried = {"retries": 2}
+    retried = {"retries": cfg.sagemaker.retries}
     pooled: dict[str, str] = {}  # one pool per instance type (the config checks there is one per kind)
     if cfg.sagemaker.pool_prefix and kind != "bedrock":
         instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
@@ -306,7 +306,8 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         label(model)
         ctx = get_current_context()
-        return guarded("deploy", model, lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]))
+        return guarded("deploy", model, lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]),
+                       first=kind == "foundation")
 
     @task(map_index_template="{{ model_label }}")
     def prepare_training_job(model: str) -> dict[str, Any]:
@@ -316,7 +317,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         label(model)
         ctx = get_current_context()
         return guarded("finetune", model,
-                       lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]))
+                       lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]), first=True)
 
     @task(map_index_template="{{ model_label }}")
     def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
@@ -326,7 +327,8 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         label(model)
         ctx = get_current_context()
         return guarded("evaluate", model, lambda cfg, run, _: stage(
-            cfg, model, run, ctx["dag"].dag_id, ctx["run_id"], region or cfg.sagemaker.region or _hook(cfg).conn_region_name))
+            cfg, model, run, ctx["dag"].dag_id, ctx["run_id"], region or cfg.sagemaker.region or _hook(cfg).conn_region_name),
+            first=kind == "bedrock")
 
     @task(trigger_rule="all_done", map_index_template="{{ model_label }}")
     def collect_results(model: str, processing: dict[str, Any]) -> str:

@@ -1,0 +1,121 @@
+"""Injected faults on the SageMaker target (moto + the emulated Processing container).
+After each: no endpoint, endpoint config or model left; the other model's results intact;
+the report names the failed model and the step. `pytest -m faults` prints the matrix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import run_dag
+from fault_matrix import record
+from sagemaker_fixtures import aws_env, clients, emulate_processing_job, moto_url, sagemaker_config  # noqa: F401
+
+from llmeval.evaluation.latency_server import LatencyServer
+
+pytestmark = pytest.mark.faults
+GOOD, BAD = "fault-good", "fault-bad"
+BAD_ENDPOINT = "llmeval-fault-bad-endpoint"
+
+
+def _run(tmp_path, aws_env, monkeypatch, name, server, bad=None, cfg_extra=None):
+    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
+
+    from llmeval.runtime import run_dir
+
+    original = SageMakerProcessingOperator.execute
+
+    def execute(self, context):
+        result = original(self, context)
+        emulate_processing_job(self.config, aws_env, server.url)
+        return result
+
+    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
+    cfg = sagemaker_config(name, [GOOD, BAD])
+    cfg["sagemaker"]["retries"] = 0
+    cfg["models"][1]["endpoint_name"] = BAD_ENDPOINT
+    cfg["models"][1].update(bad or {})
+    cfg.update(cfg_extra or {})
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    with server:
+        dag, dag_run = run_dag(name, folder)
+    return dag_run, run_dir(dag.dag_id, dag_run.run_id)
+
+
+def _invariants(aws_env, folder, failed: dict[str, str]) -> dict[str, str]:
+    """Check what must hold after every fault; return the matrix cells."""
+    from llmeval.results import read_model_result
+
+    sm, _ = clients(aws_env)
+    left = len(sm.list_endpoints()["Endpoints"]) + len(sm.list_endpoint_configs()["EndpointConfigs"]) + len(
+        sm.list_models()["Models"])
+    assert left == 0, "resources left in SageMaker"
+    page = (folder / "leaderboard.html").read_text()
+    for model, step in failed.items():
+        result = read_model_result(folder / "models" / model, model)
+        assert result.status == "failed" and result.failed_step == step, (model, result.failed_step, result.error)
+        assert model in page and step in page
+    others = [m for m in (GOOD, BAD) if m not in failed]
+    for model in others:
+        assert read_model_result(folder / "models" / model, model).succeeded, model
+    return {"failed model / step": ", ".join(f"{m} / {s}" for m, s in failed.items()) or "none",
+            "resources left": "none", "other models": "intact" if others else "n/a (all affected)",
+            "report": "names model and step" if failed else "complete"}
+
+
+def test_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch):
+    # moto rejects ml.g5 instance types: the endpoint config cannot be created after the model was
+    bad = {"deployment_config": {"instance_type": "ml.g5.2xlarge", "num_instances": 1}}
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-deploy", LatencyServer(0.001), bad)
+    assert dag_run.state == "failed"
+    record("deploy fails", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "deploy"}))
+
+
+def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkeypatch):
+    server = LatencyServer(0.001, throttle_rate=0.2, seed=5)
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-throttle", server)
+    assert dag_run.state == "success" and server.throttled > 0
+    # both models send the same 6 prompts: each is answered exactly twice, once per model
+    assert len(server.answered) == 6 and set(server.answered.values()) == {2}
+    for model in (GOOD, BAD):
+        stats = json.loads((folder / "models" / model / "results.json").read_text())["generation"]
+        assert stats["records_evaluated"] == stats["records_total"] == 6
+    record("endpoint throttles 20%", "sagemaker (moto)", **_invariants(aws_env, folder, {}),
+           retry=f"{server.throttled} throttled requests retried, none lost or duplicated")
+
+
+def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch):
+    server = LatencyServer(0.001, dies_after={BAD_ENDPOINT: 2})
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-dies", server)
+    assert dag_run.state == "failed"
+    failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
+    assert failure["step"] == "evaluate" and "container exited 3" in failure["error"]
+    assert "failed 4" in failure["error"]  # 2 answered, then the container died: 4 of 6 failed
+    record("endpoint dies mid-generate", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "evaluate"}))
+
+
+def test_scoring_raises(tmp_path, airflow_db, aws_env, monkeypatch):
+    algorithms = [{"algorithm": "FactualKnowledge", "target_output_delimiter": ""}]  # str.split("") raises
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-score", LatencyServer(0.001),
+                           cfg_extra={"algorithms": algorithms})
+    assert dag_run.state == "failed"
+    record("scoring raises", "sagemaker (moto)", **_invariants(aws_env, folder, {GOOD: "evaluate", BAD: "evaluate"}))
+
+
+def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch):
+    from llmeval.registry import SageMakerModelRegistry
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("registry unavailable (injected fault)")
+
+    monkeypatch.setattr(SageMakerModelRegistry, "register", refuse)
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-registry", LatencyServer(0.001))
+    states = {t.task_id: t.state for t in dag_run.get_task_instances() if t.map_index < 0}
+    assert states["register"] == "failed" and states["report"] == "success" and states["verdict"] == "failed"
+    assert dag_run.state == "failed"
+    assert "register step did not complete" in (folder / "leaderboard.html").read_text()
+    record("registry write fails", "sagemaker (moto)",
+           **{**_invariants(aws_env, folder, {}), "report": "says the register step did not complete; run fails"})
