@@ -29,8 +29,19 @@ N, LATENCY_S, CAPACITY, TARGET_RATIO = 2000, 0.05, 16, 1.3
 def endpoint_process(folder: Path):
     """The simulated endpoint in its own process; yields its URL and a request counter."""
     ready = folder / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "llmeval.evaluation.latency_server", "--latency-s", str(LATENCY_S),
-                             "--capacity", str(CAPACITY), "--ready-file", str(ready)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmeval.evaluation.latency_server",
+            "--latency-s",
+            str(LATENCY_S),
+            "--capacity",
+            str(CAPACITY),
+            "--ready-file",
+            str(ready),
+        ]
+    )
     try:
         while not (ready.exists() and ready.read_text()):
             if proc.poll() is not None:
@@ -54,12 +65,19 @@ def main() -> None:
     from llmeval.evaluation.generate import ResponseCache, Target, generate
 
     limit = N * LATENCY_S / CAPACITY
-    records = [{"record_id": str(i), "model_input": f"question number {i}?", "target_output": f"a{i}"} for i in range(N)]
+    records = [
+        {"record_id": str(i), "model_input": f"question number {i}?", "target_output": f"a{i}"} for i in range(N)
+    ]
     with tempfile.TemporaryDirectory() as tmp, endpoint_process(Path(tmp)) as url:
         target = Target(
-            endpoint_name="bench", model_identity="bench@1", output_path="[0].generated_text",
-            content_template="PROMPT_PLACEHOLDER", inference_parameters={"max_new_tokens": 8},
-            endpoint_url=url, region="us-east-1", max_concurrency=2 * CAPACITY,
+            endpoint_name="bench",
+            model_identity="bench@1",
+            output_path="[0].generated_text",
+            content_template="PROMPT_PLACEHOLDER",
+            inference_parameters={"max_new_tokens": 8},
+            endpoint_url=url,
+            region="us-east-1",
+            max_concurrency=2 * CAPACITY,
         )
         started = time.perf_counter()
         rows = generate(records, target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite"))
@@ -68,16 +86,29 @@ def main() -> None:
         assert answers == [f"answer to: {r['model_input']}" for r in records], "project lost or mixed records"
 
         dataset = Path(tmp) / "data.jsonl"
-        dataset.write_text("".join(json.dumps({"q": r["model_input"], "a": r["target_output"]}) + "\n" for r in records))
+        dataset.write_text(
+            "".join(json.dumps({"q": r["model_input"], "a": r["target_output"]}) + "\n" for r in records)
+        )
         os.environ["SAGEMAKER_SERVICE_ENDPOINT_URL"] = url
         os.environ["SAGEMAKER_RUNTIME_ENDPOINT_URL"] = url
         started = time.perf_counter()
-        runner = SageMakerModelRunner(endpoint_name="bench", output="[0].generated_text",
-                                      content_template='{"inputs": $prompt, "parameters": {"max_new_tokens": 8}}')
+        runner = SageMakerModelRunner(
+            endpoint_name="bench",
+            output="[0].generated_text",
+            content_template='{"inputs": $prompt, "parameters": {"max_new_tokens": 8}}',
+        )
         outputs = FactualKnowledge(FactualKnowledgeConfig()).evaluate(
-            model=runner, prompt_template="$model_input", num_records=N, save=False,
-            dataset_config=DataConfig(dataset_name="bench", dataset_uri=str(dataset), dataset_mime_type="application/jsonlines",
-                                      model_input_location="q", target_output_location="a"),
+            model=runner,
+            prompt_template="$model_input",
+            num_records=N,
+            save=False,
+            dataset_config=DataConfig(
+                dataset_name="bench",
+                dataset_uri=str(dataset),
+                dataset_mime_type="application/jsonlines",
+                model_input_location="q",
+                target_output_location="a",
+            ),
         )
         fmeval = time.perf_counter() - started
         assert outputs[0].dataset_scores, "fmeval produced no scores"

@@ -107,11 +107,17 @@ def config(i: int) -> dict:
     models = []
     for j in range(MODELS):
         model = {
-            "name": f"model-{j}", "model_id": "huggingface-llm-mistral-7b-instruct", "model_version": "*",
+            "name": f"model-{j}",
+            "model_id": "huggingface-llm-mistral-7b-instruct",
+            "model_version": "*",
             "endpoint_name": f"bench-{i}-model-{j}",
             "deployment_config": {"instance_type": "ml.g5.2xlarge", "num_instances": 1},
-            "evaluation_config": {"output": "[0].generated_text", "content_template": "PROMPT_PLACEHOLDER",
-                                  "inference_parameters": {"max_new_tokens": 64}, "prompt_template": "$feature"},
+            "evaluation_config": {
+                "output": "[0].generated_text",
+                "content_template": "PROMPT_PLACEHOLDER",
+                "inference_parameters": {"max_new_tokens": 64},
+                "prompt_template": "$feature",
+            },
         }
         if j == MODELS - 1:
             model["finetuning"] = {"train_data_path": "s3://bucket/train/", "parameters": {"epoch": 1}}
@@ -119,17 +125,28 @@ def config(i: int) -> dict:
     return {
         "target": "sagemaker",
         "pipeline": {"name": f"bench-pipeline-{i:03d}"},
-        "dataset": {"dataset_name": "qa", "input_data_location": "qa_general_knowledge.jsonl",
-                    "model_input_key": "question", "target_output_key": "answer"},
+        "dataset": {
+            "dataset_name": "qa",
+            "input_data_location": "qa_general_knowledge.jsonl",
+            "model_input_key": "question",
+            "target_output_key": "answer",
+        },
         "models": models,
-        "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
-                       {"algorithm": "SemanticSimilarity"}],
+        "algorithms": [
+            {"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
+            {"algorithm": "SemanticSimilarity"},
+        ],
     }
 
 
 def parse(folder: Path, env: dict[str, str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", PARSE.format(heavy=HEAVY), str(folder)], capture_output=True,
-                         text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE.format(heavy=HEAVY), str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -147,8 +164,12 @@ def main() -> None:
             pipelines.append((cfg["pipeline"]["name"], names, [names[-1]]))
         (factory_dags / "llm_evaluation.py").write_text((ROOT / "dags" / "llm_evaluation.py").read_text())
         (hand_dags / "hand_written.py").write_text(HAND_WRITTEN.format(pipelines=pipelines))
-        env = dict(os.environ, LLM_EVAL_CONFIGS_DIR=str(configs), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                   PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            LLM_EVAL_CONFIGS_DIR=str(configs),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+        )
         factory, hand = [], []
         for _ in range(RUNS):
             factory.append(parse(factory_dags, env))

@@ -33,8 +33,14 @@ def rows() -> list[dict]:
     for i in range(N):
         label = rng.choice(LABELS)
         said = label if rng.random() < 0.7 else rng.choice(LABELS)
-        out.append({"record_id": str(i), "model_input": f"review {i}", "target_output": label,
-                    "model_output": said if rng.random() < 0.5 else f"The sentiment is {said}."})
+        out.append(
+            {
+                "record_id": str(i),
+                "model_input": f"review {i}",
+                "target_output": label,
+                "model_output": said if rng.random() < 0.5 else f"The sentiment is {said}.",
+            }
+        )
     return out
 
 
@@ -45,9 +51,14 @@ def fmeval_scores(records: list[dict], folder: Path) -> list[dict[str, float]]:
 
     path = folder / "outputs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    data = DataConfig(dataset_name="bench", dataset_uri=str(path), dataset_mime_type="application/jsonlines",
-                      model_input_location="model_input", target_output_location="target_output",
-                      model_output_location="model_output")
+    data = DataConfig(
+        dataset_name="bench",
+        dataset_uri=str(path),
+        dataset_mime_type="application/jsonlines",
+        model_input_location="model_input",
+        target_output_location="target_output",
+        model_output_location="model_output",
+    )
     algorithms = [
         FactualKnowledge(FactualKnowledgeConfig(target_output_delimiter="<OR>", logical_operator="OR")),
         FactualKnowledge(FactualKnowledgeConfig(target_output_delimiter="<OR>", logical_operator="AND")),

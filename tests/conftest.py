@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 CONFIGS = ROOT / "include" / "configs"
+pytest_plugins = ["sagemaker_fixtures"]  # the moto server and AWS fixtures
 WORKER_PYTHON = os.environ["LLM_EVAL_WORKER_PYTHON"]
 
 
@@ -65,7 +66,10 @@ def local_config(name: str = "t-local", models: list[dict] | None = None, **extr
             "category_key": "category",
         },
         "models": models
-        or [{"name": "m-one", "model_id": "smollm2-135m-instruct"}, {"name": "m-two", "model_id": "smollm2-135m-instruct"}],
+        or [
+            {"name": "m-one", "model_id": "smollm2-135m-instruct"},
+            {"name": "m-two", "model_id": "smollm2-135m-instruct"},
+        ],
         "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}],
     }
     cfg.update(extra)

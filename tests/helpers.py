@@ -10,7 +10,9 @@ def result(model: str, fk: float | None = 0.5, sim: float | None = 0.6, p95: flo
     if fk is not None:
         algos.append(AlgorithmResult("FactualKnowledge", [Score("factual_knowledge", fk, fk - 0.1, fk + 0.1, 40)]))
     if sim is not None:
-        algos.append(AlgorithmResult("SemanticSimilarity", [Score("semantic_similarity", sim, sim - 0.05, sim + 0.05, 40)]))
+        algos.append(
+            AlgorithmResult("SemanticSimilarity", [Score("semantic_similarity", sim, sim - 0.05, sim + 0.05, 40)])
+        )
     return ModelResult(model, "succeeded", algos, GenerationStats(40, 40, 0, 0, 50.0, p95, 400, 800, 3.0))
 
 

@@ -43,8 +43,12 @@ def aws_env(moto_url, monkeypatch):
     _, s3 = clients(moto_url)
     s3.create_bucket(Bucket=BUCKET)
     _jumpstart_bucket(s3)
-    conn = {"conn_type": "aws", "login": "test", "password": "test",
-            "extra": {"region_name": REGION, "endpoint_url": moto_url}}
+    conn = {
+        "conn_type": "aws",
+        "login": "test",
+        "password": "test",
+        "extra": {"region_name": REGION, "endpoint_url": moto_url},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(conn))
     monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", ROLE)
     monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_S3_PREFIX", f"s3://{BUCKET}/llmeval")
@@ -71,8 +75,13 @@ EMULATOR_AGENT = "llmeval-test-harness"
 def clients(moto_url: str):
     from botocore.config import Config
 
-    kw = {"config": Config(user_agent_extra=EMULATOR_AGENT), "endpoint_url": moto_url, "region_name": REGION,
-          "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    kw = {
+        "config": Config(user_agent_extra=EMULATOR_AGENT),
+        "endpoint_url": moto_url,
+        "region_name": REGION,
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+    }
     return boto3.client("sagemaker", **kw), boto3.client("s3", **kw)
 
 
@@ -80,14 +89,25 @@ def sagemaker_config(name: str, models: list[str]) -> dict:
     return {
         "target": "sagemaker",
         "pipeline": {"name": name},
-        "dataset": {"dataset_name": "qa", "input_data_location": "qa_general_knowledge.jsonl",
-                    "model_input_key": "question", "target_output_key": "answer"},
+        "dataset": {
+            "dataset_name": "qa",
+            "input_data_location": "qa_general_knowledge.jsonl",
+            "model_input_key": "question",
+            "target_output_key": "answer",
+        },
         "num_records": 6,
         "models": [
-            {"name": m, "model_id": "huggingface-llm-test-7b", "model_version": "*",
-             "deployment_config": {"instance_type": "ml.g4dn.xlarge", "num_instances": 1},
-             "evaluation_config": {"output": "[0].generated_text", "content_template": "PROMPT_PLACEHOLDER",
-                                   "inference_parameters": {"max_new_tokens": 8}}}
+            {
+                "name": m,
+                "model_id": "huggingface-llm-test-7b",
+                "model_version": "*",
+                "deployment_config": {"instance_type": "ml.g4dn.xlarge", "num_instances": 1},
+                "evaluation_config": {
+                    "output": "[0].generated_text",
+                    "content_template": "PROMPT_PLACEHOLDER",
+                    "inference_parameters": {"max_new_tokens": 8},
+                },
+            }
             for m in models
         ],
         "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}],
@@ -100,7 +120,7 @@ def _download_prefix(s3, uri: str, local: Path) -> None:
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
-            target = local / obj["Key"][len(prefix):].lstrip("/")
+            target = local / obj["Key"][len(prefix) :].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, obj["Key"], str(target))
 
@@ -119,14 +139,22 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> Non
         app = config["AppSpecification"]
         args = [local(a) if a.startswith("/opt/ml/") else a for a in app["ContainerArguments"]]
         env = {k: (local(v) if v.startswith("/opt/ml/") else v) for k, v in config["Environment"].items()}
-        env.update(PATH=os.environ["PATH"], HOME=os.environ.get("HOME", "/root"), AWS_ACCESS_KEY_ID="test",
-                   AWS_SECRET_ACCESS_KEY="test", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url,
-                   AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url, HF_HUB_OFFLINE="1")
+        env.update(
+            PATH=os.environ["PATH"],
+            HOME=os.environ.get("HOME", "/root"),
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url,
+            AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url,
+            HF_HUB_OFFLINE="1",
+        )
         entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]
         done = subprocess.run(entry + args, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"SageMaker job failed because the container exited {done.returncode}: "
-                               f"{done.stdout[-1500:]}{done.stderr[-1500:]}")
+            raise RuntimeError(
+                f"SageMaker job failed because the container exited {done.returncode}: "
+                f"{done.stdout[-1500:]}{done.stderr[-1500:]}"
+            )
         for output in config["ProcessingOutputConfig"]["Outputs"]:
             bucket, _, prefix = output["S3Output"]["S3Uri"].removeprefix("s3://").partition("/")
             out_dir = Path(local(output["S3Output"]["LocalPath"]))

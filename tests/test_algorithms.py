@@ -17,9 +17,15 @@ from llmeval.algorithms import ALGORITHMS
 @pytest.fixture(scope="module")
 def fmeval_configs() -> dict[str, set[str]]:
     out = subprocess.run(
-        [WORKER_PYTHON, "-c", "import importlib.util, json; "
-         "print(json.dumps(list(importlib.util.find_spec('fmeval').submodule_search_locations)))"],
-        capture_output=True, text=True, check=True,
+        [
+            WORKER_PYTHON,
+            "-c",
+            "import importlib.util, json; "
+            "print(json.dumps(list(importlib.util.find_spec('fmeval').submodule_search_locations)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     root = Path(json.loads(out.stdout)[0]) / "eval_algorithms"
     classes: dict[str, tuple[list[str], set[str]]] = {}

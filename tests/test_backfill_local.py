@@ -14,9 +14,13 @@ from conftest import local_config
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = [("What is the capital of France?", "Paris"), ("What is the capital of Italy?", "Rome"),
-             ("What is the capital of Spain?", "Madrid"), ("What is the capital of Japan?", "Tokyo"),
-             ("What is the capital of Egypt?", "Cairo")]
+QUESTIONS = [
+    ("What is the capital of France?", "Paris"),
+    ("What is the capital of Italy?", "Rome"),
+    ("What is the capital of Spain?", "Madrid"),
+    ("What is the capital of Japan?", "Tokyo"),
+    ("What is the capital of Egypt?", "Cairo"),
+]
 DATES = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 
@@ -31,12 +35,19 @@ def test_three_catalog_versions_history_and_cache(airflow_db, tmp_path):
         folder.mkdir(parents=True)
         rows = [{"id": f"q{j}", "question": q, "answer": a} for j, (q, a) in enumerate(QUESTIONS) if i <= j <= i + 2]
         (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    chat = {"output": "[0].generation.content", "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
-            "inference_parameters": {"max_new_tokens": 6}}
-    cfg = local_config("backfill-local", models=[{"name": "bf-chat", "model_id": "smollm2-135m-instruct",
-                                                  "evaluation_config": chat}],
-                       registry={"model_package_group_name": "backfill-group",
-                                 "gate": [{"metric": "FactualKnowledge/factual_knowledge", "min_delta": 0.0}]})
+    chat = {
+        "output": "[0].generation.content",
+        "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
+        "inference_parameters": {"max_new_tokens": 6},
+    }
+    cfg = local_config(
+        "backfill-local",
+        models=[{"name": "bf-chat", "model_id": "smollm2-135m-instruct", "evaluation_config": chat}],
+        registry={
+            "model_package_group_name": "backfill-group",
+            "gate": [{"metric": "FactualKnowledge/factual_knowledge", "min_delta": 0.0}],
+        },
+    )
     cfg["dataset"]["input_data_location"] = str(tmp_path / "catalog" / "{catalog_version}" / "qa.jsonl")
     configs = tmp_path / "configs"
     configs.mkdir()
@@ -53,8 +64,12 @@ def test_three_catalog_versions_history_and_cache(airflow_db, tmp_path):
     entries = history.entries("backfill-local")
     assert [e["catalog_version"] for e in entries] == DATES
     assert all(set(e["models"]) == {"bf-chat"} for e in entries)
-    stats = [json.loads((run_dir("backfill-local", r.run_id) / "models" / "bf-chat" / "results.json").read_text())
-             ["generation"] for r in runs]
+    stats = [
+        json.loads((run_dir("backfill-local", r.run_id) / "models" / "bf-chat" / "results.json").read_text())[
+            "generation"
+        ]
+        for r in runs
+    ]
     assert [s["records_total"] for s in stats] == [3, 3, 3]
     assert [s["cache_hits"] for s in stats] == [0, 2, 2]  # only the one new prompt per version was generated
     registrations = [json.loads((run_dir("backfill-local", r.run_id) / "registration.json").read_text()) for r in runs]

@@ -22,8 +22,9 @@ def test_worse_candidate_beyond_threshold_is_not_approved():
 
 
 def test_better_candidate_is_approved():
-    decision = champion_gate([GateRule(metric=FK, min_delta=0.02, min_relative=0.1)], result("cand", fk=0.70),
-                             "champ", _champion(0.60))
+    decision = champion_gate(
+        [GateRule(metric=FK, min_delta=0.02, min_relative=0.1)], result("cand", fk=0.70), "champ", _champion(0.60)
+    )
     assert decision.passed and decision.comparisons[0]["checks"] == {"min_delta": True, "min_relative": True}
 
 

@@ -39,7 +39,7 @@ def test_one_broken_config_is_one_import_error_and_the_others_load(monkeypatch, 
     bag = _dagbag(monkeypatch, write_config.folder)
     assert set(bag.dags) == {"good-one", "good-two"}
     assert len(bag.import_errors) == 1
-    (path, message), = bag.import_errors.items()
+    ((path, message),) = bag.import_errors.items()
     assert path.endswith("broken.yaml")
     assert "broken.yaml:" in message and "models[0].endpoint_name" in message and "should match pattern" in message
 
@@ -64,13 +64,29 @@ def test_dag_shape_mapped_group_with_setup_and_teardown(monkeypatch):
     assert dag.get_task("select").trigger_rule == "all_done"
     assert dag.get_task("report").trigger_rule == "all_done"
     assert set(dag.task_ids) == {
-        "preprocess", "plan", "foundation_models", "model.deploy", "model.evaluate", "model.teardown",
-        "tuned_models", "tuned_model.finetune", "tuned_model.deploy", "tuned_model.evaluate", "tuned_model.teardown",
-        "select", "register", "report", "verdict",
+        "preprocess",
+        "plan",
+        "foundation_models",
+        "model.deploy",
+        "model.evaluate",
+        "model.teardown",
+        "tuned_models",
+        "tuned_model.finetune",
+        "tuned_model.deploy",
+        "tuned_model.evaluate",
+        "tuned_model.teardown",
+        "select",
+        "register",
+        "report",
+        "verdict",
     }
     schema = dag.params.get_param("models").schema
-    assert schema["items"]["enum"] == ["smollm2-chat-greedy", "smollm2-completion", "smollm2-chat-sampled",
-                                       "smollm2-chat-tuned"]
+    assert schema["items"]["enum"] == [
+        "smollm2-chat-greedy",
+        "smollm2-completion",
+        "smollm2-chat-sampled",
+        "smollm2-chat-tuned",
+    ]
     assert dag.catchup is False
 
 
@@ -81,7 +97,9 @@ def test_parsing_imports_nothing_heavy():
         f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r})\n"
         f"print(json.dumps({{'dags': len(bag.dags), 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["dags"] >= 1 and result["heavy"] == []
 
@@ -89,8 +107,11 @@ def test_parsing_imports_nothing_heavy():
 def test_only_tuned_branches_have_a_finetune_task(monkeypatch, write_config):
     models = [
         {"name": "base-a", "model_id": "smollm2-135m-instruct"},
-        {"name": "tuned-b", "model_id": "smollm2-135m-instruct",
-         "finetuning": {"train_data_path": "finetune_qa_train.jsonl"}},
+        {
+            "name": "tuned-b",
+            "model_id": "smollm2-135m-instruct",
+            "finetuning": {"train_data_path": "finetune_qa_train.jsonl"},
+        },
         {"name": "base-c", "model_id": "smollm2-135m-instruct"},
     ]
     write_config("mixed.yaml", local_config("mixed", models=models))
@@ -112,6 +133,15 @@ def test_models_param_rejects_unknown_empty_and_duplicate(monkeypatch, bad):
     assert dag.params.get_param("models").resolve(["smollm2-completion"]) == ["smollm2-completion"]
 
 
+def test_nightly_schedule_with_catchup_only_when_asked(monkeypatch, write_config):
+    write_config("nightly.yaml", local_config("nightly", schedule="0 2 * * *"))
+    write_config("catching.yaml", local_config("catching", schedule="@daily", catchup=True, start_date="2026-11-01"))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    nightly, catching = bag.dags["nightly"], bag.dags["catching"]
+    assert nightly.catchup is False and nightly.timetable.expression == "0 2 * * *"
+    assert catching.catchup is True and catching.start_date.isoformat().startswith("2026-11-01")
+
+
 def test_catalog_asset_schedules_the_dag_on_the_asset(monkeypatch, write_config):
     from airflow.sdk import Asset
 
@@ -119,7 +149,9 @@ def test_catalog_asset_schedules_the_dag_on_the_asset(monkeypatch, write_config)
     write_config("both.yaml", local_config("both", catalog_asset="s3://prompts/catalog", schedule="@daily"))
     bag = _dagbag(monkeypatch, write_config.folder)
     assert bag.dags["on-asset"].timetable.asset_condition == Asset("s3://prompts/catalog")
-    assert len(bag.import_errors) == 1 and "use either schedule or catalog_asset" in next(iter(bag.import_errors.values()))
+    assert len(bag.import_errors) == 1 and "use either schedule or catalog_asset" in next(
+        iter(bag.import_errors.values())
+    )
 
 
 def test_every_task_reports_failures_with_model_and_step(monkeypatch):

@@ -44,7 +44,9 @@ def test_bad_rows_are_counted_with_line_and_reason(tmp_path):
 
 def test_too_many_bad_rows_fail_with_the_first_ones_listed(tmp_path):
     rows = [_row(1), b'{"q": 1}', b"[]"]
-    with pytest.raises(DatasetError, match=r"2 of 3 rows are bad .*line 2: missing key 'a'; line 3: row is not a JSON object"):
+    with pytest.raises(
+        DatasetError, match=r"2 of 3 rows are bad .*line 2: missing key 'a'; line 3: row is not a JSON object"
+    ):
         read_dataset(_write(tmp_path, rows), "q", "a")
 
 

@@ -13,8 +13,16 @@ def _compose() -> dict:
 
 def test_services_of_a_celery_stack_with_triggerer():
     services = _compose()["services"]
-    assert {"postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-worker", "airflow-triggerer", "airflow-init"} <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-worker",
+        "airflow-triggerer",
+        "airflow-init",
+    } <= set(services)
     assert services["airflow-worker"]["command"] == "celery worker"
     assert services["airflow-triggerer"]["command"] == "triggerer"
     assert "8080:8080" in services["airflow-apiserver"]["ports"]
@@ -22,16 +30,30 @@ def test_services_of_a_celery_stack_with_triggerer():
 
 def test_airflow_services_mount_the_project_and_share_artifacts():
     services = _compose()["services"]
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker", "airflow-triggerer"):
+    for name in (
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-worker",
+        "airflow-triggerer",
+    ):
         volumes = services[name]["volumes"]
-        for mount in ("./dags:/opt/airflow/dags", "./plugins:/opt/airflow/plugins", "./include:/opt/airflow/include",
-                      "./artifacts:/opt/airflow/artifacts"):
+        for mount in (
+            "./dags:/opt/airflow/dags",
+            "./plugins:/opt/airflow/plugins",
+            "./include:/opt/airflow/include",
+            "./artifacts:/opt/airflow/artifacts",
+        ):
             assert mount in volumes, (name, mount)
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["LLM_EVAL_WORKER_PYTHON"] == "/opt/llmeval/worker-venv/bin/python"
-        for var in ("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", "AIRFLOW_VAR_LLM_EVAL_S3_PREFIX",
-                    "AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE", "AIRFLOW_CONN_AWS_DEFAULT"):
+        for var in (
+            "AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN",
+            "AIRFLOW_VAR_LLM_EVAL_S3_PREFIX",
+            "AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE",
+            "AIRFLOW_CONN_AWS_DEFAULT",
+        ):
             assert var in env
 
 

@@ -38,10 +38,18 @@ def _servers_running(names: list[str]) -> list[int]:
 def e2e_run(airflow_db, tmp_path_factory):
     from llmeval.runtime import run_dir
 
-    chat = {"output": "[0].generation.content", "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
-            "inference_parameters": {"max_new_tokens": 8, "temperature": 0}, "prompt_template": "Answer briefly. $feature"}
-    plain = {"output": "[0].generated_text", "content_template": "PROMPT_PLACEHOLDER",
-             "inference_parameters": {"max_new_tokens": 8}, "prompt_template": "Question: $feature\nAnswer:"}
+    chat = {
+        "output": "[0].generation.content",
+        "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
+        "inference_parameters": {"max_new_tokens": 8, "temperature": 0},
+        "prompt_template": "Answer briefly. $feature",
+    }
+    plain = {
+        "output": "[0].generated_text",
+        "content_template": "PROMPT_PLACEHOLDER",
+        "inference_parameters": {"max_new_tokens": 8},
+        "prompt_template": "Question: $feature\nAnswer:",
+    }
     bad = dict(plain, output="[0].no_such_field")
     cfg = local_config(
         "e2e-local",
@@ -51,7 +59,10 @@ def e2e_run(airflow_db, tmp_path_factory):
             {"name": BAD, "model_id": "smollm2-135m-instruct", "evaluation_config": bad},
         ],
         num_records=4,
-        algorithms=[{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}, {"algorithm": "SemanticSimilarity"}],
+        algorithms=[
+            {"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
+            {"algorithm": "SemanticSimilarity"},
+        ],
         registry={"model_package_group_name": "e2e-local-group"},
     )
     import yaml
@@ -101,9 +112,16 @@ def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
     assert _servers_running(GOOD + [BAD]) == []
     from fault_matrix import record
 
-    record("every generation fails (bad output path)", "local (real model)", **{
-        "failed model / step": f"{BAD} / generate", "resources left": "none (servers stopped)",
-        "other models": "intact", "report": "names model and step"})
+    record(
+        "every generation fails (bad output path)",
+        "local (real model)",
+        **{
+            "failed model / step": f"{BAD} / generate",
+            "resources left": "none (servers stopped)",
+            "other models": "intact",
+            "report": "names model and step",
+        },
+    )
 
 
 def test_registry_holds_a_new_version_for_the_selected_model(e2e_run):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import run_dag
 from fault_matrix import record
-from sagemaker_fixtures import aws_env, clients, emulate_processing_job, moto_url, sagemaker_config  # noqa: F401
+from sagemaker_fixtures import clients, emulate_processing_job, sagemaker_config
 
 from llmeval.evaluation.latency_server import LatencyServer
 
@@ -50,8 +50,11 @@ def _invariants(aws_env, folder, failed: dict[str, str]) -> dict[str, str]:
     from llmeval.results import read_model_result
 
     sm, _ = clients(aws_env)
-    left = len(sm.list_endpoints()["Endpoints"]) + len(sm.list_endpoint_configs()["EndpointConfigs"]) + len(
-        sm.list_models()["Models"])
+    left = (
+        len(sm.list_endpoints()["Endpoints"])
+        + len(sm.list_endpoint_configs()["EndpointConfigs"])
+        + len(sm.list_models()["Models"])
+    )
     assert left == 0, "resources left in SageMaker"
     page = (folder / "leaderboard.html").read_text()
     for model, step in failed.items():
@@ -61,9 +64,12 @@ def _invariants(aws_env, folder, failed: dict[str, str]) -> dict[str, str]:
     others = [m for m in (GOOD, BAD) if m not in failed]
     for model in others:
         assert read_model_result(folder / "models" / model, model).succeeded, model
-    return {"failed model / step": ", ".join(f"{m} / {s}" for m, s in failed.items()) or "none",
-            "resources left": "none", "other models": "intact" if others else "n/a (all affected)",
-            "report": "names model and step" if failed else "complete"}
+    return {
+        "failed model / step": ", ".join(f"{m} / {s}" for m, s in failed.items()) or "none",
+        "resources left": "none",
+        "other models": "intact" if others else "n/a (all affected)",
+        "report": "names model and step" if failed else "complete",
+    }
 
 
 def test_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch):
@@ -83,8 +89,12 @@ def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkey
     for model in (GOOD, BAD):
         stats = json.loads((folder / "models" / model / "results.json").read_text())["generation"]
         assert stats["records_evaluated"] == stats["records_total"] == 6
-    record("endpoint throttles 20%", "sagemaker (moto)", **_invariants(aws_env, folder, {}),
-           retry=f"{server.throttled} throttled requests retried, none lost or duplicated")
+    record(
+        "endpoint throttles 20%",
+        "sagemaker (moto)",
+        **_invariants(aws_env, folder, {}),
+        retry=f"{server.throttled} throttled requests retried, none lost or duplicated",
+    )
 
 
 def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch):
@@ -99,8 +109,9 @@ def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch):
 
 def test_scoring_raises(tmp_path, airflow_db, aws_env, monkeypatch):
     algorithms = [{"algorithm": "FactualKnowledge", "target_output_delimiter": ""}]  # str.split("") raises
-    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-score", LatencyServer(0.001),
-                           cfg_extra={"algorithms": algorithms})
+    dag_run, folder = _run(
+        tmp_path, aws_env, monkeypatch, "fault-score", LatencyServer(0.001), cfg_extra={"algorithms": algorithms}
+    )
     assert dag_run.state == "failed"
     record("scoring raises", "sagemaker (moto)", **_invariants(aws_env, folder, {GOOD: "evaluate", BAD: "evaluate"}))
 
@@ -117,5 +128,8 @@ def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch):
     assert states["register"] == "failed" and states["report"] == "success" and states["verdict"] == "failed"
     assert dag_run.state == "failed"
     assert "register step did not complete" in (folder / "leaderboard.html").read_text()
-    record("registry write fails", "sagemaker (moto)",
-           **{**_invariants(aws_env, folder, {}), "report": "says the register step did not complete; run fails"})
+    record(
+        "registry write fails",
+        "sagemaker (moto)",
+        **{**_invariants(aws_env, folder, {}), "report": "says the register step did not complete; run fails"},
+    )

@@ -16,12 +16,17 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_finetune_then_serve_the_tuned_model(tmp_path):
-    models = [{
-        "name": "tiny-tuned", "model_id": "smollm2-135m-instruct",
-        "finetuning": {"train_data_path": "finetune_qa_train.jsonl",
-                       "validation_data_path": "finetune_qa_validation.jsonl",
-                       "parameters": {"epoch": 1, "max_steps": 3, "batch_size": 4, "max_input_length": 64}},
-    }]
+    models = [
+        {
+            "name": "tiny-tuned",
+            "model_id": "smollm2-135m-instruct",
+            "finetuning": {
+                "train_data_path": "finetune_qa_train.jsonl",
+                "validation_data_path": "finetune_qa_validation.jsonl",
+                "parameters": {"epoch": 1, "max_steps": 3, "batch_size": 4, "max_input_length": 64},
+            },
+        }
+    ]
     cfg = EvalConfig.model_validate(local_config("tiny", models=models))
     metrics_path = run_finetune(cfg, "tiny-tuned", tmp_path)
     metrics = json.loads(metrics_path.read_text())
@@ -33,12 +38,22 @@ def test_tiny_finetune_then_serve_the_tuned_model(tmp_path):
 
     state = start_endpoint(cfg, "tiny-tuned", tmp_path)
     try:
-        client = boto3.client("sagemaker-runtime", endpoint_url=state["url"], region_name="us-east-1",
-                              aws_access_key_id="x", aws_secret_access_key="x")
-        payload = {"inputs": [[{"role": "user", "content": "What is the capital of Norway?"}]],
-                   "parameters": {"max_new_tokens": 8}}
-        answer = json.loads(client.invoke_endpoint(EndpointName="tiny-tuned", Body=json.dumps(payload),
-                                                   ContentType="application/json")["Body"].read())
+        client = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=state["url"],
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        payload = {
+            "inputs": [[{"role": "user", "content": "What is the capital of Norway?"}]],
+            "parameters": {"max_new_tokens": 8},
+        }
+        answer = json.loads(
+            client.invoke_endpoint(EndpointName="tiny-tuned", Body=json.dumps(payload), ContentType="application/json")[
+                "Body"
+            ].read()
+        )
         assert isinstance(answer[0]["generation"]["content"], str) and answer[0]["details"]["generated_tokens"] > 0
         assert TUNED_DIR in " ".join(open(f"/proc/{state['pid']}/cmdline").read().split("\0"))
     finally:

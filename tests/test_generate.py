@@ -21,9 +21,15 @@ def _records(n: int) -> list[dict]:
 
 def _target(url: str, concurrency: int = 8, **kw) -> Target:
     return Target(
-        endpoint_name="sim", model_identity="sim@1", output_path="[0].generated_text",
-        content_template="PROMPT_PLACEHOLDER", inference_parameters={"max_new_tokens": 8},
-        endpoint_url=url, region="us-east-1", max_concurrency=concurrency, **kw,
+        endpoint_name="sim",
+        model_identity="sim@1",
+        output_path="[0].generated_text",
+        content_template="PROMPT_PLACEHOLDER",
+        inference_parameters={"max_new_tokens": 8},
+        endpoint_url=url,
+        region="us-east-1",
+        max_concurrency=concurrency,
+        **kw,
     )
 
 
@@ -45,7 +51,9 @@ def test_every_record_gets_its_own_answer_concurrently(tmp_path):
 
 def test_throttling_backs_off_without_losing_or_duplicating(tmp_path):
     with LatencyServer(latency_s=0.005, capacity=16, throttle_rate=0.1, seed=3) as server:
-        rows = generate(_records(300), _target(server.url, max_retries=8), "$feature", ResponseCache(tmp_path / "c.sqlite"))
+        rows = generate(
+            _records(300), _target(server.url, max_retries=8), "$feature", ResponseCache(tmp_path / "c.sqlite")
+        )
     assert server.throttled > 10
     assert all(r["error"] is None for r in rows), [r["error"] for r in rows if r["error"]][:3]
     assert all(r["model_output"] == f"answer to: question {r['record_id']}" for r in rows)
@@ -85,19 +93,40 @@ def test_unreachable_endpoint_marks_every_record_failed(tmp_path):
 def test_bedrock_models_are_called_through_the_bedrock_runtime(tmp_path):
     from aws_model import assert_valid
 
-    template = {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}]}
+    template = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
+    }
     body = build_payload(template, "hi", {"max_tokens": 20}, provider="bedrock")
-    assert body == {"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "hi"}],
-                    "max_tokens": 20}
+    assert body == {
+        "anthropic_version": "bedrock-2023-05-31",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 20,
+    }
     with LatencyServer(latency_s=0.001) as server:
-        target = Target(endpoint_name="anthropic.claude-3-haiku-20240307-v1:0", model_identity="bedrock:haiku",
-                        output_path="content[0].text", content_template=template, inference_parameters={"max_tokens": 20},
-                        endpoint_url=server.url, region="us-east-1", provider="bedrock")
+        target = Target(
+            endpoint_name="anthropic.claude-3-haiku-20240307-v1:0",
+            model_identity="bedrock:haiku",
+            output_path="content[0].text",
+            content_template=template,
+            inference_parameters={"max_tokens": 20},
+            endpoint_url=server.url,
+            region="us-east-1",
+            provider="bedrock",
+        )
         rows = generate(_records(5), target, "$feature", ResponseCache(tmp_path / "c.sqlite"))
     assert [r["model_output"] for r in rows] == [f"answer to: question {i}" for i in range(5)]
     assert rows[0]["output_tokens"] == 3 and rows[0]["tokens_exact"]
     import boto3
 
     client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    assert_valid(client, "InvokeModel", {"modelId": target.endpoint_name, "body": b"{}",
-                                         "contentType": "application/json", "accept": "application/json"})
+    assert_valid(
+        client,
+        "InvokeModel",
+        {
+            "modelId": target.endpoint_name,
+            "body": b"{}",
+            "contentType": "application/json",
+            "accept": "application/json",
+        },
+    )

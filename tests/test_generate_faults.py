@@ -30,9 +30,17 @@ def _records(n: int) -> list[dict]:
 
 
 def _target(url: str, concurrency: int) -> Target:
-    return Target(endpoint_name="sim", model_identity="sim@1", output_path="[0].generated_text",
-                  content_template="PROMPT_PLACEHOLDER", inference_parameters={}, endpoint_url=url,
-                  region="us-east-1", max_concurrency=concurrency, max_retries=8)
+    return Target(
+        endpoint_name="sim",
+        model_identity="sim@1",
+        output_path="[0].generated_text",
+        content_template="PROMPT_PLACEHOLDER",
+        inference_parameters={},
+        endpoint_url=url,
+        region="us-east-1",
+        max_concurrency=concurrency,
+        max_retries=8,
+    )
 
 
 @pytest.mark.faults
@@ -43,8 +51,11 @@ def test_ten_thousand_prompts_with_one_percent_errors_lose_and_duplicate_nothing
     assert [r["record_id"] for r in rows] == [str(i) for i in range(10_000)]
     assert all(r["error"] is None and r["model_output"] == f"answer to: prompt {r['record_id']}" for r in rows)
     assert len(server.answered) == 10_000 and max(server.answered.values()) == 1
-    record("1% of 10,000 requests throttled", "generate stage", **{"failed model / step": "none",
-           "retry": f"{server.throttled} retried; 0 lost, 0 duplicated"})
+    record(
+        "1% of 10,000 requests throttled",
+        "generate stage",
+        **{"failed model / step": "none", "retry": f"{server.throttled} retried; 0 lost, 0 duplicated"},
+    )
 
 
 CHILD = """
@@ -61,8 +72,13 @@ generate(records, target, "$feature", ResponseCache(__import__("pathlib").Path(s
 def test_killed_worker_resumes_from_the_cache(tmp_path):
     n, cache = 2000, tmp_path / "c.sqlite"
     with LatencyServer(latency_s=0.01, capacity=16) as server:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, str(cache), str(n)], env=os.environ.copy(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, server.url, str(cache), str(n)],
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while len(server.answered) < n // 2 and time.monotonic() < deadline:
             if child.poll() is not None:
@@ -80,8 +96,21 @@ def test_killed_worker_resumes_from_the_cache(tmp_path):
     assert not (stored & set(server.answered)), "a cached answer was requested again"
     assert len(resent) <= 16, f"{len(resent)} sent again: more than the requests in flight (max_concurrency 16)"
     assert len(stored) >= len(answered_before) - 16
-    print(json.dumps({"answered_by_server_before_kill": len(answered_before), "cached": len(stored),
-                      "sent_again": len(resent), "sent_again_of_cached": 0}))
-    record("worker killed mid-generate, retried", "generate stage", **{
-        "failed model / step": "(the task)",
-        "retry": f"{len(stored)} cached answers reused, 0 re-sent; {len(resent)} in-flight re-sent"})
+    print(
+        json.dumps(
+            {
+                "answered_by_server_before_kill": len(answered_before),
+                "cached": len(stored),
+                "sent_again": len(resent),
+                "sent_again_of_cached": 0,
+            }
+        )
+    )
+    record(
+        "worker killed mid-generate, retried",
+        "generate stage",
+        **{
+            "failed model / step": "(the task)",
+            "retry": f"{len(stored)} cached answers reused, 0 re-sent; {len(resent)} in-flight re-sent",
+        },
+    )

@@ -29,8 +29,12 @@ def endpoint(tmp_path_factory):
 
 def _client(url: str):
     return boto3.client(
-        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
-        aws_secret_access_key="x", config=Config(retries={"max_attempts": 1}),
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 1}),
     )
 
 
@@ -41,9 +45,17 @@ def _invoke(url: str, name: str, payload: dict) -> list:
 
 def test_answers_chat_and_text_payloads_like_jumpstart(endpoint):
     _, _, state = endpoint
-    chat = _invoke(state["url"], "m-one", {"inputs": [[{"role": "user", "content": "What is the capital of France?"}]],
-                                           "parameters": {"max_new_tokens": 12}})
-    assert chat[0]["generation"]["role"] == "assistant" and chat[0]["generation"]["content"] == chat[0]["generated_text"]
+    chat = _invoke(
+        state["url"],
+        "m-one",
+        {
+            "inputs": [[{"role": "user", "content": "What is the capital of France?"}]],
+            "parameters": {"max_new_tokens": 12},
+        },
+    )
+    assert (
+        chat[0]["generation"]["role"] == "assistant" and chat[0]["generation"]["content"] == chat[0]["generated_text"]
+    )
     assert 0 < chat[0]["details"]["generated_tokens"] <= 12
     text = _invoke(state["url"], "m-one", {"inputs": "The capital of France is", "parameters": {"max_new_tokens": 6}})
     assert isinstance(text[0]["generated_text"], str) and "generation" not in text[0]

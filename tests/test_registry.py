@@ -15,7 +15,10 @@ def test_versions_increment_and_persist(tmp_path):
     v2 = reg.register("grp", "b", "run-2", PENDING, {"m": 2}, {})
     assert (v1.version, v2.version) == (1, 2)
     again = LocalRegistry(tmp_path).versions("grp")
-    assert [(v.model, v.approval_status, v.metrics) for v in again] == [("a", APPROVED, {"m": 1}), ("b", PENDING, {"m": 2})]
+    assert [(v.model, v.approval_status, v.metrics) for v in again] == [
+        ("a", APPROVED, {"m": 1}),
+        ("b", PENDING, {"m": 2}),
+    ]
 
 
 def test_same_run_registers_once(tmp_path):

@@ -12,8 +12,12 @@ from llmeval.selection import select
 
 
 def _report(tmp_path, results):
-    cfg = EvalConfig.model_validate(local_config(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "SemanticSimilarity"}]))
-    data = ReportInput("demo <pipeline>", "run-1", "qa", results, select(cfg, results), "a registered as grp version 1 (Approved)")
+    cfg = EvalConfig.model_validate(
+        local_config(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "SemanticSimilarity"}])
+    )
+    data = ReportInput(
+        "demo <pipeline>", "run-1", "qa", results, select(cfg, results), "a registered as grp version 1 (Approved)"
+    )
     return write_report(tmp_path, data)
 
 
@@ -30,7 +34,7 @@ def test_leaderboard_has_a_chart_per_metric_with_intervals(tmp_path):
 def test_ranking_says_whether_intervals_tell_models_apart(tmp_path):
     html, _ = _report(tmp_path, [result("a", fk=0.9), result("b", fk=0.85), result("c", fk=0.3)])
     page = html.read_text()
-    row = {m: page[page.index(f"<td>{m}</td>"):].split("</tr>")[0] for m in "abc"}
+    row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in "abc"}
     assert "<td>selected</td>" in row["a"] and "not distinguishable" in row["b"] and "<td>different</td>" in row["c"]
 
 
@@ -50,9 +54,15 @@ def test_category_scores_are_tabulated(tmp_path):
 
 def test_fine_tuned_models_get_a_training_section(tmp_path):
     res = result("tuned")
-    res.metadata["training"] = {"base_model": "smollm2-135m-instruct", "steps": 18, "train_loss_first": 3.2,
-                                "train_loss_last": 0.85, "validation_loss_before": 7.97,
-                                "validation_loss_after": 1.44, "wall_seconds": 49.0}
+    res.metadata["training"] = {
+        "base_model": "smollm2-135m-instruct",
+        "steps": 18,
+        "train_loss_first": 3.2,
+        "train_loss_last": 0.85,
+        "validation_loss_before": 7.97,
+        "validation_loss_after": 1.44,
+        "wall_seconds": 49.0,
+    }
     html, _ = _report(tmp_path, [result("base"), res])
     page = html.read_text()
     assert "Fine-tuning" in page and "7.970 &rarr; 1.440" in page and "smollm2-135m-instruct" in page

@@ -60,10 +60,18 @@ def airflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("standalone")
     configs = home / "configs"
     configs.mkdir()
-    chat = {"output": "[0].generation.content", "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
-            "inference_parameters": {"max_new_tokens": 6}}
-    cfg = local_config(DAG_ID, models=[{"name": "rest-a", "model_id": "smollm2-135m-instruct", "evaluation_config": chat},
-                                       {"name": "rest-b", "model_id": "smollm2-135m-instruct", "evaluation_config": chat}])
+    chat = {
+        "output": "[0].generation.content",
+        "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
+        "inference_parameters": {"max_new_tokens": 6},
+    }
+    cfg = local_config(
+        DAG_ID,
+        models=[
+            {"name": "rest-a", "model_id": "smollm2-135m-instruct", "evaluation_config": chat},
+            {"name": "rest-b", "model_id": "smollm2-135m-instruct", "evaluation_config": chat},
+        ],
+    )
     (configs / "rest.yaml").write_text(yaml.safe_dump(cfg))
     port = _free_port()
     env = dict(
@@ -81,8 +89,14 @@ def airflow_server(tmp_path_factory):
     )
     log = home / "standalone.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     base = f"http://127.0.0.1:{port}/api/v2"
     try:
         _wait(lambda: _call(f"{base}/monitor/health")[0] == 200, 240, "api-server health", proc, log)
@@ -121,8 +135,11 @@ def test_invalid_params_are_refused(airflow_server):
 
 def test_trigger_a_subset_with_params_and_read_the_results(airflow_server):
     base, home = airflow_server
-    status, run = _call(f"{base}/dags/{DAG_ID}/dagRuns", "POST",
-                        {"logical_date": None, "conf": {"models": ["rest-b"], "num_records": 2}})
+    status, run = _call(
+        f"{base}/dags/{DAG_ID}/dagRuns",
+        "POST",
+        {"logical_date": None, "conf": {"models": ["rest-b"], "num_records": 2}},
+    )
     assert status == 200, run
     run_id = run["dag_run_id"]
 

@@ -8,18 +8,17 @@ import json
 import pytest
 import yaml
 from conftest import run_dag
-from sagemaker_fixtures import (  # noqa: F401
-    EMULATOR_AGENT,
-    aws_env,
-    clients,
-    emulate_processing_job,
-    moto_url,
-    sagemaker_config,
-)
+from sagemaker_fixtures import EMULATOR_AGENT, clients, emulate_processing_job, sagemaker_config
 
 # botocore operations -> the IAM actions that allow them
-S3_ACTIONS = {"PutObject": "s3:PutObject", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject",
-              "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket"}
+S3_ACTIONS = {
+    "PutObject": "s3:PutObject",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+}
 
 
 def iam_actions(calls: list[str]) -> set[str]:
@@ -36,7 +35,8 @@ def assert_policy_matches(cfg_dict: dict, calls: list[str]) -> None:
     from llmeval.iam import actions, airflow_policy
 
     policy = airflow_policy(EvalConfig.model_validate(cfg_dict), "s3://llmeval-test/llmeval")
-    assert actions(policy) == iam_actions(calls), (actions(policy) ^ iam_actions(calls))
+    assert actions(policy) == iam_actions(calls), actions(policy) ^ iam_actions(calls)
+
 
 from llmeval.evaluation.latency_server import LatencyServer
 
@@ -65,8 +65,14 @@ def every_request_is_validated(monkeypatch):
     monkeypatch.setattr(BaseClient, "_make_api_call", checked)
     yield seen
     assert not problems, problems
-    assert {"sagemaker.CreateModel", "sagemaker.CreateEndpoint", "sagemaker.CreateProcessingJob",
-            "sagemaker.CreateModelPackage", "sagemaker.DeleteEndpoint", "s3.PutObject"} <= set(seen), set(seen)
+    assert {
+        "sagemaker.CreateModel",
+        "sagemaker.CreateEndpoint",
+        "sagemaker.CreateProcessingJob",
+        "sagemaker.CreateModelPackage",
+        "sagemaker.DeleteEndpoint",
+        "s3.PutObject",
+    } <= set(seen), set(seen)
 
 
 @pytest.fixture
@@ -132,7 +138,10 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
     assert package["CustomerMetadataProperties"]["llmeval:run_id"] == dag_run.run_id
     metrics_uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
     bucket, _, key = metrics_uri.removeprefix("s3://").partition("/")
-    assert "FactualKnowledge/factual_knowledge" in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
+    assert (
+        "FactualKnowledge/factual_knowledge"
+        in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
+    )
     folder = run_dir(dag.dag_id, dag_run.run_id)
     for model in MODELS:
         result = json.loads((folder / "models" / model / "results.json").read_text())
@@ -147,8 +156,9 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
 ):
     from llmeval.runtime import run_dir
 
-    dag, dag_run = _run(tmp_path, "sm-fault", MODELS, airflow_db,
-                        {"sm-gamma": {"endpoint_name": "llmeval-sm-gamma-failing"}})
+    dag, dag_run = _run(
+        tmp_path, "sm-fault", MODELS, airflow_db, {"sm-gamma": {"endpoint_name": "llmeval-sm-gamma-failing"}}
+    )
     states = {(t.task_id, t.map_index): t.state for t in dag_run.get_task_instances()}
     assert states[("model.evaluate", 2)] == "failed" and states[("model.teardown_endpoint", 2)] == "success"
     assert dag_run.state == "failed"  # verdict, after the report
@@ -168,11 +178,17 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
 ):
     from llmeval.runtime import run_dir
 
-    tuning = {"finetuning": {"train_data_path": "finetune_qa_train.jsonl",
-                             "validation_data_path": "finetune_qa_validation.jsonl",
-                             "parameters": {"instance_type": "ml.g4dn.xlarge", "epoch": 2}}}
+    tuning = {
+        "finetuning": {
+            "train_data_path": "finetune_qa_train.jsonl",
+            "validation_data_path": "finetune_qa_validation.jsonl",
+            "parameters": {"instance_type": "ml.g4dn.xlarge", "epoch": 2},
+        }
+    }
     dag, dag_run = _run(tmp_path, "sm-tuned", ["sm-base", "sm-tuned"], airflow_db, {"sm-tuned": tuning})
-    assert_policy_matches(_config("sm-tuned", ["sm-base", "sm-tuned"], {"sm-tuned": tuning}), every_request_is_validated)
+    assert_policy_matches(
+        _config("sm-tuned", ["sm-base", "sm-tuned"], {"sm-tuned": tuning}), every_request_is_validated
+    )
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert "tuned_model.finetune" in dag.task_ids and "model.finetune" not in dag.task_ids
     sm, s3 = clients(aws_env)
@@ -194,15 +210,25 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
 def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):
     from llmeval.runtime import run_dir
 
-    bedrock = {"model_provider": "bedrock", "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
-               "evaluation_config": {"output": "content[0].text",
-                                     "content_template": {"anthropic_version": "bedrock-2023-05-31",
-                                                          "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}]},
-                                     "inference_parameters": {"max_tokens": 20}}}
+    bedrock = {
+        "model_provider": "bedrock",
+        "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
+        "evaluation_config": {
+            "output": "content[0].text",
+            "content_template": {
+                "anthropic_version": "bedrock-2023-05-31",
+                "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
+            },
+            "inference_parameters": {"max_tokens": 20},
+        },
+    }
     dag, dag_run = _run(tmp_path, "sm-bedrock", ["sm-jumpstart", "sm-claude"], airflow_db, {"sm-claude": bedrock})
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert {t for t in dag.task_ids if t.startswith("bedrock_model.")} == {
-        "bedrock_model.stage_evaluation", "bedrock_model.evaluate", "bedrock_model.collect_results"}
+        "bedrock_model.stage_evaluation",
+        "bedrock_model.evaluate",
+        "bedrock_model.collect_results",
+    }
     folder = run_dir(dag.dag_id, dag_run.run_id)
     result = json.loads((folder / "models" / "sm-claude" / "results.json").read_text())
     assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6

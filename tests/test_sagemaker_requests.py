@@ -11,7 +11,7 @@ import pytest
 from aws_model import assert_valid
 from botocore.stub import ANY, Stubber
 from conftest import CONFIGS
-from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, aws_env, clients, moto_url  # noqa: F401
+from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients
 
 from llmeval.config import EvalConfig, load_config
 from llmeval.registry import APPROVED, SageMakerModelRegistry
@@ -54,10 +54,14 @@ def test_endpoint_requests_match_the_api_model(cfg, index):
     assert config["EndpointConfig"]["ProductionVariants"][0]["InstanceType"] == "ml.g5.2xlarge"
     assert config["Model"]["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]["S3DataType"] == "S3Prefix"
     with Stubber(client) as stub:
-        stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"},
-                          config["Model"])
-        stub.add_response("create_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e"},
-                          config["Endpoint"])
+        stub.add_response(
+            "create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"}, config["Model"]
+        )
+        stub.add_response(
+            "create_endpoint",
+            {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e"},
+            config["Endpoint"],
+        )
         client.create_model(**config["Model"])
         client.create_endpoint(**config["Endpoint"])
 
@@ -71,8 +75,17 @@ def test_tarball_artifacts_use_model_data_url(cfg):
 def test_processing_job_request_matches_the_api_model(cfg):
     for model in cfg.models:
         job = req.processing_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", model.name)
-        request = req.processing_config(cfg, model, job, ROLE, IMAGE, "s3://b/p/code/", "s3://b/p/run/",
-                                        f"s3://b/p/results/{model.name}/", "us-east-1")
+        request = req.processing_config(
+            cfg,
+            model,
+            job,
+            ROLE,
+            IMAGE,
+            "s3://b/p/code/",
+            "s3://b/p/run/",
+            f"s3://b/p/results/{model.name}/",
+            "us-east-1",
+        )
         assert_valid(_client(), "CreateProcessingJob", request)
         args = request["AppSpecification"]["ContainerArguments"]
         assert args[args.index("--model") + 1] == model.name
@@ -82,10 +95,16 @@ def test_processing_job_request_matches_the_api_model(cfg):
 def test_endpoint_lookup_pages_through_every_result():
     client = _client()
     with Stubber(client) as stub:
-        stub.add_response("list_endpoints", {"Endpoints": [_summary("llm-eval-a-old", "InService")], "NextToken": "t1"},
-                          {"NameContains": "llm-eval-a"})
-        stub.add_response("list_endpoints", {"Endpoints": [_summary("llm-eval-a", "Creating")]},
-                          {"NameContains": "llm-eval-a", "NextToken": "t1"})
+        stub.add_response(
+            "list_endpoints",
+            {"Endpoints": [_summary("llm-eval-a-old", "InService")], "NextToken": "t1"},
+            {"NameContains": "llm-eval-a"},
+        )
+        stub.add_response(
+            "list_endpoints",
+            {"Endpoints": [_summary("llm-eval-a", "Creating")]},
+            {"NameContains": "llm-eval-a", "NextToken": "t1"},
+        )
         assert req.endpoint_status(client, "llm-eval-a") == "Creating"
 
 
@@ -93,24 +112,41 @@ def _summary(name: str, status: str) -> dict:
     import datetime
 
     now = datetime.datetime(2026, 1, 1)
-    return {"EndpointName": name, "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
-            "CreationTime": now, "LastModifiedTime": now, "EndpointStatus": status}
+    return {
+        "EndpointName": name,
+        "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}",
+        "CreationTime": now,
+        "LastModifiedTime": now,
+        "EndpointStatus": status,
+    }
 
 
 def test_registry_requests_match_the_api_model():
     sm, s3 = _client(), _client("s3")
     group, arn = "llm-eval-models", "arn:aws:sagemaker:us-east-1:123456789012:model-package/llm-eval-models/1"
     container = req.container(RESOLVED)
-    metrics = {"FactualKnowledge/factual_knowledge": {"name": "factual_knowledge", "value": 0.61, "ci_low": 0.5,
-                                                      "ci_high": 0.7, "count": 48}}
+    metrics = {
+        "FactualKnowledge/factual_knowledge": {
+            "name": "factual_knowledge",
+            "value": 0.61,
+            "ci_low": 0.5,
+            "ci_high": 0.7,
+            "count": 48,
+        }
+    }
     metadata = {"dataset": "qa_general_knowledge", "model_id": "meta-textgeneration-llama-3-8b", "note": "{braces}"}
     run_id = "manual__2026-11-28T20:15:11.357135+00:00"
     with Stubber(sm) as sm_stub, Stubber(s3) as s3_stub:
         sm_stub.add_client_error("describe_model_package_group", "ValidationException", "does not exist")
-        sm_stub.add_response("create_model_package_group", {"ModelPackageGroupArn": arn.rsplit("/", 1)[0]},
-                             {"ModelPackageGroupName": group, "ModelPackageGroupDescription": ANY})
+        sm_stub.add_response(
+            "create_model_package_group",
+            {"ModelPackageGroupArn": arn.rsplit("/", 1)[0]},
+            {"ModelPackageGroupName": group, "ModelPackageGroupDescription": ANY},
+        )
         sm_stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, {"ModelPackageGroupName": group})
-        s3_stub.add_response("put_object", {}, {"Bucket": "bkt", "Key": ANY, "Body": ANY, "ContentType": "application/json"})
+        s3_stub.add_response(
+            "put_object", {}, {"Bucket": "bkt", "Key": ANY, "Body": ANY, "ContentType": "application/json"}
+        )
         captured = {}
 
         def capture(params, **_):
@@ -118,15 +154,23 @@ def test_registry_requests_match_the_api_model():
 
         sm.meta.events.register("provide-client-params.sagemaker.CreateModelPackage", capture)
         sm_stub.add_response("create_model_package", {"ModelPackageArn": arn})
-        sm_stub.add_response("describe_model_package", {
-            "ModelPackageName": group, "ModelPackageArn": arn, "ModelPackageVersion": 1,
-            "CreationTime": "2026-01-01T00:00:00Z", "ModelPackageStatus": "Completed",
-            "ModelPackageStatusDetails": {"ValidationStatuses": []},
-            "ModelApprovalStatus": APPROVED,
-            "CustomerMetadataProperties": {"llmeval:model": "m", "llmeval:run_id": run_id},
-        }, {"ModelPackageName": arn})
+        sm_stub.add_response(
+            "describe_model_package",
+            {
+                "ModelPackageName": group,
+                "ModelPackageArn": arn,
+                "ModelPackageVersion": 1,
+                "CreationTime": "2026-01-01T00:00:00Z",
+                "ModelPackageStatus": "Completed",
+                "ModelPackageStatusDetails": {"ValidationStatuses": []},
+                "ModelApprovalStatus": APPROVED,
+                "CustomerMetadataProperties": {"llmeval:model": "m", "llmeval:run_id": run_id},
+            },
+            {"ModelPackageName": arn},
+        )
         version = SageMakerModelRegistry(sm, s3, "s3://bkt/prefix", lambda _: container).register(
-            group, "m", run_id, APPROVED, metrics, metadata)
+            group, "m", run_id, APPROVED, metrics, metadata
+        )
     assert version.version == 1 and version.run_id == run_id
     assert_valid(sm, "CreateModelPackage", captured)
     assert captured["CustomerMetadataProperties"]["note"] == "_braces_"
@@ -134,18 +178,32 @@ def test_registry_requests_match_the_api_model():
     assert captured["ModelApprovalStatus"] == APPROVED
 
 
+def _execute_twice(operator_cls, config: dict, **extra) -> None:
+    """Run an operator twice with the same request, as a cleared and re-run task would."""
+    for attempt in range(2):
+        operator_cls(
+            task_id=f"try{attempt}",
+            config=json.loads(json.dumps(config)),
+            aws_conn_id="aws_moto",
+            region_name="us-east-1",
+            deferrable=False,
+            check_interval=1,
+            **extra,
+        ).execute({})
+
+
 def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
     from llmeval.targets.sagemaker import _operators
 
     sm, s3 = clients(aws_env)
-    model = cfg.models[0].model_copy(update={"deployment_config": cfg.models[0].deployment_config.model_copy(
-        update={"instance_type": "ml.g4dn.xlarge"})})
+    model = cfg.models[0].model_copy(
+        update={
+            "deployment_config": cfg.models[0].deployment_config.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
+        }
+    )
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
     endpoint_op, *_ = _operators()
-    for attempt in range(2):
-        op = endpoint_op(task_id=f"deploy{attempt}", config=json.loads(json.dumps(config)), aws_conn_id="aws_moto",
-                         region_name="us-east-1", deferrable=False, check_interval=1)
-        op.execute({})
+    _execute_twice(endpoint_op, config)
     assert len(sm.list_models()["Models"]) == 1 and len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
     assert len(sm.list_endpoints()["Endpoints"]) == 1
     registry = SageMakerModelRegistry(sm, s3, "s3://llmeval-test/p", lambda _: req.container(RESOLVED))
@@ -159,8 +217,11 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
 
 def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):
     sm, _ = clients(aws_env)
-    model = cfg.models[0].model_copy(update={"deployment_config": cfg.models[0].deployment_config.model_copy(
-        update={"instance_type": "ml.g4dn.xlarge"})})
+    model = cfg.models[0].model_copy(
+        update={
+            "deployment_config": cfg.models[0].deployment_config.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
+        }
+    )
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
     foreign_tags = [{"Key": "team", "Value": "someone-else"}]
     sm.create_model(**dict(config["Model"], Tags=foreign_tags))
@@ -189,17 +250,26 @@ def test_training_request_matches_the_api_model_and_passes_validation_data(cfg):
     params = tuned.finetuning.parameters.model_copy(update={"keep_alive_period_in_seconds": 1800})
     tuned = tuned.model_copy(update={"finetuning": tuned.finetuning.model_copy(update={"parameters": params})})
     job = req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
-    request = req.training_config(cfg, tuned, job, ROLE, TRAINING, "s3://b/p/train/", "s3://b/p/validation/",
-                                  "s3://b/p/out/")
+    request = req.training_config(
+        cfg, tuned, job, ROLE, TRAINING, "s3://b/p/train/", "s3://b/p/validation/", "s3://b/p/out/"
+    )
     assert_valid(_client(), "CreateTrainingJob", request)
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
-    assert channels == {"training": "s3://b/p/train/", "validation": "s3://b/p/validation/",
-                        "model": TRAINING["model_uri"], "code": TRAINING["script_uri"]}
+    assert channels == {
+        "training": "s3://b/p/train/",
+        "validation": "s3://b/p/validation/",
+        "model": TRAINING["model_uri"],
+        "code": TRAINING["script_uri"],
+    }
     hyper = request["HyperParameters"]
     assert hyper["epoch"] == "1" and hyper["instruction_tuned"] == "True" and hyper["max_input_length"] == "512"
     assert hyper["sagemaker_program"] == "transfer_learning.py" and "keep_alive_period_in_seconds" not in hyper
-    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100,
-                                         "KeepAlivePeriodInSeconds": 1800}
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.g5.12xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 100,
+        "KeepAlivePeriodInSeconds": 1800,
+    }
     assert job == req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
 
 
@@ -208,21 +278,27 @@ def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
 
     sm, _ = clients(aws_env)
     tuned = cfg.model("llama3-8b-tuned")
-    tuned = tuned.model_copy(update={"finetuning": tuned.finetuning.model_copy(update={
-        "parameters": tuned.finetuning.parameters.model_copy(update={"instance_type": "ml.g4dn.xlarge"})})})
+    tuned = tuned.model_copy(
+        update={
+            "finetuning": tuned.finetuning.model_copy(
+                update={
+                    "parameters": tuned.finetuning.parameters.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
+                }
+            )
+        }
+    )
     _, s3 = clients(aws_env)
     s3.put_object(Bucket="llmeval-test", Key="t/train.jsonl", Body=b"{}")
     spec = json.loads((JUMPSTART_FIXTURES / "community_models/huggingface-llm-test-7b/specs_v1.2.0.json").read_text())
     bucket = "s3://jumpstart-cache-prod-us-east-1/"
-    resolved = dict(TRAINING, model_uri=bucket + spec["training_artifact_key"],
-                    script_uri=bucket + spec["training_script_key"])
-    request = req.training_config(cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None,
-                                  "s3://llmeval-test/out/")
+    resolved = dict(
+        TRAINING, model_uri=bucket + spec["training_artifact_key"], script_uri=bucket + spec["training_script_key"]
+    )
+    request = req.training_config(
+        cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None, "s3://llmeval-test/out/"
+    )
     *_, training_op = _operators()
-    for attempt in range(2):
-        training_op(task_id=f"ft{attempt}", config=json.loads(json.dumps(request)), aws_conn_id="aws_moto",
-                    region_name="us-east-1", deferrable=False, check_interval=1, check_if_job_exists=False,
-                    print_log=False).execute({})
+    _execute_twice(training_op, request, check_if_job_exists=False, print_log=False)
     assert [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]] == ["ft-job-1"]
 
 
@@ -245,9 +321,13 @@ def test_iam_policy_resources_cover_every_name_the_dag_uses(cfg):
         assert covered("Endpoints", arn + "endpoint/" + config["Endpoint"]["EndpointName"])
         assert covered("Endpoints", arn + "endpoint-config/" + config["EndpointConfig"]["EndpointConfigName"])
         assert covered("Endpoints", arn + "model/" + config["Model"]["ModelName"])
-        assert covered("EvaluationJobs", arn + "processing-job/" + req.processing_job_name(cfg.pipeline.name, run, model.name))
+        assert covered(
+            "EvaluationJobs", arn + "processing-job/" + req.processing_job_name(cfg.pipeline.name, run, model.name)
+        )
         if model.finetuning:
-            assert covered("FineTuningJobs", arn + "training-job/" + req.training_job_name(cfg.pipeline.name, run, model.name))
+            assert covered(
+                "FineTuningJobs", arn + "training-job/" + req.training_job_name(cfg.pipeline.name, run, model.name)
+            )
     assert not covered("Endpoints", "arn:aws:sagemaker:us-east-1:123456789012:endpoint/someone-elses-endpoint")
     assert covered("RunArtifacts", "arn:aws:s3:::bkt/prefix/llm-eval-sm-hybrid/abc/run/config.json")
     assert not covered("RunArtifacts", "arn:aws:s3:::bkt/other/file")
@@ -260,24 +340,54 @@ def test_iam_policy_command(tmp_path):
 
     from conftest import ROOT
 
-    out = subprocess.run([sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml"),
-                          "--s3-prefix", "s3://my-bucket/llm-eval", "--role-arn", ROLE],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmeval",
+            "iam-policy",
+            str(CONFIGS / "seed_scenario3_hybrid.yaml"),
+            "--s3-prefix",
+            "s3://my-bucket/llm-eval",
+            "--role-arn",
+            ROLE,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     policy = json.loads(out.stdout)
     assert {s["Sid"] for s in policy["Statement"]} >= {"Endpoints", "EvaluationJobs", "FineTuningJobs", "Registry"}
-    missing = subprocess.run([sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml")],
-                             capture_output=True, text=True, cwd=ROOT)
+    missing = subprocess.run(
+        [sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert missing.returncode == 2 and "--s3-prefix" in missing.stderr
 
 
 def test_encryption_and_network_options_reach_every_request(cfg):
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    secured = cfg.model_copy(update={"sagemaker": cfg.sagemaker.model_copy(update={
-        "security": cfg.sagemaker.security.model_validate({
-            "volume_kms_key_id": kms, "output_kms_key_id": kms, "subnets": ["subnet-0abc1234"],
-            "security_group_ids": ["sg-0abc1234"], "enable_network_isolation": True,
-            "enable_inter_container_traffic_encryption": True})})})
+    secured = cfg.model_copy(
+        update={
+            "sagemaker": cfg.sagemaker.model_copy(
+                update={
+                    "security": cfg.sagemaker.security.model_validate(
+                        {
+                            "volume_kms_key_id": kms,
+                            "output_kms_key_id": kms,
+                            "subnets": ["subnet-0abc1234"],
+                            "security_group_ids": ["sg-0abc1234"],
+                            "enable_network_isolation": True,
+                            "enable_inter_container_traffic_encryption": True,
+                        }
+                    )
+                }
+            )
+        }
+    )
     client = _client()
     vpc = {"Subnets": ["subnet-0abc1234"], "SecurityGroupIds": ["sg-0abc1234"]}
     endpoint = req.endpoint_config(secured, secured.models[0], RESOLVED, ROLE)
@@ -286,8 +396,9 @@ def test_encryption_and_network_options_reach_every_request(cfg):
     assert endpoint["Model"]["VpcConfig"] == vpc and endpoint["Model"]["EnableNetworkIsolation"] is True
     assert endpoint["EndpointConfig"]["KmsKeyId"] == kms
     model = secured.models[0]
-    processing = req.processing_config(secured, model, "eval-job", ROLE, IMAGE, "s3://b/c/", "s3://b/r/", "s3://b/o/",
-                                       "us-east-1")
+    processing = req.processing_config(
+        secured, model, "eval-job", ROLE, IMAGE, "s3://b/c/", "s3://b/r/", "s3://b/o/", "us-east-1"
+    )
     assert_valid(client, "CreateProcessingJob", processing)
     assert processing["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == kms
     assert processing["ProcessingOutputConfig"]["KmsKeyId"] == kms

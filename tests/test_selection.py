@@ -27,10 +27,24 @@ def test_default_rule_is_first_score_of_first_algorithm():
 
 def test_weights_trade_metrics_off():
     runs = [result("a", fk=0.50, sim=0.90), result("b", fk=0.55, sim=0.20)]
-    by_fk = select(_cfg([{"metric": "FactualKnowledge/factual_knowledge", "weight": 3},
-                         {"metric": "SemanticSimilarity/semantic_similarity", "weight": 1}]), runs)
-    by_sim = select(_cfg([{"metric": "FactualKnowledge/factual_knowledge", "weight": 1},
-                          {"metric": "SemanticSimilarity/semantic_similarity", "weight": 3}]), runs)
+    by_fk = select(
+        _cfg(
+            [
+                {"metric": "FactualKnowledge/factual_knowledge", "weight": 3},
+                {"metric": "SemanticSimilarity/semantic_similarity", "weight": 1},
+            ]
+        ),
+        runs,
+    )
+    by_sim = select(
+        _cfg(
+            [
+                {"metric": "FactualKnowledge/factual_knowledge", "weight": 1},
+                {"metric": "SemanticSimilarity/semantic_similarity", "weight": 3},
+            ]
+        ),
+        runs,
+    )
     assert (by_fk.best, by_sim.best) == ("b", "a")
 
 

@@ -158,19 +158,24 @@ class AlgorithmSection(BaseModel):
     def _known_with_valid_options(self) -> AlgorithmSection:
         spec = ALGORITHMS.get(self.algorithm)
         if spec is None:
-            raise FieldProblem(("algorithm",), f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}")
+            raise FieldProblem(
+                ("algorithm",), f"unknown algorithm {self.algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
+            )
         if self.module is not None and self.module != spec.fmeval_module:
-            raise FieldProblem(("module",), f"module for {self.algorithm} must be {spec.fmeval_module!r}, got {self.module!r}")
+            raise FieldProblem(
+                ("module",), f"module for {self.algorithm} must be {spec.fmeval_module!r}, got {self.module!r}"
+            )
         if self.config is not None and self.config != spec.fmeval_config_class:
-            raise FieldProblem(("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}")
+            raise FieldProblem(
+                ("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}"
+            )
         for option in self.options:
             if option not in spec.options:
                 takers = accepting(option)
                 where = f"accepted by: {', '.join(takers)}" if takers else "no algorithm accepts it"
                 allowed = ", ".join(sorted(spec.options)) or "none"
                 raise FieldProblem(
-                    (option,),
-                    f"{self.algorithm} does not accept option {option!r} ({where}); its options: {allowed}"
+                    (option,), f"{self.algorithm} does not accept option {option!r} ({where}); its options: {allowed}"
                 )
         return self
 
@@ -225,7 +230,9 @@ class RegistrySection(_Strict):
 class SecuritySection(_Strict):
     """Encryption and network options, passed to every model, endpoint config and job."""
 
-    volume_kms_key_id: str | None = Field(None, description="KMS key for training/processing volumes and endpoint storage.")
+    volume_kms_key_id: str | None = Field(
+        None, description="KMS key for training/processing volumes and endpoint storage."
+    )
     output_kms_key_id: str | None = Field(None, description="KMS key for training and Processing S3 outputs.")
     subnets: list[str] = Field([], description="VPC subnets (with security_group_ids).")
     security_group_ids: list[str] = []
@@ -252,11 +259,14 @@ class SageMakerSection(_Strict):
     aws_conn_id: str = "aws_default"
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     s3_prefix: str | None = Field(
-        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
         description="Run inputs/outputs go under <s3_prefix>/<dag id>/<run>/; default: Variable llm_eval_s3_prefix.",
     )
     role_variable: str = "llm_eval_sagemaker_role_arn"
-    processing_image: str | None = Field(None, description="Evaluation image; default: Variable llm_eval_processing_image.")
+    processing_image: str | None = Field(
+        None, description="Evaluation image; default: Variable llm_eval_processing_image."
+    )
     processing_instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     processing_volume_gb: int = Field(30, ge=1, le=16384)
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
@@ -280,6 +290,8 @@ class EvalConfig(_Strict):
     models: list[ModelSection] = Field(min_length=1)
     algorithms: list[AlgorithmSection] = Field(min_length=1)
     schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
+    catchup: bool = Field(False, description="Create runs for missed schedule intervals since the start date.")
+    start_date: str = Field("2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First schedule date (UTC).")
     catalog_asset: str | None = Field(
         None,
         pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
@@ -300,7 +312,9 @@ class EvalConfig(_Strict):
         if value is None or value in SCHEDULE_PRESETS:
             return value
         if value.startswith("@"):
-            raise ValueError(f"unknown preset {value!r}; expected a cron expression or one of {', '.join(SCHEDULE_PRESETS)}")
+            raise ValueError(
+                f"unknown preset {value!r}; expected a cron expression or one of {', '.join(SCHEDULE_PRESETS)}"
+            )
         try:
             from croniter import croniter  # Airflow's dependency; absent in the worker environment
         except ImportError:
@@ -321,7 +335,9 @@ class EvalConfig(_Strict):
                 )
             seen[model.name] = i
             if model.model_provider == "bedrock" and model.finetuning:
-                raise FieldProblem(("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning")
+                raise FieldProblem(
+                    ("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning"
+                )
             if self.target == "local" and model.model_provider not in (None, "local"):
                 raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
             extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
@@ -347,15 +363,21 @@ class EvalConfig(_Strict):
                     )
         names = [a.algorithm for a in self.algorithms]
         if self.target == "local":  # the local target runs offline: refuse what cannot run, before any deploy
-            runnable = sorted(n for n, spec in ALGORITHMS.items()
-                              if not spec.needs_hub_download and not spec.calls_model_when_scoring)
+            runnable = sorted(
+                n for n, spec in ALGORITHMS.items() if not spec.needs_hub_download and not spec.calls_model_when_scoring
+            )
             for i, name in enumerate(names):
                 spec = ALGORITHMS[name]
                 if spec.needs_hub_download or spec.calls_model_when_scoring:
-                    why = ("downloads model weights from the Hugging Face Hub" if spec.needs_hub_download
-                           else "calls the model while scoring, which the score stage does not support yet")
-                    raise FieldProblem(("algorithms", i, "algorithm"),
-                                       f"{name} {why}, so it cannot run on the local target; use: {', '.join(runnable)}")
+                    why = (
+                        "downloads model weights from the Hugging Face Hub"
+                        if spec.needs_hub_download
+                        else "calls the model while scoring, which the score stage does not support yet"
+                    )
+                    raise FieldProblem(
+                        ("algorithms", i, "algorithm"),
+                        f"{name} {why}, so it cannot run on the local target; use: {', '.join(runnable)}",
+                    )
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
@@ -492,8 +514,13 @@ def _secrets(node: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...]
     if isinstance(node, dict):
         for key, value in node.items():
             if isinstance(key, str) and SECRET_KEY.search(key) and value not in (None, "", {}, []):
-                found.append((loc + (key,), "looks like a credential: configs must not hold secrets; keep them "
-                                            "in an Airflow Connection or Variable"))
+                found.append(
+                    (
+                        loc + (key,),
+                        "looks like a credential: configs must not hold secrets; keep them "
+                        "in an Airflow Connection or Variable",
+                    )
+                )
             else:
                 found += _secrets(value, loc + (key,))
     elif isinstance(node, list):
@@ -560,8 +587,16 @@ def load_folder(folder: Path) -> tuple[list[tuple[Path, EvalConfig]], list[Confi
             continue
         if cfg.pipeline.name in names:
             bad.append(
-                ConfigError([Problem(str(path), None, "pipeline.name",
-                                     f"{cfg.pipeline.name!r} is already used by {names[cfg.pipeline.name]}")])
+                ConfigError(
+                    [
+                        Problem(
+                            str(path),
+                            None,
+                            "pipeline.name",
+                            f"{cfg.pipeline.name!r} is already used by {names[cfg.pipeline.name]}",
+                        )
+                    ]
+                )
             )
             continue
         names[cfg.pipeline.name] = path

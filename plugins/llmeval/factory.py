@@ -28,8 +28,6 @@ from llmeval.runtime import CONFIGS_DIR
 
 log = logging.getLogger("llmeval.factory")
 
-START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
-
 
 def current_run() -> tuple[Path, str, dict[str, Any]]:
     """(run folder, run id, params) of the running task."""
@@ -148,8 +146,8 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
         dag_id=cfg.pipeline.name,
         description=cfg.pipeline.description or f"LLM evaluation from {source.name}",
         schedule=schedule,
-        start_date=START_DATE,
-        catchup=False,
+        start_date=datetime.fromisoformat(cfg.start_date).replace(tzinfo=timezone.utc),
+        catchup=cfg.catchup,
         max_active_runs=1,
         tags=["llm-eval", cfg.target, *cfg.pipeline.tags],
         params=_params(cfg),
@@ -171,8 +169,12 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             run_folder, _, params = current_run()
             ctx = get_current_context()
             when = ctx.get("logical_date") or ctx["dag_run"].run_after
-            published = [e.extra.get("catalog_version") for events in (ctx.get("triggering_asset_events") or {}).values()
-                         for e in events if e.extra and e.extra.get("catalog_version")]
+            published = [
+                e.extra.get("catalog_version")
+                for events in (ctx.get("triggering_asset_events") or {}).values()
+                for e in events
+                if e.extra and e.extra.get("catalog_version")
+            ]
             version = params.get("catalog_version") or (published[-1] if published else when.strftime("%Y-%m-%d"))
             return prepare_run(Path(config_path), run_folder, params.get("num_records"), version)
 
@@ -197,7 +199,10 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         groups = {
             "foundation": ("model", "deploy -> evaluate -> teardown for one foundation model."),
-            "tuned": ("tuned_model", "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block."),
+            "tuned": (
+                "tuned_model",
+                "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block.",
+            ),
             "bedrock": ("bedrock_model", "evaluate one Bedrock model (nothing to deploy or tear down)."),
         }
 
@@ -216,8 +221,13 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
             run_folder, run_id, params = current_run()
             registry = target.registry(run_config(run_folder), run_folder)
-            return register_best(run_folder, registry, run_id, enabled=bool(params.get("register", True)),
-                                 dag_id=get_current_context()["dag"].dag_id)
+            return register_best(
+                run_folder,
+                registry,
+                run_id,
+                enabled=bool(params.get("register", True)),
+                dag_id=get_current_context()["dag"].dag_id,
+            )
 
         @task(trigger_rule="all_done")
         def report(models: list[str]) -> str:
@@ -233,8 +243,11 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             from llmeval.steps import collect_results
 
             run_folder, _, _ = current_run()
-            problems = [f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
-                        for r in collect_results(run_folder, models) if not r.succeeded]
+            problems = [
+                f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
+                for r in collect_results(run_folder, models)
+                if not r.succeeded
+            ]
             if (run_folder / "selection.json").exists() and not (run_folder / "registration.json").exists():
                 problems.append("the register step failed (see its log); nothing was registered")
             if problems:

@@ -73,10 +73,12 @@ def _line_chart(metric: str, versions: list[str], series: dict[str, list[float |
     def y(v: float) -> float:
         return 10 + (height - bottom - 10) * (1 - (v - low) / span)
 
-    parts = [f'<svg width="{width}" height="{height + 20 * len(series)}" role="img" aria-label="{escape(metric)}">',
-             f'<line x1="{left}" y1="{y(low)}" x2="{width - 20}" y2="{y(low)}" stroke="#999"/>',
-             f'<text x="0" y="{y(high) + 4}" font-size="11">{high:.2f}</text>',
-             f'<text x="0" y="{y(low) + 4}" font-size="11">{low:.2f}</text>']
+    parts = [
+        f'<svg width="{width}" height="{height + 20 * len(series)}" role="img" aria-label="{escape(metric)}">',
+        f'<line x1="{left}" y1="{y(low)}" x2="{width - 20}" y2="{y(low)}" stroke="#999"/>',
+        f'<text x="0" y="{y(high) + 4}" font-size="11">{high:.2f}</text>',
+        f'<text x="0" y="{y(low) + 4}" font-size="11">{low:.2f}</text>',
+    ]
     for i, version in enumerate(versions):
         parts.append(f'<text x="{x(i) - 20:.0f}" y="{height - 18}" font-size="10">{escape(version)}</text>')
     for n, (model, vals) in enumerate(series.items()):
@@ -86,8 +88,9 @@ def _line_chart(metric: str, versions: list[str], series: dict[str, list[float |
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
             parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
         parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"/>' for px, py in points]
-        parts.append(f'<text x="{left}" y="{height + 14 + 20 * n}" font-size="12" fill="{color}">'
-                     f"&#9632; {escape(model)}</text>")
+        parts.append(
+            f'<text x="{left}" y="{height + 14 + 20 * n}" font-size="12" fill="{color}">&#9632; {escape(model)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -98,10 +101,13 @@ def write_trend(dag_id: str) -> Path:
     versions = [e["catalog_version"] for e in history]
     metrics = sorted({m for e in history for r in e["models"].values() for m in r["metrics"]})
     models = sorted({name for e in history for name in e["models"]})
-    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{escape(dag_id)} trend</title>",
-           "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}</style></head><body>",
-           f"<h1>{escape(dag_id)}: scores over catalog versions</h1>",
-           f"<p>{len(versions)} catalog version(s), {len(models)} model(s). Re-running a version replaces it.</p>"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{escape(dag_id)} trend</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}</style></head><body>",
+        f"<h1>{escape(dag_id)}: scores over catalog versions</h1>",
+        f"<p>{len(versions)} catalog version(s), {len(models)} model(s). Re-running a version replaces it.</p>",
+    ]
     for metric in metrics:
         series = {m: [_value(e, m, metric) for e in history] for m in models}
         out.append(f"<h2>{escape(metric)}</h2>{_line_chart(metric, versions, series)}")

@@ -18,16 +18,25 @@ from llmeval.targets import sagemaker_requests as req
 # Actions the DAG's tasks call, by resource. Names are derived from the config; jobs and
 # models include a run hash, so they are scoped by the pipeline's name prefixes.
 ENDPOINT_ACTIONS = [
-    "sagemaker:CreateModel", "sagemaker:DescribeModel", "sagemaker:DeleteModel",
-    "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:DeleteEndpointConfig",
-    "sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint",
-    "sagemaker:AddTags", "sagemaker:ListTags",
+    "sagemaker:CreateModel",
+    "sagemaker:DescribeModel",
+    "sagemaker:DeleteModel",
+    "sagemaker:CreateEndpointConfig",
+    "sagemaker:DescribeEndpointConfig",
+    "sagemaker:DeleteEndpointConfig",
+    "sagemaker:CreateEndpoint",
+    "sagemaker:DescribeEndpoint",
+    "sagemaker:DeleteEndpoint",
+    "sagemaker:AddTags",
+    "sagemaker:ListTags",
 ]
 PROCESSING_ACTIONS = ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob"]
 TRAINING_ACTIONS = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"]
 REGISTRY_ACTIONS = [
-    "sagemaker:CreateModelPackageGroup", "sagemaker:DescribeModelPackageGroup",
-    "sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage",
+    "sagemaker:CreateModelPackageGroup",
+    "sagemaker:DescribeModelPackageGroup",
+    "sagemaker:CreateModelPackage",
+    "sagemaker:DescribeModelPackage",
 ]
 UNSCOPED_ACTIONS = ["sagemaker:ListEndpoints", "sagemaker:ListModelPackages"]  # list calls take no resource ARN
 S3_OBJECT_ACTIONS = ["s3:PutObject", "s3:GetObject"]
@@ -49,28 +58,59 @@ def airflow_policy(cfg: EvalConfig, s3_prefix: str, role_arn: str = "*") -> dict
             _arn("model", req.aws_name_pattern(f"{name[:40]}-model")),
         ]
     jobs = [_arn("processing-job", req.aws_name_pattern(f"eval-{m.name}")) for m in cfg.models]
-    groups = {cfg.registry_group} | {m.register_config.model_package_group_name for m in cfg.models if m.register_config}
+    groups = {cfg.registry_group} | {
+        m.register_config.model_package_group_name for m in cfg.models if m.register_config
+    }
     bucket, _, prefix = s3_prefix.removeprefix("s3://").rstrip("/").partition("/")
     statements = [
         {"Sid": "Endpoints", "Effect": "Allow", "Action": ENDPOINT_ACTIONS, "Resource": sorted(resources)},
         {"Sid": "EvaluationJobs", "Effect": "Allow", "Action": PROCESSING_ACTIONS, "Resource": sorted(jobs)},
-        {"Sid": "Registry", "Effect": "Allow", "Action": REGISTRY_ACTIONS,
-         "Resource": sorted([_arn("model-package-group", g) for g in groups] + [_arn("model-package", f"{g}/*")
-                                                                               for g in groups])},
+        {
+            "Sid": "Registry",
+            "Effect": "Allow",
+            "Action": REGISTRY_ACTIONS,
+            "Resource": sorted(
+                [_arn("model-package-group", g) for g in groups] + [_arn("model-package", f"{g}/*") for g in groups]
+            ),
+        },
         {"Sid": "Lists", "Effect": "Allow", "Action": UNSCOPED_ACTIONS, "Resource": "*"},
-        {"Sid": "RunArtifacts", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS,
-         "Resource": [f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"]},
-        {"Sid": "RunArtifactsList", "Effect": "Allow", "Action": S3_BUCKET_ACTIONS,
-         "Resource": [f"arn:aws:s3:::{bucket}"]},
-        {"Sid": "JumpStartCatalog", "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-         "Resource": ["arn:aws:s3:::jumpstart-cache-prod-*", "arn:aws:s3:::jumpstart-cache-prod-*/*"]},
-        {"Sid": "PassExecutionRole", "Effect": "Allow", "Action": ["iam:PassRole"], "Resource": [role_arn],
-         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+        {
+            "Sid": "RunArtifacts",
+            "Effect": "Allow",
+            "Action": S3_OBJECT_ACTIONS,
+            "Resource": [f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"],
+        },
+        {
+            "Sid": "RunArtifactsList",
+            "Effect": "Allow",
+            "Action": S3_BUCKET_ACTIONS,
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+        },
+        {
+            "Sid": "JumpStartCatalog",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:ListBucket"],
+            "Resource": ["arn:aws:s3:::jumpstart-cache-prod-*", "arn:aws:s3:::jumpstart-cache-prod-*/*"],
+        },
+        {
+            "Sid": "PassExecutionRole",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [role_arn],
+            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        },
     ]
     tuned = [m.name for m in cfg.models if m.finetuning]
     if tuned:
-        statements.insert(2, {"Sid": "FineTuningJobs", "Effect": "Allow", "Action": TRAINING_ACTIONS,
-                              "Resource": sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned)})
+        statements.insert(
+            2,
+            {
+                "Sid": "FineTuningJobs",
+                "Effect": "Allow",
+                "Action": TRAINING_ACTIONS,
+                "Resource": sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned),
+            },
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 

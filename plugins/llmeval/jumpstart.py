@@ -17,8 +17,12 @@ def resolve(model_id: str, version: str, region: str, instance_type: str) -> dic
     from sagemaker import environment_variables, image_uris, model_uris
 
     image = image_uris.retrieve(
-        framework=None, region=region, image_scope="inference", model_id=model_id,
-        model_version=version, instance_type=instance_type,
+        framework=None,
+        region=region,
+        image_scope="inference",
+        model_id=model_id,
+        model_version=version,
+        instance_type=instance_type,
     )
     model_data = model_uris.retrieve(model_id=model_id, model_version=version, model_scope="inference", region=region)
     env = environment_variables.retrieve_default(model_id=model_id, model_version=version, region=region)

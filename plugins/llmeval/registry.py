@@ -183,26 +183,43 @@ class SageMakerModelRegistry(Registry):
             if existing.run_id == _metadata_value(run_id):
                 return existing
         bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
-        key = "/".join(p for p in (prefix, "registry", group, _metadata_value(run_id).replace(":", "_"),
-                                   "model_quality.json") if p)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"model": model, "metrics": metrics}).encode(),
-                           ContentType="application/json")
+        key = "/".join(
+            p for p in (prefix, "registry", group, _metadata_value(run_id).replace(":", "_"), "model_quality.json") if p
+        )
+        self.s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps({"model": model, "metrics": metrics}).encode(),
+            ContentType="application/json",
+        )
         properties = {"llmeval:model": model, self.RUN_KEY: run_id}
         properties.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})
-        properties.update({k: v["value"] if isinstance(v, dict) else v for k, v in metrics.items()
-                           if not isinstance(v, dict) or "value" in v})
+        properties.update(
+            {
+                k: v["value"] if isinstance(v, dict) else v
+                for k, v in metrics.items()
+                if not isinstance(v, dict) or "value" in v
+            }
+        )
         container = self.container_of(model)  # None: a Bedrock model, registered by its model id
-        inference = {"InferenceSpecification": {
-            "Containers": [container],
-            "SupportedContentTypes": ["application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        }} if container else {}
+        inference = (
+            {
+                "InferenceSpecification": {
+                    "Containers": [container],
+                    "SupportedContentTypes": ["application/json"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                }
+            }
+            if container
+            else {}
+        )
         response = self.client.create_model_package(
             ModelPackageGroupName=group,
             ModelPackageDescription=f"{model} selected by run {run_id}"[:1024],
             **inference,
-            ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
-                                                          "S3Uri": f"s3://{bucket}/{key}"}}},
+            ModelMetrics={
+                "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": f"s3://{bucket}/{key}"}}
+            },
             CustomerMetadataProperties={k[:128]: _metadata_value(v) for k, v in list(properties.items())[:50]},
             ModelApprovalStatus=approval_status,
         )

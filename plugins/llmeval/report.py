@@ -91,7 +91,8 @@ def render_html(data: ReportInput) -> str:
         f"<h1>{e(data.title)}</h1>",
         f"<p>Run <code>{e(data.run_id)}</code> on dataset <code>{e(data.dataset)}</code>, catalog version "
         f"<code>{e(data.catalog_version)}</code>."
-        + (f" <a href='{e(data.trend_link)}'>Trend over catalog versions</a>." if data.trend_link else "") + "</p>",
+        + (f" <a href='{e(data.trend_link)}'>Trend over catalog versions</a>." if data.trend_link else "")
+        + "</p>",
         f"<p><b>Selected:</b> {e(sel.best or 'none')}. <b>Registry:</b> {e(data.registration)}</p>",
         "<h2>Ranking</h2><table><tr><th>#</th><th>model</th><th>status</th><th>composite</th>",
     ]
@@ -101,7 +102,9 @@ def render_html(data: ReportInput) -> str:
     for i, cand in enumerate(sel.ranking, 1):
         cls = ' class="failed"' if cand.status == "failed" else ""
         cells = "".join(f"<td>{_fmt(cand.metrics.get(r['metric']))}</td>" for r in sel.rules)
-        versus = _versus(by_model.get(cand.model), by_model.get(sel.best or ""), sel.rules[0]["metric"] if sel.rules else "")
+        versus = _versus(
+            by_model.get(cand.model), by_model.get(sel.best or ""), sel.rules[0]["metric"] if sel.rules else ""
+        )
         out.append(
             f"<tr{cls}><td>{i}</td><td>{e(cand.model)}</td><td>{e(cand.status)}</td>"
             f"<td>{_fmt(cand.composite)}</td>{cells}<td>{e(versus)}</td><td>{e(cand.reason)}</td></tr>"
@@ -109,8 +112,10 @@ def render_html(data: ReportInput) -> str:
     out.append("</table><h2>Scores (95% bootstrap intervals)</h2>")
     for metric, by_model in scores.items():
         out.append(f"<h3>{e(metric)}</h3>{_chart(metric, by_model)}")
-    out.append("<h2>Generation</h2><table><tr><th>model</th><th>records</th><th>failed</th><th>cache hits</th>"
-               "<th>p50 ms</th><th>p95 ms</th><th>output tokens</th><th>seconds</th></tr>")
+    out.append(
+        "<h2>Generation</h2><table><tr><th>model</th><th>records</th><th>failed</th><th>cache hits</th>"
+        "<th>p50 ms</th><th>p95 ms</th><th>output tokens</th><th>seconds</th></tr>"
+    )
     for r in data.results:
         g = r.generation
         out.append(
@@ -121,9 +126,11 @@ def render_html(data: ReportInput) -> str:
     out.append("</table>")
     tuned = [r for r in data.results if r.metadata.get("training")]
     if tuned:
-        out.append("<h2>Fine-tuning</h2><table><tr><th>model</th><th>base</th><th>steps</th>"
-                   "<th>train loss (first &rarr; last)</th><th>validation loss (before &rarr; after)</th>"
-                   "<th>seconds</th></tr>")
+        out.append(
+            "<h2>Fine-tuning</h2><table><tr><th>model</th><th>base</th><th>steps</th>"
+            "<th>train loss (first &rarr; last)</th><th>validation loss (before &rarr; after)</th>"
+            "<th>seconds</th></tr>"
+        )
         for r in tuned:
             t = r.metadata["training"]
             out.append(
@@ -141,8 +148,9 @@ def render_html(data: ReportInput) -> str:
         for r in data.results:
             for a in r.algorithms:
                 for s in a.scores:
-                    vals = {c: next((x for x in a.category_scores.get(c, []) if x.name == s.name), None)
-                            for c in categories}
+                    vals = {
+                        c: next((x for x in a.category_scores.get(c, []) if x.name == s.name), None) for c in categories
+                    }
                     cells = "".join(f"<td>{_fmt(v.value if v else None)}</td>" for v in vals.values())
                     out.append(f"<tr><td>{e(r.model)}</td><td>{e(a.algorithm)}/{e(s.name)}</td>{cells}</tr>")
         out.append("</table>")
@@ -153,8 +161,10 @@ def render_html(data: ReportInput) -> str:
         out.append("<h2 class='failed'>Failures</h2><ul>")
         for r in failures:
             if not r.succeeded:
-                out.append(f"<li class='failed'><b>{e(r.model)}</b>: step <code>{e(r.failed_step or '?')}</code> "
-                           f"failed: <pre>{e(r.error or '')}</pre></li>")
+                out.append(
+                    f"<li class='failed'><b>{e(r.model)}</b>: step <code>{e(r.failed_step or '?')}</code> "
+                    f"failed: <pre>{e(r.error or '')}</pre></li>"
+                )
             for a in r.algorithms:
                 if a.error:
                     out.append(f"<li class='failed'><b>{e(r.model)}</b>: {e(a.algorithm)}: {e(a.error)}</li>")
@@ -193,33 +203,45 @@ def render_model_html(result: ModelResult, samples: list[dict] | None = None, li
     """One model's report: every algorithm's scores with intervals, categories, sample records."""
     e = escape
     g = result.generation
-    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(result.model)}</title>",
-           "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>",
-           f"<h1>{e(result.model)}</h1><p>Status <b>{e(result.status)}</b>"
-           + (f" (failed at {e(result.failed_step or '')}: {e(result.error or '')})" if not result.succeeded else "")
-           + f". {g.records_evaluated} of {g.records_total} records answered, {g.cache_hits} from the cache; "
-           f"latency p50 {_fmt(g.latency_p50_ms, 0)} ms, p95 {_fmt(g.latency_p95_ms, 0)} ms.</p>"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(result.model)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>",
+        f"<h1>{e(result.model)}</h1><p>Status <b>{e(result.status)}</b>"
+        + (f" (failed at {e(result.failed_step or '')}: {e(result.error or '')})" if not result.succeeded else "")
+        + f". {g.records_evaluated} of {g.records_total} records answered, {g.cache_hits} from the cache; "
+        f"latency p50 {_fmt(g.latency_p50_ms, 0)} ms, p95 {_fmt(g.latency_p95_ms, 0)} ms.</p>",
+    ]
     for algo in result.algorithms:
         out.append(f"<h2>{e(algo.algorithm)}</h2>")
         if algo.error:
             out.append(f"<p>Not scored: {e(algo.error)}</p>")
             continue
         out.append("<table><tr><th>score</th><th>value</th><th>95% interval</th><th>records</th></tr>")
-        out += [f"<tr><td>{e(sc.name)}</td><td>{_fmt(sc.value)}</td><td>[{_fmt(sc.ci_low)}, {_fmt(sc.ci_high)}]</td>"
-                f"<td>{sc.count}</td></tr>" for sc in algo.scores]
+        out += [
+            f"<tr><td>{e(sc.name)}</td><td>{_fmt(sc.value)}</td><td>[{_fmt(sc.ci_low)}, {_fmt(sc.ci_high)}]</td>"
+            f"<td>{sc.count}</td></tr>"
+            for sc in algo.scores
+        ]
         out.append("</table>")
         for category, scores in algo.category_scores.items():
             listed = ", ".join(f"{e(sc.name)} {_fmt(sc.value)}" for sc in scores)
             out.append(f"<p>Category <b>{e(category)}</b>: {listed}</p>")
     if samples:
-        out.append(f"<h2>First {min(limit, len(samples))} records</h2><table><tr><th>prompt</th><th>output</th>"
-                   "<th>reference</th><th>scores</th></tr>")
+        out.append(
+            f"<h2>First {min(limit, len(samples))} records</h2><table><tr><th>prompt</th><th>output</th>"
+            "<th>reference</th><th>scores</th></tr>"
+        )
         for row in samples[:limit]:
-            scores = "; ".join(f"{k}: " + ", ".join(f"{n}={_fmt(v)}" for n, v in vals.items())
-                               for k, vals in (row.get("scores") or {}).items())
-            out.append(f"<tr><td>{e(str(row.get('prompt', '')))}</td><td>{e(str(row.get('model_output')))}</td>"
-                       f"<td>{e(str(row.get('target_output', '')))}</td><td>{e(scores)}</td></tr>")
+            scores = "; ".join(
+                f"{k}: " + ", ".join(f"{n}={_fmt(v)}" for n, v in vals.items())
+                for k, vals in (row.get("scores") or {}).items()
+            )
+            out.append(
+                f"<tr><td>{e(str(row.get('prompt', '')))}</td><td>{e(str(row.get('model_output')))}</td>"
+                f"<td>{e(str(row.get('target_output', '')))}</td><td>{e(scores)}</td></tr>"
+            )
         out.append("</table>")
     out.append("</body></html>")
     return "\n".join(out)

@@ -128,9 +128,15 @@ def _compare(rule: GateRule, mine: Score, theirs: Score) -> dict[str, Any]:
             checks["ci_separation"] = mine.ci_low > theirs.ci_high
         else:
             checks["ci_separation"] = mine.ci_high < theirs.ci_low
-    return {"metric": rule.metric, "candidate": mine.value, "champion": theirs.value, "delta": round(delta, 6),
-            "relative": round(relative, 6) if relative != float("inf") else None, "checks": checks,
-            "passed": all(checks.values())}
+    return {
+        "metric": rule.metric,
+        "candidate": mine.value,
+        "champion": theirs.value,
+        "delta": round(delta, 6),
+        "relative": round(relative, 6) if relative != float("inf") else None,
+        "checks": checks,
+        "passed": all(checks.values()),
+    }
 
 
 def champion_gate(
@@ -142,8 +148,9 @@ def champion_gate(
     if champion is None:
         return GateDecision(True, "no approved champion yet: the first approved version sets the bar")
     if champion_scores is None:
-        return GateDecision(True, f"champion {champion} has no scores on this catalog version: gate not applied",
-                            champion)
+        return GateDecision(
+            True, f"champion {champion} has no scores on this catalog version: gate not applied", champion
+        )
     mine = candidate.scores_by_metric()
     comparisons = []
     for rule in rules:
@@ -155,9 +162,12 @@ def champion_gate(
     if failed:
         detail = "; ".join(
             f"{c['metric']}: {', '.join(k for k, ok in c['checks'].items() if not ok)} not met"
-            + (f" (delta {c['delta']:+.4g})" if "delta" in c else "") for c in failed
+            + (f" (delta {c['delta']:+.4g})" if "delta" in c else "")
+            for c in failed
         )
-        return GateDecision(False, f"{candidate.model} does not beat champion {champion}: {detail}", champion,
-                            comparisons)
-    return GateDecision(True, f"{candidate.model} beats champion {champion} on every gate metric", champion,
-                        comparisons)
+        return GateDecision(
+            False, f"{candidate.model} does not beat champion {champion}: {detail}", champion, comparisons
+        )
+    return GateDecision(
+        True, f"{candidate.model} beats champion {champion} on every gate metric", champion, comparisons
+    )

@@ -47,11 +47,18 @@ def prepare_run(config_path: Path, run_folder: Path, num_records: int | None, ca
     write_json_atomic(run_folder / "bad_rows.json", json.dumps(prepared.bad_rows, indent=2))
     log.info(
         "dataset %s: %d records from %s (%d bad rows skipped%s)",
-        ds.dataset_name, len(prepared.records), source, len(prepared.bad_rows),
+        ds.dataset_name,
+        len(prepared.records),
+        source,
+        len(prepared.bad_rows),
         f", limited to {limit}" if limit else "",
     )
-    return {"records": len(prepared.records), "bad_rows": len(prepared.bad_rows), "source": str(source),
-            "catalog_version": catalog_version}
+    return {
+        "records": len(prepared.records),
+        "bad_rows": len(prepared.bad_rows),
+        "source": str(source),
+        "catalog_version": catalog_version,
+    }
 
 
 def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
@@ -112,9 +119,7 @@ def register_best(
         status = APPROVED if cfg.registry.approval == "auto" else PENDING
         if not decision.passed:
             status = REJECTED
-        metrics = {
-            f"{a.algorithm}/{s.name}": asdict(s) for a in best.algorithms for s in a.scores
-        }
+        metrics = {f"{a.algorithm}/{s.name}": asdict(s) for a in best.algorithms for s in a.scores}
         metadata = {
             "model_id": model.model_id,
             "model_version": model.model_version,
@@ -129,8 +134,13 @@ def register_best(
         if training:  # a tuned model: reference its training run and metrics
             metadata["training_job"] = training.get("job_name") or training.get("artifact", "local fine-tune")
             metadata["base_model"] = training.get("base_model", model.model_id)
-            metrics.update({f"training/{k}": v for k, v in training.items()
-                            if k in ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")})
+            metrics.update(
+                {
+                    f"training/{k}": v
+                    for k, v in training.items()
+                    if k in ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")
+                }
+            )
         if decision.passed or cfg.registry.on_gate_fail == "reject":
             version = registry.register(cfg.registry_group, selection.best, run_id, status, metrics, metadata)
             outcome = {"registered": True, **asdict(version), "gate": asdict(decision)}

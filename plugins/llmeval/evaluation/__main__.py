@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> ModelResult:
         output_path=ev.output,
         content_template=ev.content_template,
         inference_parameters=ev.inference_parameters,
-        custom_attributes=",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                                   for k, v in ev.custom_attributes.items()) or None,
+        custom_attributes=",".join(
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in ev.custom_attributes.items()
+        )
+        or None,
         endpoint_url=args.endpoint_url,
         region=args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         max_concurrency=model.max_concurrency,
@@ -104,8 +106,10 @@ def run(args: argparse.Namespace) -> ModelResult:
     if not answered or failed_ratio > cfg.max_failed_ratio:
         first = next((r["error"] for r in rows if r["error"]), "no records")
         result.status, result.failed_step = "failed", "generate"
-        result.error = (f"{stats.records_failed} of {stats.records_total} records failed "
-                        f"(more than max_failed_ratio {cfg.max_failed_ratio:.0%}); first: {first}")
+        result.error = (
+            f"{stats.records_failed} of {stats.records_total} records failed "
+            f"(more than max_failed_ratio {cfg.max_failed_ratio:.0%}); first: {first}"
+        )
         if not answered:
             return result
     result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"))

@@ -97,10 +97,18 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = load_causal_lm(resolve_model_dir(args.model_id))
     tokenizer.padding_side = "right"
     train = encode(tokenizer, read_pairs(args.train), args.max_input_length, args.instruction_tuned)
-    validation = encode(tokenizer, read_pairs(args.validation), args.max_input_length, args.instruction_tuned) \
-        if args.validation else []
-    lora = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    validation = (
+        encode(tokenizer, read_pairs(args.validation), args.max_input_length, args.instruction_tuned)
+        if args.validation
+        else []
+    )
+    lora = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
@@ -122,8 +130,14 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             optimizer.zero_grad()
             step += 1
             history.append({"step": step, "epoch": epoch + 1, "loss": round(float(loss), 5)})
-            log.info("step %d/%d epoch %d loss %.4f (%.1fs)", step, total, epoch + 1, float(loss),
-                     time.perf_counter() - started)
+            log.info(
+                "step %d/%d epoch %d loss %.4f (%.1fs)",
+                step,
+                total,
+                epoch + 1,
+                float(loss),
+                time.perf_counter() - started,
+            )
     validation_after = mean_loss(model, tokenizer, validation, args.batch_size) if validation else None
     merged = model.merge_and_unload()
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -146,8 +160,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "loss_per_step": history,
     }
     (args.output_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("saved the tuned model to %s: validation loss %s -> %s in %.0fs", args.output_dir,
-             validation_before, validation_after, metrics["wall_seconds"])
+    log.info(
+        "saved the tuned model to %s: validation loss %s -> %s in %.0fs",
+        args.output_dir,
+        validation_before,
+        validation_after,
+        metrics["wall_seconds"],
+    )
     return metrics
 
 

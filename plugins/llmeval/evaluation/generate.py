@@ -197,12 +197,20 @@ class Invoker:
         body = json.dumps(payload)
         if self.target.provider == "bedrock":
             call = self.client.invoke_model
-            kwargs: dict[str, Any] = {"modelId": self.target.endpoint_name, "body": body,
-                                      "contentType": "application/json", "accept": "application/json"}
+            kwargs: dict[str, Any] = {
+                "modelId": self.target.endpoint_name,
+                "body": body,
+                "contentType": "application/json",
+                "accept": "application/json",
+            }
         else:
             call = self.client.invoke_endpoint
-            kwargs = {"EndpointName": self.target.endpoint_name, "Body": body,
-                      "ContentType": "application/json", "Accept": "application/json"}
+            kwargs = {
+                "EndpointName": self.target.endpoint_name,
+                "Body": body,
+                "ContentType": "application/json",
+                "Accept": "application/json",
+            }
             if self.target.custom_attributes:
                 kwargs["CustomAttributes"] = self.target.custom_attributes
         for attempt in range(self.target.max_retries + 1):
@@ -264,7 +272,14 @@ class Progress:
                 eta = (self.total - self.done) / rate if rate else float("inf")
                 log.info(
                     "%s: %d/%d (%.0f%%) %.1f rec/s ETA %.0fs, cache hits %d, failed %d",
-                    self.label, self.done, self.total, 100 * self.done / self.total, rate, eta, self.hits, self.failed,
+                    self.label,
+                    self.done,
+                    self.total,
+                    100 * self.done / self.total,
+                    rate,
+                    eta,
+                    self.hits,
+                    self.failed,
                 )
 
 
@@ -309,6 +324,10 @@ def generate(
 
     with ThreadPoolExecutor(max_workers=target.max_concurrency, thread_name_prefix="invoke") as pool:
         rows = list(pool.map(one, records))
-    log.info("generate %s: %d retries, final concurrency limit %.1f", target.endpoint_name, invoker.retries,
-             invoker.limit.limit)
+    log.info(
+        "generate %s: %d retries, final concurrency limit %.1f",
+        target.endpoint_name,
+        invoker.retries,
+        invoker.limit.limit,
+    )
     return rows

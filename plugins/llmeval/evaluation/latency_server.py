@@ -62,8 +62,14 @@ class LatencyServer:
     @staticmethod
     def _describe(name: str) -> dict[str, Any]:
         arn = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"
-        return {"EndpointName": name, "EndpointArn": arn, "EndpointConfigName": name,
-                "EndpointStatus": "InService", "CreationTime": 0, "LastModifiedTime": 0}
+        return {
+            "EndpointName": name,
+            "EndpointArn": arn,
+            "EndpointConfigName": name,
+            "EndpointStatus": "InService",
+            "CreationTime": 0,
+            "LastModifiedTime": 0,
+        }
 
     def _answer(self, path: str, body: bytes) -> tuple[int, Any, str | None]:
         if any(f"/endpoints/{name}/" in path or f"/model/{name}/" in path for name in self.failing_endpoints):
@@ -93,7 +99,11 @@ class LatencyServer:
                 self.answered[str(inputs)] += 1
         text = f"answer to: {inputs}"
         if bedrock:  # the Anthropic messages shape Bedrock returns
-            return 200, {"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 5, "output_tokens": 3}}, None
+            return (
+                200,
+                {"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 5, "output_tokens": 3}},
+                None,
+            )
         return 200, [{"generated_text": text, "details": {"prompt_tokens": 5, "generated_tokens": 3}}], None
 
     def _handler(self):

@@ -78,7 +78,9 @@ def _classification_scorer(section: AlgorithmSection) -> Scorer:
     def score(records: list[dict[str, Any]]) -> tuple[PerRecord, dict[str, float]]:
         labels = options.get("valid_labels") or sorted({str(r["target_output"]) for r in records})
         config = module.ClassificationAccuracyConfig(**{**options, "valid_labels": labels})
-        transform = module.ClassificationAccuracyScores(valid_labels=config.valid_labels, converter_fn=config.converter_fn)
+        transform = module.ClassificationAccuracyScores(
+            valid_labels=config.valid_labels, converter_fn=config.converter_fn
+        )
         results = [transform({"target_output": r["target_output"], "model_output": r["model_output"]}) for r in records]
         y_true = [str(r["target_output"]) for r in records]
         y_pred = [res[module.CLASSIFIED_MODEL_OUTPUT_COLUMN_NAME] for res in results]
@@ -87,7 +89,9 @@ def _classification_scorer(section: AlgorithmSection) -> Scorer:
             module.PRECISION_SCORE: float(precision_score(y_true, y_pred, average=average)),
             module.RECALL_SCORE: float(recall_score(y_true, y_pred, average=average)),
         }
-        return [{module.CLASSIFICATION_ACCURACY_SCORE: res[module.CLASSIFICATION_ACCURACY_SCORE]} for res in results], extras
+        return [
+            {module.CLASSIFICATION_ACCURACY_SCORE: res[module.CLASSIFICATION_ACCURACY_SCORE]} for res in results
+        ], extras
 
     return score
 
@@ -161,9 +165,7 @@ def score_outputs(
         for row, scores in zip(answered, per_record):
             if row.get("category") is not None:
                 by_category[str(row["category"])].append(scores)
-        dataset_scores = aggregate(per_record) + [
-            Score(n, v, count=len(per_record)) for n, v in dataset_level.items()
-        ]
+        dataset_scores = aggregate(per_record) + [Score(n, v, count=len(per_record)) for n, v in dataset_level.items()]
         results.append(
             AlgorithmResult(
                 name,
@@ -172,5 +174,9 @@ def score_outputs(
                 records_location,
             )
         )
-        log.info("score %s: %s", name, ", ".join(f"{s.name}={s.value:.3f}" for s in results[-1].scores if s.value is not None))
+        log.info(
+            "score %s: %s",
+            name,
+            ", ".join(f"{s.name}={s.value:.3f}" for s in results[-1].scores if s.value is not None),
+        )
     return results, answered

@@ -40,9 +40,14 @@ class SemanticSimilarity:
         ]
         flat = [t for refs in references for t in refs]
         outputs = self.model.encode(
-            [str(r["model_output"]) for r in records], batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+            [str(r["model_output"]) for r in records],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
-        targets = self.model.encode(flat, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        targets = self.model.encode(
+            flat, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
         scores, start = [], 0
         for i, refs in enumerate(references):
             sims = targets[start : start + len(refs)] @ outputs[i]

@@ -86,13 +86,25 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
     log_path = folder / "server.log"
     served = str(folder / TUNED_DIR) if cfg.model(model).finetuning else cfg.model(model).model_id
     cmd = [
-        worker_python(), "-m", "llmeval.evaluation.server",
-        "--model-id", served, "--endpoint-name", name, "--ready-file", str(ready),
+        worker_python(),
+        "-m",
+        "llmeval.evaluation.server",
+        "--model-id",
+        served,
+        "--endpoint-name",
+        name,
+        "--ready-file",
+        str(ready),
     ]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            cmd, cwd=PLUGINS_DIR, env=worker_env(), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            cmd,
+            cwd=PLUGINS_DIR,
+            env=worker_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     state = {"model": model, "endpoint_name": name, "pid": proc.pid, "url": None, "log": str(log_path)}
     state_file.write_text(json.dumps(state))
@@ -161,9 +173,19 @@ def run_finetune(cfg: EvalConfig, model: str, run_folder: Path) -> Path:
     params = tuning.parameters
     out = model_dir(run_folder, model) / TUNED_DIR
     cmd = [
-        worker_python(), "-m", "llmeval.evaluation.finetune", "--model-id", spec.model_id,
-        "--train", str(resolve_data_path(tuning.train_data_path)), "--output-dir", str(out),
-        "--epochs", str(params.epoch), "--max-input-length", str(params.max_input_length),
+        worker_python(),
+        "-m",
+        "llmeval.evaluation.finetune",
+        "--model-id",
+        spec.model_id,
+        "--train",
+        str(resolve_data_path(tuning.train_data_path)),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        str(params.epoch),
+        "--max-input-length",
+        str(params.max_input_length),
         "--instruction-tuned" if params.instruction_tuned else "--no-instruction-tuned",
     ]
     if tuning.validation_data_path:
@@ -178,7 +200,12 @@ def stream_command(cmd: list[str], what: str) -> None:
     """Run a worker command, streaming its output into the task log; kill it if the task dies."""
     log.info("running %s", " ".join(cmd))
     proc = subprocess.Popen(
-        cmd, cwd=PLUGINS_DIR, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cmd,
+        cwd=PLUGINS_DIR,
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     tail: list[str] = []
@@ -201,17 +228,33 @@ def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict
     """Run the evaluation entry point for one model, streaming its log into the task log."""
     out = model_dir(run_folder, model)
     cmd = [
-        worker_python(), "-m", "llmeval.evaluation",
-        "--config", str(run_folder / "config.json"), "--model", model,
-        "--dataset", str(run_folder / "dataset.jsonl"), "--output-dir", str(out),
-        "--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"],
-        "--cache-dir", str(cache_dir()),
+        worker_python(),
+        "-m",
+        "llmeval.evaluation",
+        "--config",
+        str(run_folder / "config.json"),
+        "--model",
+        model,
+        "--dataset",
+        str(run_folder / "dataset.jsonl"),
+        "--output-dir",
+        str(out),
+        "--endpoint-name",
+        endpoint["endpoint_name"],
+        "--endpoint-url",
+        endpoint["url"],
+        "--cache-dir",
+        str(cache_dir()),
     ]
     metrics = out / TUNED_DIR / TRAINING_METRICS
     if cfg.model(model).finetuning and metrics.exists():
         digest = json.loads(metrics.read_text())["weights_sha256"]
-        cmd += ["--training-metrics", str(metrics),
-                "--model-identity", f"{cfg.model(model).model_id}+tuned:{digest[:16]}"]
+        cmd += [
+            "--training-metrics",
+            str(metrics),
+            "--model-identity",
+            f"{cfg.model(model).model_id}+tuned:{digest[:16]}",
+        ]
     stream_command(cmd, f"evaluation of {model}")
     return out / "results.json"
 

@@ -80,8 +80,16 @@ def resolve_jumpstart(
     env.update(AWS_ACCESS_KEY_ID=creds.access_key, AWS_SECRET_ACCESS_KEY=creds.secret_key)
     if creds.token:
         env["AWS_SESSION_TOKEN"] = creds.token
-    cmd = [worker_python(), "-m", "llmeval.jumpstart", *(["--training"] if training else []),
-           model_id, version, region, instance_type]
+    cmd = [
+        worker_python(),
+        "-m",
+        "llmeval.jumpstart",
+        *(["--training"] if training else []),
+        model_id,
+        version,
+        region,
+        instance_type,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=PLUGINS_DIR)
     if out.returncode != 0:
         raise RuntimeError(f"JumpStart lookup of {model_id}@{version} failed:\n{out.stderr[-2000:]}")
@@ -107,13 +115,20 @@ def prepare_training(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     model = cfg.model(model_name)
     tuning = model.finetuning
     region = cfg.sagemaker.region or _hook(cfg).conn_region_name
-    resolved = resolve_jumpstart(cfg, model.model_id, model.model_version, tuning.parameters.instance_type, region,
-                                 training=True)
+    resolved = resolve_jumpstart(
+        cfg, model.model_id, model.model_version, tuning.parameters.instance_type, region, training=True
+    )
     prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
     validation = _data_uri(cfg, tuning.validation_data_path, prefix) if tuning.validation_data_path else None
     return req.training_config(
-        cfg, model, req.training_job_name(dag_id, run_id, model_name), role_arn(cfg), resolved,
-        _data_uri(cfg, tuning.train_data_path, prefix), validation, f"{prefix}/training-output/{model_name}/",
+        cfg,
+        model,
+        req.training_job_name(dag_id, run_id, model_name),
+        role_arn(cfg),
+        resolved,
+        _data_uri(cfg, tuning.train_data_path, prefix),
+        validation,
+        f"{prefix}/training-output/{model_name}/",
     )
 
 
@@ -132,7 +147,9 @@ def _training_summary(job: dict[str, Any], base_model: str) -> dict[str, Any]:
 def prepare(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_id: str) -> dict[str, Any]:
     model = cfg.model(model_name)
     region = cfg.sagemaker.region or _hook(cfg).conn_region_name
-    resolved = resolve_jumpstart(cfg, model.model_id, model.model_version, model.deployment_config.instance_type, region)
+    resolved = resolve_jumpstart(
+        cfg, model.model_id, model.model_version, model.deployment_config.instance_type, region
+    )
     folder = model_dir(run_folder, model_name)
     folder.mkdir(parents=True, exist_ok=True)
     if model.finetuning:  # deploy the tuned weights with the base model's inference container
@@ -143,9 +160,14 @@ def prepare(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run
     endpoint = req.endpoint_config(cfg, model, resolved, role_arn(cfg))
     state = {"region": region, "endpoint": endpoint, "container": req.container(resolved)}
     (folder / DEPLOYMENT_FILE).write_text(json.dumps(state, indent=2))
-    log.info("%s: %s on %s x%d as endpoint %s", model_name, resolved["image_uri"],
-             model.deployment_config.instance_type, model.deployment_config.num_instances,
-             endpoint["Endpoint"]["EndpointName"])
+    log.info(
+        "%s: %s on %s x%d as endpoint %s",
+        model_name,
+        resolved["image_uri"],
+        model.deployment_config.instance_type,
+        model.deployment_config.num_instances,
+        endpoint["Endpoint"]["EndpointName"],
+    )
     return state
 
 
@@ -161,9 +183,15 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_i
         s3.load_file(str(run_folder / name), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
     job = req.processing_job_name(dag_id, run_id, model_name)
     return req.processing_config(
-        cfg, cfg.model(model_name), job, role_arn(cfg),
+        cfg,
+        cfg.model(model_name),
+        job,
+        role_arn(cfg),
         _setting(cfg.sagemaker.processing_image, "llm_eval_processing_image", "evaluation image"),
-        f"{prefix}/code/", f"{prefix}/run/", f"{prefix}/results/{model_name}/", region,
+        f"{prefix}/code/",
+        f"{prefix}/run/",
+        f"{prefix}/results/{model_name}/",
+        region,
     )
 
 
@@ -177,14 +205,16 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith("results.json") for k in keys) and (folder / "failure.json").exists():
-        raise RuntimeError(f"no results: an earlier step failed ({json.loads((folder / 'failure.json').read_text())['step']})")
+        raise RuntimeError(
+            f"no results: an earlier step failed ({json.loads((folder / 'failure.json').read_text())['step']})"
+        )
     if not any(k.endswith("results.json") for k in keys):
         job = _hook(cfg).conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
         reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
         write_failure(folder, model_name, "evaluate", f"processing job {processing['ProcessingJobName']}: {reason}")
         raise RuntimeError(reason)
     for key in keys:
-        target = folder / key[len(key_prefix):].lstrip("/")
+        target = folder / key[len(key_prefix) :].lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(s3.get_key(key, bucket_name=bucket).get()["Body"].read())
     result = read_model_result(folder, model_name)
@@ -306,8 +336,12 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         label(model)
         ctx = get_current_context()
-        return guarded("deploy", model, lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]),
-                       first=kind == "foundation")
+        return guarded(
+            "deploy",
+            model,
+            lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]),
+            first=kind == "foundation",
+        )
 
     @task(map_index_template="{{ model_label }}")
     def prepare_training_job(model: str) -> dict[str, Any]:
@@ -316,8 +350,12 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         label(model)
         ctx = get_current_context()
-        return guarded("finetune", model,
-                       lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]), first=True)
+        return guarded(
+            "finetune",
+            model,
+            lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]),
+            first=True,
+        )
 
     @task(map_index_template="{{ model_label }}")
     def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
@@ -326,9 +364,19 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         label(model)
         ctx = get_current_context()
-        return guarded("evaluate", model, lambda cfg, run, _: stage(
-            cfg, model, run, ctx["dag"].dag_id, ctx["run_id"], region or cfg.sagemaker.region or _hook(cfg).conn_region_name),
-            first=kind == "bedrock")
+        return guarded(
+            "evaluate",
+            model,
+            lambda cfg, run, _: stage(
+                cfg,
+                model,
+                run,
+                ctx["dag"].dag_id,
+                ctx["run_id"],
+                region or cfg.sagemaker.region or _hook(cfg).conn_region_name,
+            ),
+            first=kind == "bedrock",
+        )
 
     @task(trigger_rule="all_done", map_index_template="{{ model_label }}")
     def collect_results(model: str, processing: dict[str, Any]) -> str:
@@ -346,24 +394,42 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         run_folder, _, params = current_run()
         return teardown(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
 
+    def evaluation_job(staged: Any):
+        """The Processing job running the evaluation entry point (deferrable, not retried)."""
+        return processing_op(
+            task_id="evaluate",
+            config=staged,
+            deferrable=True,
+            check_interval=30,
+            max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
+            execution_timeout=timeout,
+            **aws,
+            **pooled,
+        )
+
     if kind == "bedrock":  # a Bedrock model is already served: evaluate it, nothing to deploy or delete
         staged = stage_evaluation(model_name, None)
-        evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30,
-                                 max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws)
-        staged >> evaluate >> collect_results(model_name, staged)
+        staged >> evaluation_job(staged) >> collect_results(model_name, staged)
         return
     prepared = prepare_endpoint(model_name)
     if kind == "tuned":
         training = prepare_training_job(model_name)
-        finetune = training_op(task_id="finetune", config=training, deferrable=True, check_interval=60,
-                               check_if_job_exists=False, print_log=False, **aws, **retried)
+        finetune = training_op(
+            task_id="finetune",
+            config=training,
+            deferrable=True,
+            check_interval=60,
+            check_if_job_exists=False,
+            print_log=False,
+            **aws,
+            **retried,
+        )
         training >> finetune >> prepared
-    deploy = endpoint_op(task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30,
-                         **aws, **retried, **pooled)
+    deploy = endpoint_op(
+        task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30, **aws, **retried, **pooled
+    )
     staged = stage_evaluation(model_name, prepared["region"])
-    evaluate = processing_op(task_id="evaluate", config=staged, deferrable=True, check_interval=30,
-                             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600, execution_timeout=timeout, **aws,
-                             **pooled)
+    evaluate = evaluation_job(staged)
     collected = collect_results(model_name, staged)
     stop = teardown_endpoint(model_name)
     prepared >> deploy >> staged >> evaluate >> collected >> stop

@@ -136,7 +136,9 @@ def missing_parts(client: Any, config: dict[str, Any]) -> dict[str, Any]:
     todo = dict(config)
     if describe_or_none(client.describe_model, ModelName=config["Model"]["ModelName"]):
         todo.pop("Model")
-    if describe_or_none(client.describe_endpoint_config, EndpointConfigName=config["EndpointConfig"]["EndpointConfigName"]):
+    if describe_or_none(
+        client.describe_endpoint_config, EndpointConfigName=config["EndpointConfig"]["EndpointConfigName"]
+    ):
         todo.pop("EndpointConfig")
     return todo
 
@@ -150,10 +152,20 @@ def delete_endpoint_resources(client: Any, config: dict[str, Any], pipeline: str
     """Delete the endpoint, its config and its model, only where this pipeline created them."""
     deleted: list[str] = []
     steps = [
-        ("endpoint", client.describe_endpoint, "EndpointArn", client.delete_endpoint,
-         {"EndpointName": config["Endpoint"]["EndpointName"]}),
-        ("endpoint config", client.describe_endpoint_config, "EndpointConfigArn", client.delete_endpoint_config,
-         {"EndpointConfigName": config["EndpointConfig"]["EndpointConfigName"]}),
+        (
+            "endpoint",
+            client.describe_endpoint,
+            "EndpointArn",
+            client.delete_endpoint,
+            {"EndpointName": config["Endpoint"]["EndpointName"]},
+        ),
+        (
+            "endpoint config",
+            client.describe_endpoint_config,
+            "EndpointConfigArn",
+            client.delete_endpoint_config,
+            {"EndpointConfigName": config["EndpointConfig"]["EndpointConfigName"]},
+        ),
         ("model", client.describe_model, "ModelArn", client.delete_model, {"ModelName": config["Model"]["ModelName"]}),
     ]
     for kind, describe, arn_key, delete, key in steps:
@@ -198,10 +210,20 @@ def processing_config(
             "ImageUri": image,
             "ContainerEntrypoint": ["python3", "-m", "llmeval.evaluation"],
             "ContainerArguments": [
-                "--config", f"{RUN_DIR}/config.json", "--model", model.name,
-                "--dataset", f"{RUN_DIR}/dataset.jsonl", "--output-dir", OUTPUT_DIR,
-                "--endpoint-name", endpoint_name(cfg, model), "--region", region,
-                "--cache-dir", "/opt/ml/processing/cache",
+                "--config",
+                f"{RUN_DIR}/config.json",
+                "--model",
+                model.name,
+                "--dataset",
+                f"{RUN_DIR}/dataset.jsonl",
+                "--output-dir",
+                OUTPUT_DIR,
+                "--endpoint-name",
+                endpoint_name(cfg, model),
+                "--region",
+                region,
+                "--cache-dir",
+                "/opt/ml/processing/cache",
             ],
         },
         "Environment": {"PYTHONPATH": CODE_DIR, "AWS_DEFAULT_REGION": region},
@@ -271,7 +293,9 @@ def training_config(
         channels.append(channel("validation", validation_uri))
     channels += [channel("model", resolved["model_uri"]), channel("code", resolved["script_uri"])]
     resources: dict[str, Any] = {
-        "InstanceType": params.instance_type, "InstanceCount": params.num_instances, "VolumeSizeInGB": 100,
+        "InstanceType": params.instance_type,
+        "InstanceCount": params.num_instances,
+        "VolumeSizeInGB": 100,
     }
     if keep_alive is not None:  # SageMaker warm pools: the next job reuses the instances
         resources["KeepAlivePeriodInSeconds"] = int(keep_alive)
