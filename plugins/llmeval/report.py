@@ -44,7 +44,8 @@ def _chart(metric: str, by_model: dict[str, Score]) -> str:
     if not rows:
         return ""
     top = max([1.0] + [s.ci_high or s.value for _, s in rows])
-    width, bar_h, label_w, plot_w = 640, 26, 200, 380
+    bar_h, label_w, plot_w = 26, 200, 380
+    width = label_w + plot_w + 200  # room for "value [low, high]" after the bars
     height = bar_h * len(rows) + 30
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(metric)}">']
     for i, (model, score) in enumerate(rows):
@@ -86,8 +87,9 @@ def render_html(data: ReportInput) -> str:
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{e(data.title)} leaderboard</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.failed{color:#b00}</style></head><body>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:14px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}td:last-child{min-width:14em}"
+        ".failed{color:#b00}</style></head><body>",
         f"<h1>{e(data.title)}</h1>",
         f"<p>Run <code>{e(data.run_id)}</code> on dataset <code>{e(data.dataset)}</code>, catalog version "
         f"<code>{e(data.catalog_version)}</code>."
