@@ -37,9 +37,17 @@ PIPELINES = {pipelines!r}
 for name, models, tuned_models in PIPELINES:
     with DAG(dag_id=name, schedule=None, start_date=datetime(2025, 1, 1, tzinfo=timezone.utc), catchup=False,
              max_active_runs=1, tags=["llm-eval", "sagemaker"], doc_md=f"### {{name}}",
-             params={{"models": Param(models, type="array", items={{"type": "string", "enum": models}}),
-                     "num_records": Param(None, type=["null", "integer"], minimum=1),
-                     "register": Param(True, type="boolean"), "keep_endpoints": Param(False, type="boolean")}}) as dag:
+             params={{
+                 "models": Param(models, type="array", items={{"type": "string", "enum": models}}, minItems=1,
+                                 uniqueItems=True, title="Models",
+                                 description="Which of the config's models to evaluate in this run."),
+                 "num_records": Param(None, type=["null", "integer"], minimum=1, title="Record limit",
+                                      description="Evaluate only the first N records (a smoke run)."),
+                 "catalog_version": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}$",
+                                          title="Catalog version", description="Prompt-catalog version to evaluate."),
+                 "register": Param(True, type="boolean", title="Register", description="Register the selected model."),
+                 "keep_endpoints": Param(False, type="boolean", title="Keep endpoints",
+                                         description="Leave endpoints running after the run.")}}) as dag:
         @task
         def preprocess(): return {{}}
         @task
