@@ -95,3 +95,11 @@ def pytest_terminal_summary(terminalreporter):
     if ROWS:
         terminalreporter.write_sep("=", "fault matrix")
         terminalreporter.write_line(table())
+
+
+def pytest_unconfigure(config):
+    """Remove the session's Airflow home and artifacts (keep them with LLM_EVAL_KEEP_TEST_ARTIFACTS=1)."""
+    import shutil
+
+    if not os.environ.get("LLM_EVAL_KEEP_TEST_ARTIFACTS"):
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -386,3 +386,19 @@ def test_local_target_refuses_algorithms_that_cannot_run_offline(tmp_path):
     problem = info.value.problems[0]
     assert problem.field == "algorithms[1].algorithm" and "Hugging Face Hub" in problem.message
     assert "use: ClassificationAccuracy, FactualKnowledge, SemanticSimilarity" in problem.message
+
+
+def test_custom_algorithm_classes(tmp_path):
+    import yaml
+    from conftest import local_config
+
+    cfg = local_config(
+        algorithms=[{"algorithm": "custom:brevity:Brevity", "max_words": 5}],
+        selection={"metrics": [{"metric": "Brevity/brevity"}]},
+    )
+    loaded = load_config(_write(tmp_path, yaml.safe_dump(cfg)))
+    assert loaded.algorithms[0].name == "Brevity" and loaded.algorithms[0].options == {"max_words": 5}
+    for bad in ("custom:brevity", "custom:../x:Y", "custom:brevity:Bre vity"):
+        cfg["algorithms"] = [{"algorithm": bad}]
+        with pytest.raises(ConfigError, match="expected custom:<module path>:<class name>"):
+            load_config(_write(tmp_path, yaml.safe_dump(cfg)))

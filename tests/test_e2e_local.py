@@ -62,6 +62,7 @@ def e2e_run(airflow_db, tmp_path_factory):
         algorithms=[
             {"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
             {"algorithm": "SemanticSimilarity"},
+            {"algorithm": "custom:brevity:Brevity", "max_words": 4},  # a user's class from include/algorithms
         ],
         registry={"model_package_group_name": "e2e-local-group"},
     )
@@ -85,6 +86,8 @@ def test_good_models_are_scored_in_range(e2e_run):
         fk = res.metric("FactualKnowledge/factual_knowledge")
         sim = res.metric("SemanticSimilarity/semantic_similarity")
         assert 0.0 <= fk <= 1.0 and 0.0 <= sim <= 1.0
+        assert 0.0 < res.metric("Brevity/brevity") <= 1.0
+        assert 0.0 < res.metric("Brevity/brevity") <= 1.0
         score = res.algorithms[1].scores[0]
         assert score.ci_low <= score.value <= score.ci_high and score.count == 4
         assert set(res.algorithms[0].category_scores) == {"geography"}

@@ -130,3 +130,34 @@ def test_bedrock_models_are_called_through_the_bedrock_runtime(tmp_path):
             "accept": "application/json",
         },
     )
+
+
+SCORE_CUSTOM = """
+import json, sys
+from llmeval.config import AlgorithmSection
+from llmeval.evaluation.score import score_outputs
+rows = [{"record_id": "1", "model_input": "q", "target_output": "a", "model_output": "Paris"},
+        {"record_id": "2", "model_input": "q", "target_output": "a", "model_output": "one two three four five six"},
+        {"record_id": "3", "model_input": "q", "target_output": "a", "model_output": None}]
+sections = [AlgorithmSection.model_validate({"algorithm": "custom:brevity:Brevity", "max_words": 3}),
+            AlgorithmSection.model_validate({"algorithm": "custom:no_such_module:Nope"})]
+results, scored = score_outputs(rows, sections, "loc")
+print(json.dumps({"name": results[0].algorithm, "brevity": results[0].score("brevity").__dict__,
+                  "record": scored[1]["scores"]["Brevity"], "error": results[1].error}))
+"""
+
+
+def test_custom_algorithm_class_scores_saved_outputs():
+    """A user's class (include/algorithms/brevity.py), scored in the worker environment."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import ROOT, WORKER_PYTHON
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "include" / "algorithms")]))
+    out = subprocess.run([WORKER_PYTHON, "-c", SCORE_CUSTOM], capture_output=True, text=True, env=env, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["name"] == "Brevity" and got["record"] == {"brevity": 0.5}
+    assert got["brevity"]["count"] == 2 and got["brevity"]["value"] == (1.0 + 0.5) / 2
+    assert "cannot load custom algorithm 'no_such_module:Nope'" in got["error"]

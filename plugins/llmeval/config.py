@@ -146,16 +146,39 @@ class ModelSection(_Strict):
         return self.evaluation_config.max_concurrency or 4 * self.deployment_config.num_instances
 
 
+CUSTOM_PREFIX = "custom:"
+CUSTOM_ALGORITHM = re.compile(r"^custom:[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
 class AlgorithmSection(BaseModel):
-    """One algorithm. The seed's `module`/`config` keys are accepted and checked."""
+    """One algorithm. The seed's `module`/`config` keys are accepted and checked.
+    `custom:<module>:<Class>` names a user's class with fmeval's `evaluate_sample`
+    interface; its other keys are passed to the class's constructor."""
 
     model_config = ConfigDict(extra="allow")
     algorithm: str
     module: str | None = None
     config: str | None = None
 
+    @property
+    def is_custom(self) -> bool:
+        return self.algorithm.startswith(CUSTOM_PREFIX)
+
+    @property
+    def name(self) -> str:
+        """The name results and metrics use: the class name of a custom algorithm."""
+        return self.algorithm.rsplit(":", 1)[1] if self.is_custom else self.algorithm
+
     @model_validator(mode="after")
     def _known_with_valid_options(self) -> AlgorithmSection:
+        if self.is_custom:
+            if not CUSTOM_ALGORITHM.match(self.algorithm):
+                raise FieldProblem(
+                    ("algorithm",), "expected custom:<module path>:<class name>, e.g. custom:my_metrics.brevity:Brevity"
+                )
+            if self.module or self.config:
+                raise FieldProblem(("module",), "module/config name fmeval algorithms; a custom class takes neither")
+            return self
         spec = ALGORITHMS.get(self.algorithm)
         if spec is None:
             raise FieldProblem(
@@ -361,14 +384,14 @@ class EvalConfig(_Strict):
                         f"pools are per instance type, and the {kind} models use several ({', '.join(sorted(types))}); "
                         "split them into configs by instance type or drop pool_prefix",
                     )
-        names = [a.algorithm for a in self.algorithms]
+        names = [a.name for a in self.algorithms]
         if self.target == "local":  # the local target runs offline: refuse what cannot run, before any deploy
             runnable = sorted(
                 n for n, spec in ALGORITHMS.items() if not spec.needs_hub_download and not spec.calls_model_when_scoring
             )
             for i, name in enumerate(names):
-                spec = ALGORITHMS[name]
-                if spec.needs_hub_download or spec.calls_model_when_scoring:
+                spec = ALGORITHMS.get(name)
+                if spec and (spec.needs_hub_download or spec.calls_model_when_scoring):
                     why = (
                         "downloads model weights from the Hugging Face Hub"
                         if spec.needs_hub_download

@@ -15,6 +15,7 @@ PLUGINS_DIR = PACKAGE_DIR.parent
 PROJECT_DIR = PLUGINS_DIR.parent
 CONFIGS_DIR = PROJECT_DIR / "include" / "configs"
 DATA_DIR = PROJECT_DIR / "include" / "data"
+ALGORITHMS_DIR = PROJECT_DIR / "include" / "algorithms"  # users' custom algorithm modules
 
 
 def artifacts_root() -> Path:

@@ -46,7 +46,7 @@ class Selection:
 def effective_rules(cfg: EvalConfig, results: list[ModelResult]) -> list[MetricRule]:
     if cfg.selection.metrics:
         return list(cfg.selection.metrics)
-    first = cfg.algorithms[0].algorithm
+    first = cfg.algorithms[0].name
     for result in results:
         for algo in result.algorithms:
             if algo.algorithm == first and algo.scores:

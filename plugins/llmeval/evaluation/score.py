@@ -96,7 +96,36 @@ def _classification_scorer(section: AlgorithmSection) -> Scorer:
     return score
 
 
+def custom_scorer(class_path: str, options: dict[str, Any]) -> Scorer:
+    """A class with fmeval's `evaluate_sample` interface (or a batch `score_records`)."""
+    module_name, class_name = class_path.rsplit(":", 1)
+    try:
+        algorithm = getattr(importlib.import_module(module_name), class_name)(**options)
+    except (ImportError, AttributeError) as exc:
+        raise AlgorithmUnavailable(f"cannot load custom algorithm {class_path!r}: {exc}") from exc
+
+    def as_dict(scores: Any) -> dict[str, float | None]:
+        return dict(scores) if isinstance(scores, dict) else {s.name: s.value for s in scores}
+
+    def score(records: list[dict[str, Any]]) -> tuple[PerRecord, dict[str, float]]:
+        if hasattr(algorithm, "score_records"):
+            return [as_dict(s) for s in algorithm.score_records(records)], {}
+        accepted = inspect.signature(algorithm.evaluate_sample).parameters
+        return [
+            as_dict(
+                algorithm.evaluate_sample(
+                    **{k: r[k] for k in ("model_input", "target_output", "model_output") if k in accepted}
+                )
+            )
+            for r in records
+        ], {}
+
+    return score
+
+
 def _scorer(section: AlgorithmSection) -> Scorer:
+    if section.is_custom:
+        return custom_scorer(section.algorithm.removeprefix("custom:"), section.options)
     spec = ALGORITHMS[section.algorithm]
     if spec.calls_model_when_scoring:
         raise AlgorithmUnavailable(
@@ -108,11 +137,8 @@ def _scorer(section: AlgorithmSection) -> Scorer:
             f"{spec.name} needs model weights from the Hugging Face Hub and HF_HUB_OFFLINE=1; "
             f"algorithms that work offline: {', '.join(offline_algorithms())}"
         )
-    if spec.fmeval_module is None:
-        from llmeval.evaluation.similarity import SemanticSimilarity
-
-        similarity = SemanticSimilarity(**section.options)
-        return lambda records: (similarity.score_records(records), {})
+    if spec.fmeval_module is None:  # the project's own algorithm, loaded as any custom class is
+        return custom_scorer("llmeval.evaluation.similarity:SemanticSimilarity", section.options)
     if spec.name == "ClassificationAccuracy":
         return _classification_scorer(section)
     return _fmeval_scorer(section)
@@ -152,7 +178,7 @@ def score_outputs(
     answered = [r for r in rows if r.get("model_output") is not None]
     results: list[AlgorithmResult] = []
     for section in algorithms:
-        name = section.algorithm
+        name = section.name
         try:
             per_record, dataset_level = _scorer(section)(answered)
         except Exception as exc:

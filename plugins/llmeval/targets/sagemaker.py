@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmeval.config import EvalConfig
-from llmeval.runtime import PACKAGE_DIR, PLUGINS_DIR, model_dir, worker_python
+from llmeval.runtime import ALGORITHMS_DIR, PACKAGE_DIR, PLUGINS_DIR, model_dir, worker_python
 from llmeval.targets import sagemaker_requests as req
 
 log = logging.getLogger("llmeval.sagemaker")
@@ -179,6 +179,8 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_i
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         key = f"{key_prefix}/code/llmeval/{path.relative_to(PACKAGE_DIR)}"
         s3.load_file(str(path), key, bucket_name=bucket, replace=True)
+    for path in sorted(ALGORITHMS_DIR.glob("*.py")):  # users' custom algorithms, importable in the job
+        s3.load_file(str(path), f"{key_prefix}/code/{path.name}", bucket_name=bucket, replace=True)
     for name in ("config.json", "dataset.jsonl"):
         s3.load_file(str(run_folder / name), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
     job = req.processing_job_name(dag_id, run_id, model_name)
