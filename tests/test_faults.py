@@ -133,3 +133,61 @@ def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch):
         "sagemaker (moto)",
         **{**_invariants(aws_env, folder, {}), "report": "says the register step did not complete; run fails"},
     )
+
+
+def _processes(pattern: bytes) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if pattern in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_evaluate_times_out_on_the_local_target(tmp_path, airflow_db):
+    """The evaluate task exceeds its timeout: its worker process is killed, the model server
+    is stopped by teardown, and the report names the model and the step."""
+    from conftest import local_config
+
+    from llmeval.results import read_model_result
+    from llmeval.runtime import run_dir
+
+    chat = {
+        "output": "[0].generation.content",
+        "content_template": [[{"role": "user", "content": "PROMPT_PLACEHOLDER"}]],
+        "inference_parameters": {"max_new_tokens": 64},
+    }
+    cfg = local_config(
+        "fault-timeout",
+        models=[{"name": "slow-model", "model_id": "smollm2-135m-instruct", "evaluation_config": chat}],
+        task_timeout_s=4,
+        num_records=40,
+    )
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "timeout.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("fault-timeout", folder)
+    states = {t.task_id: t.state for t in dag_run.get_task_instances()}
+    assert states["model.evaluate"] == "failed" and states["model.teardown"] == "success"
+    run_folder = run_dir(dag.dag_id, dag_run.run_id)
+    result = read_model_result(run_folder / "models" / "slow-model", "slow-model")
+    assert result.failed_step == "evaluate" and "Timeout" in result.error, result.error
+    assert _processes(b"llmeval.evaluation") == []  # neither the worker nor the model server is left
+    page = (run_folder / "leaderboard.html").read_text()
+    assert "slow-model" in page and "evaluate" in page
+    record(
+        "evaluate task times out",
+        "local (real model)",
+        **{
+            "failed model / step": "slow-model / evaluate",
+            "resources left": "none (worker killed, server stopped)",
+            "other models": "n/a (one model)",
+            "report": "names model and step",
+        },
+    )

@@ -283,7 +283,9 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         return guarded("deploy", model, lambda cfg, run, _: start_endpoint(cfg, model, run), first=kind != "tuned")
 
-    @task(map_index_template="{{ model_label }}", execution_timeout=timedelta(hours=6))
+    timeout = timedelta(seconds=cfg.task_timeout_s)
+
+    @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
     def evaluate(model: str, endpoint: dict[str, Any]) -> str:
         """Generate with the model, then score the outputs (the evaluation entry point)."""
         label(model)
@@ -299,7 +301,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         run_folder, _, params = current_run()
         return stop_endpoint(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
 
-    @task(map_index_template="{{ model_label }}")
+    @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
     def finetune(model: str) -> str:
         """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
         label(model)
