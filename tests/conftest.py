@@ -39,6 +39,13 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture
+def fake_aws_credentials(monkeypatch):
+    """Credentials for boto3 clients that talk only to local servers."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+@pytest.fixture
 def write_config(tmp_path: Path):
     """Write a config dict (or raw text) as YAML into a fresh configs folder."""
     folder = tmp_path / "configs"
@@ -53,18 +60,20 @@ def write_config(tmp_path: Path):
     return write
 
 
+DATASET = {  # the project's QA set, for test configs
+    "dataset_name": "qa",
+    "input_data_location": "qa_general_knowledge.jsonl",
+    "model_input_key": "question",
+    "target_output_key": "answer",
+}
+
+
 def local_config(name: str = "t-local", models: list[dict] | None = None, **extra) -> dict:
     """A small valid local-target config dict."""
     cfg = {
         "target": "local",
         "pipeline": {"name": name},
-        "dataset": {
-            "dataset_name": "qa",
-            "input_data_location": "qa_general_knowledge.jsonl",
-            "model_input_key": "question",
-            "target_output_key": "answer",
-            "category_key": "category",
-        },
+        "dataset": {**DATASET, "category_key": "category"},
         "models": models
         or [
             {"name": "m-one", "model_id": "smollm2-135m-instruct"},

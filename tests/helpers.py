@@ -5,6 +5,11 @@ from __future__ import annotations
 from llmeval.results import AlgorithmResult, GenerationStats, ModelResult, Score
 
 
+def records(n: int, stem: str = "question") -> list[dict]:
+    """Prepared dataset records `<stem> <i>` with ids 0..n-1."""
+    return [{"record_id": str(i), "model_input": f"{stem} {i}", "target_output": "x"} for i in range(n)]
+
+
 def result(model: str, fk: float | None = 0.5, sim: float | None = 0.6, p95: float = 100.0) -> ModelResult:
     algos = []
     if fk is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import ROOT, WORKER_PYTHON
+from conftest import DATASET, ROOT, WORKER_PYTHON
 
 REGION = "us-east-1"
 BUCKET = "llmeval-test"
@@ -89,12 +89,7 @@ def sagemaker_config(name: str, models: list[str]) -> dict:
     return {
         "target": "sagemaker",
         "pipeline": {"name": name},
-        "dataset": {
-            "dataset_name": "qa",
-            "input_data_location": "qa_general_knowledge.jsonl",
-            "model_input_key": "question",
-            "target_output_key": "answer",
-        },
+        "dataset": dict(DATASET),
         "num_records": 6,
         "models": [
             {

@@ -4,19 +4,17 @@ concurrency, throttling back-off without loss or duplicates, cache hits on re-ru
 from __future__ import annotations
 
 import pytest
+from helpers import records
 
 from llmeval.evaluation.generate import ResponseCache, Target, build_payload, generate, render_prompt
 from llmeval.evaluation.latency_server import LatencyServer
 
 
-@pytest.fixture(autouse=True)
-def _fake_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 
 
 def _records(n: int) -> list[dict]:
-    return [{"record_id": str(i), "model_input": f"question {i}", "target_output": "x"} for i in range(n)]
+    return records(n, "question")
 
 
 def _target(url: str, concurrency: int = 8, **kw) -> Target:

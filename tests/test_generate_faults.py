@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from helpers import records
 
 from fault_matrix import record
 
@@ -19,14 +20,11 @@ from llmeval.evaluation.generate import ResponseCache, Target, generate
 from llmeval.evaluation.latency_server import LatencyServer
 
 
-@pytest.fixture(autouse=True)
-def _credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 
 
 def _records(n: int) -> list[dict]:
-    return [{"record_id": str(i), "model_input": f"prompt {i}", "target_output": "x"} for i in range(n)]
+    return records(n, "prompt")
 
 
 def _target(url: str, concurrency: int) -> Target:

@@ -178,6 +178,12 @@ def test_registry_requests_match_the_api_model():
     assert captured["ModelApprovalStatus"] == APPROVED
 
 
+def _on_g4dn(model):
+    """The model on an instance type moto accepts (it rejects ml.g5)."""
+    deployment = model.deployment_config.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
+    return model.model_copy(update={"deployment_config": deployment})
+
+
 def _execute_twice(operator_cls, config: dict, **extra) -> None:
     """Run an operator twice with the same request, as a cleared and re-run task would."""
     for attempt in range(2):
@@ -196,11 +202,7 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
     from llmeval.targets.sagemaker import _operators
 
     sm, s3 = clients(aws_env)
-    model = cfg.models[0].model_copy(
-        update={
-            "deployment_config": cfg.models[0].deployment_config.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
-        }
-    )
+    model = _on_g4dn(cfg.models[0])
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
     endpoint_op, *_ = _operators()
     _execute_twice(endpoint_op, config)
@@ -217,11 +219,7 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
 
 def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):
     sm, _ = clients(aws_env)
-    model = cfg.models[0].model_copy(
-        update={
-            "deployment_config": cfg.models[0].deployment_config.model_copy(update={"instance_type": "ml.g4dn.xlarge"})
-        }
-    )
+    model = _on_g4dn(cfg.models[0])
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
     foreign_tags = [{"Key": "team", "Value": "someone-else"}]
     sm.create_model(**dict(config["Model"], Tags=foreign_tags))

@@ -38,6 +38,12 @@ def current_run() -> tuple[Path, str, dict[str, Any]]:
     return run_dir(ctx["dag"].dag_id, run_id), run_id, ctx["params"]
 
 
+def run_ids() -> tuple[str, str]:
+    """(dag id, run id) of the running task."""
+    ctx = get_current_context()
+    return ctx["dag"].dag_id, ctx["run_id"]
+
+
 def label(model: str) -> None:
     """Show the model's name as the mapped task's index in the UI."""
     get_current_context()["model_label"] = model
@@ -59,15 +65,14 @@ def guarded(step: str, model: str, body, first: bool = False):
     try:
         return body(run_config(run_folder), run_folder, params)
     except Exception as exc:
-        if not (folder / FAILURE_FILE).exists():
-            write_failure(folder, model, step, f"{type(exc).__name__}: {exc}")
+        write_failure(folder, model, step, f"{type(exc).__name__}: {exc}")
         raise
 
 
 def record_task_failure(context: dict[str, Any]) -> None:
-    """Failure callback: name the model and the step in the log and in the model's folder,
-    unless the step's own code already recorded it (operator tasks cannot)."""
-    from llmeval.results import FAILURE_FILE, write_failure
+    """Failure callback: name the model and the step in the log and in the model's folder
+    (operator tasks cannot record it themselves)."""
+    from llmeval.results import write_failure
     from llmeval.runtime import model_dir, run_dir
 
     ti = context["ti"]
@@ -80,9 +85,7 @@ def record_task_failure(context: dict[str, Any]) -> None:
     model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
     error = context.get("exception")
     log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
-    folder = model_dir(run_dir(ti.dag_id, ti.run_id), model)
-    if not (folder / FAILURE_FILE).exists():
-        write_failure(folder, model, step, f"{type(error).__name__}: {error}")
+    write_failure(model_dir(run_dir(ti.dag_id, ti.run_id), model), model, step, f"{type(error).__name__}: {error}")
 
 
 def _params(cfg: EvalConfig) -> dict[str, Param]:

@@ -33,9 +33,9 @@ def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
     """metric -> model -> Score, for every dataset score of every succeeded model."""
     table: dict[str, dict[str, Score]] = {}
     for result in results:
-        for algo in result.algorithms:
-            for score in algo.scores:
-                table.setdefault(f"{algo.algorithm}/{score.name}", {})[result.model] = score
+        for metric, score in result.scores_by_metric().items():
+            if not metric.startswith("generation/"):  # generation figures have their own table
+                table.setdefault(metric, {})[result.model] = score
     return table
 
 

@@ -80,15 +80,8 @@ class ModelResult:
 
     def metric(self, metric: str) -> float | None:
         """Value of '<Algorithm>/<score>' or 'generation/<figure>'."""
-        source, name = metric.split("/", 1)
-        if source == "generation":
-            value = getattr(self.generation, name, None)
-            return float(value) if value is not None else None
-        for algo in self.algorithms:
-            if algo.algorithm == source:
-                score = algo.score(name)
-                return score.value if score else None
-        return None
+        score = self.scores_by_metric().get(metric)
+        return score.value if score else None
 
     def scores_by_metric(self) -> dict[str, Score]:
         """Every dataset score as '<Algorithm>/<score>', plus the generation figures."""
@@ -132,7 +125,10 @@ def write_result(model_dir: Path, result: ModelResult) -> Path:
 
 
 def write_failure(model_dir: Path, model: str, step: str, error: str) -> None:
-    """Record that `step` failed for `model`; read back by `read_model_result`."""
+    """Record that `step` failed for `model`; read back by `read_model_result`. The first
+    failure of a model is kept: later steps fail because of it and would hide the cause."""
+    if (model_dir / FAILURE_FILE).exists():
+        return
     payload = {"model": model, "step": step, "error": error[-4000:]}
     write_json_atomic(model_dir / FAILURE_FILE, json.dumps(payload, indent=2))
 

@@ -119,7 +119,7 @@ def register_best(
         status = APPROVED if cfg.registry.approval == "auto" else PENDING
         if not decision.passed:
             status = REJECTED
-        metrics = {f"{a.algorithm}/{s.name}": asdict(s) for a in best.algorithms for s in a.scores}
+        metrics = {m: asdict(s) for m, s in best.scores_by_metric().items()}
         metadata = {
             "model_id": model.model_id,
             "model_version": model.model_version,
@@ -170,18 +170,19 @@ def write_run_report(run_folder: Path, run_id: str, models: list[str], dag_id: s
     cfg = run_config(run_folder)
     dag_id = dag_id or cfg.pipeline.name
     version = run_info(run_folder)["catalog_version"]
-    history.record(dag_id, version, run_id, collect_results(run_folder, models))
+    results = collect_results(run_folder, models)
+    history.record(dag_id, version, run_id, results)
     trend = history.write_trend(dag_id)
     selection_file = run_folder / "selection.json"
     if selection_file.exists():
         selection = Selection.from_dict(json.loads(selection_file.read_text()))
     else:
-        selection = select(cfg, collect_results(run_folder, models))
+        selection = select(cfg, results)
     data = ReportInput(
         title=cfg.pipeline.name,
         run_id=run_id,
         dataset=cfg.dataset.dataset_name,
-        results=collect_results(run_folder, models),
+        results=results,
         selection=selection,
         registration=_registration_text(run_folder),
         catalog_version=version,

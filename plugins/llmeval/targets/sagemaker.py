@@ -206,10 +206,6 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     bucket, _, key_prefix = uri.removeprefix("s3://").partition("/")
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
-    if not any(k.endswith("results.json") for k in keys) and (folder / "failure.json").exists():
-        raise RuntimeError(
-            f"no results: an earlier step failed ({json.loads((folder / 'failure.json').read_text())['step']})"
-        )
     if not any(k.endswith("results.json") for k in keys):
         job = _hook(cfg).conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
         reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
@@ -317,7 +313,7 @@ def _operators():
 def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     from airflow.sdk import task
 
-    from llmeval.factory import guarded, label
+    from llmeval.factory import guarded, label, run_ids
 
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
     # Control-plane steps are retried with exponential back-off (throttling, capacity); the
@@ -334,48 +330,37 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")
     def prepare_endpoint(model: str) -> dict[str, Any]:
         """Resolve the JumpStart model and name its model, endpoint config and endpoint."""
-        from airflow.sdk import get_current_context
-
         label(model)
-        ctx = get_current_context()
+        dag_id, run_id = run_ids()
         return guarded(
             "deploy",
             model,
-            lambda cfg, run, _: prepare(cfg, model, run, ctx["dag"].dag_id, ctx["run_id"]),
+            lambda cfg, run, _: prepare(cfg, model, run, dag_id, run_id),
             first=kind == "foundation",
         )
 
     @task(map_index_template="{{ model_label }}")
     def prepare_training_job(model: str) -> dict[str, Any]:
         """Resolve the JumpStart training specs and upload the training data."""
-        from airflow.sdk import get_current_context
-
         label(model)
-        ctx = get_current_context()
+        dag_id, run_id = run_ids()
         return guarded(
             "finetune",
             model,
-            lambda cfg, run, _: prepare_training(cfg, model, ctx["dag"].dag_id, ctx["run_id"]),
+            lambda cfg, run, _: prepare_training(cfg, model, dag_id, run_id),
             first=True,
         )
 
     @task(map_index_template="{{ model_label }}")
     def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
         """Upload the evaluation code, config and dataset; build the Processing job request."""
-        from airflow.sdk import get_current_context
-
         label(model)
-        ctx = get_current_context()
+        dag_id, run_id = run_ids()
         return guarded(
             "evaluate",
             model,
             lambda cfg, run, _: stage(
-                cfg,
-                model,
-                run,
-                ctx["dag"].dag_id,
-                ctx["run_id"],
-                region or cfg.sagemaker.region or _hook(cfg).conn_region_name,
+                cfg, model, run, dag_id, run_id, region or cfg.sagemaker.region or _hook(cfg).conn_region_name
             ),
             first=kind == "bedrock",
         )
