@@ -1,5 +1,6 @@
-"""The config layer's algorithm table matches fmeval's own config dataclasses (read from
-the worker environment's fmeval sources, since several modules cannot be imported offline)."""
+"""The config layer's algorithm table matches fmeval's own registry and config dataclasses
+(read from the worker environment's fmeval sources, since several modules cannot be
+imported offline)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from llmeval.algorithms import ALGORITHMS
 
 
 @pytest.fixture(scope="module")
-def fmeval_configs() -> dict[str, set[str]]:
+def fmeval_root() -> Path:
     out = subprocess.run(
         [
             WORKER_PYTHON,
@@ -27,7 +28,12 @@ def fmeval_configs() -> dict[str, set[str]]:
         text=True,
         check=True,
     )
-    root = Path(json.loads(out.stdout)[0]) / "eval_algorithms"
+    return Path(json.loads(out.stdout)[0])
+
+
+@pytest.fixture(scope="module")
+def fmeval_configs(fmeval_root) -> dict[str, set[str]]:
+    root = fmeval_root / "eval_algorithms"
     classes: dict[str, tuple[list[str], set[str]]] = {}
     for path in root.glob("*.py"):
         for node in ast.parse(path.read_text()).body:
@@ -50,3 +56,28 @@ def test_options_match_fmeval_config_dataclass(name, fmeval_configs):
         return
     assert spec.fmeval_config_class in fmeval_configs, f"fmeval has no {spec.fmeval_config_class}"
     assert set(spec.options) == fmeval_configs[spec.fmeval_config_class]
+
+
+def test_table_is_fmeval_registry(fmeval_root):
+    """`fmeval.eval_algo_mapping.EVAL_ALGORITHMS`: the same algorithms, under the registry
+    names a config may use (EvalAlgorithm.X.value -> class)."""
+    enum = {}
+    for node in ast.parse((fmeval_root / "eval_algorithms" / "__init__.py").read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == "EvalAlgorithm":
+            enum = {a.targets[0].id: a.value.value for a in node.body if isinstance(a, ast.Assign)}
+    registry = {}
+    for node in ast.parse((fmeval_root / "eval_algo_mapping.py").read_text()).body:
+        if isinstance(node, ast.AnnAssign) and node.target.id == "EVAL_ALGORITHMS":
+            registry = {enum[k.value.attr]: v.id for k, v in zip(node.value.keys, node.value.values)}
+    assert len(registry) == 12
+    ours = {spec.eval_name: name for name, spec in ALGORITHMS.items() if spec.fmeval_module}
+    assert ours == registry
+
+
+def test_registry_names_select_the_algorithm_with_its_options():
+    from llmeval.config import AlgorithmSection
+
+    section = AlgorithmSection.model_validate({"algorithm": "factual_knowledge", "target_output_delimiter": "<OR>"})
+    assert section.name == "FactualKnowledge" and section.options == {"target_output_delimiter": "<OR>"}
+    with pytest.raises(ValueError, match="does not accept option 'rouge_type'"):
+        AlgorithmSection.model_validate({"algorithm": "qa_accuracy", "rouge_type": "rouge1"})

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS, DATASET, ROOT, local_config
 
 from llmeval.algorithms import ALGORITHMS
 from llmeval.config import ConfigError, EvalConfig, json_schema, load_config, load_folder
@@ -374,18 +374,95 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
         AlgorithmSection.model_validate({"algorithm": name, foreign: "x"})
 
 
-def test_local_target_refuses_algorithms_that_cannot_run_offline(tmp_path):
-    from conftest import local_config
+def _local(**extra) -> dict:
+    return local_config(**extra)
 
+
+def _sagemaker(hub_access: bool, algorithms: list[dict]) -> dict:
     import yaml
 
-    cfg = local_config(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "QAAccuracy"}])
-    path = _write(tmp_path, yaml.safe_dump(cfg))
+    cfg = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
+    return {**cfg, "algorithms": algorithms, "sagemaker": {"hub_access": hub_access}}
+
+
+PAIRS = {"sent_more_input_key": "more", "sent_less_input_key": "less"}
+LOGPROB = {"log_probability": "sum([0].details.prefill[1:].logprob)"}
+CANNOT_RUN = {
+    "local-hub-weights": (
+        _local(algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "QAAccuracy"}]),
+        "algorithms[1].algorithm",
+        "QAAccuracy: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run on "
+        "the local target; algorithms that run offline: ClassificationAccuracy, "
+        "ClassificationAccuracySemanticRobustness, FactualKnowledge, PromptStereotyping, SemanticSimilarity",
+    ),
+    "local-back-translation": (
+        _local(
+            algorithms=[
+                {"algorithm": "ClassificationAccuracySemanticRobustness", "perturbation_type": "back_translation"}
+            ]
+        ),
+        "algorithms[0].algorithm",
+        "perturbation_type back_translation downloads a translation model",
+    ),
+    "sagemaker-without-hub": (
+        _sagemaker(False, [{"algorithm": "toxicity"}]),
+        "algorithms[0].algorithm",
+        "Toxicity: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run with "
+        "sagemaker.hub_access false",
+    ),
+    "stereotyping-without-pairs": (
+        _local(algorithms=[{"algorithm": "PromptStereotyping"}]),
+        "dataset.sent_more_input_key",
+        "PromptStereotyping compares sentence pairs",
+    ),
+    "stereotyping-without-log-probability": (
+        _local(
+            algorithms=[{"algorithm": "prompt_stereotyping"}],
+            dataset={**DATASET, **PAIRS},
+        ),
+        "models[0].evaluation_config.log_probability",
+        "needs each sentence's log probability",
+    ),
+    "half-a-pair": (
+        _local(dataset={**DATASET, "sent_more_input_key": "more"}),
+        "dataset.sent_less_input_key",
+        "give both sent_more_input_key and sent_less_input_key",
+    ),
+    "log-probability-not-jmespath": (
+        _local(
+            models=[{"name": "m", "model_id": "smollm2-135m-instruct", "evaluation_config": {"log_probability": "[0"}}]
+        ),
+        "models[0].evaluation_config.log_probability",
+        "not a valid JMESPath expression",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CANNOT_RUN)
+def test_algorithms_that_cannot_run_are_refused_at_load(tmp_path, case):
+    import yaml
+
+    cfg, field, message = CANNOT_RUN[case]
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_config(_write(tmp_path, yaml.safe_dump(cfg)))
     problem = info.value.problems[0]
-    assert problem.field == "algorithms[1].algorithm" and "Hugging Face Hub" in problem.message
-    assert "use: ClassificationAccuracy, FactualKnowledge, SemanticSimilarity" in problem.message
+    assert problem.field == field and message in problem.message, problem
+
+
+def test_model_calling_algorithms_load_when_they_can_run(tmp_path):
+    import yaml
+
+    models = [{"name": "m", "model_id": "smollm2-135m-instruct", "evaluation_config": LOGPROB}]
+    algorithms = [
+        {"algorithm": "PromptStereotyping"},
+        {"algorithm": "classification_accuracy_semantic_robustness", "perturbation_type": "whitespace_add_remove"},
+    ]
+    cfg = load_config(
+        _write(tmp_path, yaml.safe_dump(_local(models=models, algorithms=algorithms, dataset={**DATASET, **PAIRS})))
+    )
+    assert [a.name for a in cfg.algorithms] == ["PromptStereotyping", "ClassificationAccuracySemanticRobustness"]
+    online = load_config(_write(tmp_path, yaml.safe_dump(_sagemaker(True, [{"algorithm": "Toxicity"}]))))
+    assert online.algorithms[0].name == "Toxicity"
 
 
 def test_custom_algorithm_classes(tmp_path):

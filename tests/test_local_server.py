@@ -4,12 +4,13 @@ sagemaker-runtime client like a SageMaker endpoint; started and stopped by PID."
 from __future__ import annotations
 
 import json
+import subprocess
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import local_config
+from conftest import WORKER_PYTHON, local_config
 
 from llmeval.config import EvalConfig
 from llmeval.targets.local import ENDPOINT_FILE, _is_our_server, start_endpoint, stop_endpoint
@@ -86,3 +87,41 @@ def test_binds_loopback_only_and_redeploy_reuses_the_live_server(endpoint):
     assert state["url"].startswith("http://127.0.0.1:")
     assert start_endpoint(cfg, "m-one", run)["pid"] == state["pid"]
     assert json.loads((run / "models" / "m-one" / ENDPOINT_FILE).read_text())["pid"] == state["pid"]
+
+
+def test_input_log_probabilities_match_the_model_and_do_not_depend_on_batching(endpoint):
+    """TGI's `decoder_input_details`: per input token, log p(token | tokens before it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import jmespath
+
+    _, _, state = endpoint
+    sentences = ["The cat sat on the mat.", "Mat the on sat cat the.", "Paris is in France."]
+    params = {"max_new_tokens": 1, "details": True, "decoder_input_details": True}
+    with ThreadPoolExecutor(3) as pool:  # batched together: left padding must not change the figures
+        answers = list(
+            pool.map(lambda s: _invoke(state["url"], "m-one", {"inputs": s, "parameters": params}), sentences)
+        )
+    totals = [jmespath.search("sum([0].details.prefill[1:].logprob)", a) for a in answers]
+    reference = subprocess.run(  # one unpadded forward pass per sentence, in the worker environment
+        [WORKER_PYTHON, "-c", _REFERENCE_LOGPROBS, json.dumps(sentences)], capture_output=True, text=True, check=True
+    )
+    for answer, total, (ids, expected) in zip(answers, totals, json.loads(reference.stdout)):
+        assert [t["id"] for t in answer[0]["details"]["prefill"]] == ids
+        assert answer[0]["details"]["prefill"][0]["logprob"] is None
+        assert total == pytest.approx(expected, abs=1e-3)
+    assert totals[0] > totals[1]  # the grammatical order is the likelier one
+
+
+_REFERENCE_LOGPROBS = """
+import json, sys, torch
+from llmeval.evaluation.local_models import load_causal_lm, resolve_model_dir
+model, tokenizer = load_causal_lm(resolve_model_dir("smollm2-135m-instruct"))
+out = []
+for sentence in json.loads(sys.argv[1]):
+    ids = tokenizer(sentence, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    out.append([ids[0].tolist(), logprobs.gather(-1, ids[0, 1:].unsqueeze(-1)).sum().item()])
+print(json.dumps(out))
+"""

@@ -1,13 +1,22 @@
 """The evaluation algorithms a config may name, and the options each accepts.
 
 This table is what config validation uses in the Airflow environment, where fmeval is
-not installed. A test checks it against fmeval's own config dataclasses in the worker
-environment, so the two cannot drift apart silently.
+not installed. Tests check it against fmeval's own registry (`fmeval.eval_algo_mapping`:
+the same algorithms under the same registry names) and config dataclasses in the worker
+environment, so the two cannot drift apart silently. A config names an algorithm by its
+class name or by fmeval's registry name (`factual_knowledge`).
+
+fmeval's registry module itself is not imported at run time: importing it loads BERTScore
+from the Hugging Face Hub, which fails offline even for algorithms that need no weights.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+_SNAKE = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 @dataclass(frozen=True)
@@ -18,9 +27,22 @@ class AlgorithmSpec:
     options: frozenset[str]
     fmeval_module: str | None  # None for the project's own algorithms
     needs_hub_download: bool = False  # True: fails offline (BERTScore / detoxify weights)
-    calls_model_when_scoring: bool = False
+    calls_model_when_scoring: bool = False  # robustness (perturbed inputs), stereotyping (log probabilities)
     config_class: str | None = None  # fmeval's config dataclass, when not "<name>Config"
     has_config: bool = True  # False: fmeval's class takes no config object
+
+    @property
+    def eval_name(self) -> str | None:
+        """fmeval's registry name (its EvalAlgorithm value): FactualKnowledge -> factual_knowledge."""
+        return _SNAKE.sub("_", self.name).lower() if self.fmeval_module else None
+
+    def hub_download(self, options: dict[str, Any]) -> str | None:
+        """Why these options need the Hugging Face Hub, or None when they run offline."""
+        if self.needs_hub_download:
+            return "downloads model weights (BERTScore or detoxify) from the Hugging Face Hub"
+        if options.get("perturbation_type") == "back_translation":
+            return "perturbation_type back_translation downloads a translation model from the Hugging Face Hub"
+        return None
 
     @property
     def fmeval_config_class(self) -> str | None:
@@ -128,3 +150,11 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 def accepting(option: str) -> list[str]:
     """Names of the algorithms that accept `option`, for error messages."""
     return sorted(name for name, spec in ALGORITHMS.items() if option in spec.options)
+
+
+BY_EVAL_NAME = {spec.eval_name: name for name, spec in ALGORITHMS.items() if spec.eval_name}
+
+
+def offline_algorithms() -> list[str]:
+    """The algorithms that run without the Hugging Face Hub (with their default options)."""
+    return sorted(name for name, spec in ALGORITHMS.items() if not spec.hub_download({}))

@@ -17,7 +17,7 @@ import jmespath
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmeval.algorithms import ALGORITHMS, accepting
+from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, offline_algorithms
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 DEFAULTS_FILE = "defaults.yaml"
@@ -59,6 +59,14 @@ class DatasetSection(_Strict):
     model_input_key: str
     target_output_key: str
     category_key: str | None = Field(None, description="Column with a category, for per-category scores.")
+    sent_more_input_key: str | None = Field(None, description="PromptStereotyping: the more stereotypical sentence.")
+    sent_less_input_key: str | None = Field(None, description="PromptStereotyping: the less stereotypical sentence.")
+
+    @model_validator(mode="after")
+    def _sentence_pairs(self) -> DatasetSection:
+        if bool(self.sent_more_input_key) != bool(self.sent_less_input_key):
+            raise FieldProblem(("sent_less_input_key",), "give both sent_more_input_key and sent_less_input_key")
+        return self
 
 
 class DeploymentSection(_Strict):
@@ -75,10 +83,21 @@ class EvaluationSection(_Strict):
     max_concurrency: int | None = Field(None, ge=1, le=256, description="Default: 4 per instance.")
     request_timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
+    log_probability: str | None = Field(
+        None,
+        description="JMESPath to a sentence's log probability in the response (PromptStereotyping), "
+        "e.g. sum([0].details.prefill[1:].logprob) for TGI-based JumpStart endpoints.",
+    )
+    log_probability_parameters: dict[str, Any] = Field(
+        {"max_new_tokens": 1, "details": True, "decoder_input_details": True},
+        description="Inference parameters of log-probability requests (TGI's form by default).",
+    )
 
-    @field_validator("output")
+    @field_validator("output", "log_probability")
     @classmethod
-    def _jmespath(cls, value: str) -> str:
+    def _jmespath(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             jmespath.compile(value)
         except jmespath.exceptions.JMESPathError as exc:
@@ -171,6 +190,7 @@ class AlgorithmSection(BaseModel):
 
     @model_validator(mode="after")
     def _known_with_valid_options(self) -> AlgorithmSection:
+        self.algorithm = BY_EVAL_NAME.get(self.algorithm, self.algorithm)  # fmeval's registry names work too
         if self.is_custom:
             if not CUSTOM_ALGORITHM.match(self.algorithm):
                 raise FieldProblem(
@@ -296,6 +316,11 @@ class SageMakerSection(_Strict):
     tags: dict[str, str] = {}
     security: SecuritySection = SecuritySection()
     retries: int = Field(2, ge=0, le=10, description="Retries (exponential back-off) of deploy, finetune, teardown.")
+    hub_access: bool = Field(
+        True,
+        description="The Processing job can download from the Hugging Face Hub (internet or a mirror). "
+        "False: algorithms that need the Hub are refused when the config loads, before any endpoint exists.",
+    )
     pool_prefix: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,200}$",
@@ -388,22 +413,7 @@ class EvalConfig(_Strict):
                         "split them into configs by instance type or drop pool_prefix",
                     )
         names = [a.name for a in self.algorithms]
-        if self.target == "local":  # the local target runs offline: refuse what cannot run, before any deploy
-            runnable = sorted(
-                n for n, spec in ALGORITHMS.items() if not spec.needs_hub_download and not spec.calls_model_when_scoring
-            )
-            for i, name in enumerate(names):
-                spec = ALGORITHMS.get(name)
-                if spec and (spec.needs_hub_download or spec.calls_model_when_scoring):
-                    why = (
-                        "downloads model weights from the Hugging Face Hub"
-                        if spec.needs_hub_download
-                        else "calls the model while scoring, which the score stage does not support yet"
-                    )
-                    raise FieldProblem(
-                        ("algorithms", i, "algorithm"),
-                        f"{name} {why}, so it cannot run on the local target; use: {', '.join(runnable)}",
-                    )
+        self._check_algorithms_can_run()
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
@@ -416,6 +426,36 @@ class EvalConfig(_Strict):
             if source != "generation" and source not in names:
                 raise FieldProblem(loc, f"{source} is not among this config's algorithms ({', '.join(names)})")
         return self
+
+    def _check_algorithms_can_run(self) -> None:
+        """Refuse, before any deploy, what cannot run: Hub downloads when offline, and
+        PromptStereotyping without sentence pairs or a log-probability path."""
+        offline = self.target == "local" or not self.sagemaker.hub_access
+        where = "on the local target" if self.target == "local" else "with sagemaker.hub_access false"
+        for i, section in enumerate(self.algorithms):
+            spec = ALGORITHMS.get(section.name)
+            reason = spec.hub_download(section.options) if spec and offline else None
+            if reason:
+                raise FieldProblem(
+                    ("algorithms", i, "algorithm"),
+                    f"{section.name}: {reason}, so it cannot run {where}; "
+                    f"algorithms that run offline: {', '.join(offline_algorithms())}",
+                )
+            if section.name != "PromptStereotyping":
+                continue
+            if not self.dataset.sent_more_input_key:
+                raise FieldProblem(
+                    ("dataset", "sent_more_input_key"),
+                    "PromptStereotyping compares sentence pairs: name the dataset columns with "
+                    "sent_more_input_key and sent_less_input_key",
+                )
+            for j, model in enumerate(self.models):
+                if not model.evaluation_config.log_probability:
+                    raise FieldProblem(
+                        ("models", j, "evaluation_config", "log_probability"),
+                        "PromptStereotyping needs each sentence's log probability: give the JMESPath to it in "
+                        "the response, e.g. sum([0].details.prefill[1:].logprob) for TGI-based endpoints",
+                    )
 
     def model(self, name: str) -> ModelSection:
         for model in self.models:

@@ -26,10 +26,10 @@ class DatasetError(ValueError):
     pass
 
 
-def _check(row: Any, input_key: str, target_key: str) -> str | None:
+def _check(row: Any, keys: list[str]) -> str | None:
     if not isinstance(row, dict):
         return "row is not a JSON object"
-    for key in (input_key, target_key):
+    for key in keys:
         value = row.get(key)
         if value is None:
             return f"missing key {key!r}"
@@ -47,8 +47,11 @@ def read_dataset(
     category_key: str | None = None,
     limit: int | None = None,
     max_bad_ratio: float = 0.1,
+    text_columns: dict[str, str] | None = None,
 ) -> PreparedDataset:
-    """Records `{record_id, model_input, target_output[, category]}` from a JSONL file."""
+    """Records `{record_id, model_input, target_output[, category]}` from a JSONL file.
+    `text_columns` maps further required fields to their columns (e.g. sentence pairs)."""
+    text_columns = text_columns or {}
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -67,7 +70,7 @@ def read_dataset(
         except json.JSONDecodeError as exc:
             problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
         else:
-            problem = _check(row, input_key, target_key)
+            problem = _check(row, [input_key, target_key, *text_columns.values()])
         if problem:
             prepared.bad_rows.append({"line": number, "problem": problem})
             continue
@@ -76,6 +79,7 @@ def read_dataset(
             "model_input": str(row[input_key]),
             "target_output": str(row[target_key]),
         }
+        record.update({name: str(row[column]) for name, column in text_columns.items()})
         if category_key and row.get(category_key) is not None:
             record["category"] = str(row[category_key])
         prepared.records.append(record)

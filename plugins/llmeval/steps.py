@@ -42,7 +42,15 @@ def prepare_run(config_path: Path, run_folder: Path, num_records: int | None, ca
     ds = cfg.dataset
     limit = num_records if num_records is not None else cfg.num_records
     source = resolve_data_path(ds.input_data_location.replace("{catalog_version}", catalog_version))
-    prepared = read_dataset(source, ds.model_input_key, ds.target_output_key, ds.category_key, limit)
+    pairs = {"sent_more_input": ds.sent_more_input_key, "sent_less_input": ds.sent_less_input_key}
+    prepared = read_dataset(
+        source,
+        ds.model_input_key,
+        ds.target_output_key,
+        ds.category_key,
+        limit,
+        text_columns={name: column for name, column in pairs.items() if column},
+    )
     write_jsonl(run_folder / "dataset.jsonl", prepared.records)
     write_json_atomic(run_folder / "bad_rows.json", json.dumps(prepared.bad_rows, indent=2))
     log.info(

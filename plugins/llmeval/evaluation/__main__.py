@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from llmeval.config import EvalConfig, load_config
+from llmeval.config import EvalConfig, ModelSection, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
-from llmeval.evaluation.generate import ResponseCache, Target, generate
+from llmeval.evaluation.generate import ModelClient, ResponseCache, Target, generate_with
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
 from llmeval.results import GenerationStats, ModelResult, write_result
@@ -71,13 +71,22 @@ def run(args: argparse.Namespace) -> ModelResult:
         timeout_s=ev.request_timeout_s,
         max_retries=ev.max_retries,
         provider="bedrock" if bedrock else "sagemaker",
+        log_probability_path=ev.log_probability,
+        log_probability_parameters=ev.log_probability_parameters,
     )
     cache = ResponseCache(args.cache_dir / "responses.sqlite")
-    started = time.perf_counter()
     try:
-        rows = generate(records, target, ev.prompt_template, cache)
+        return _generate_and_score(cfg, model, records, ModelClient(target, ev.prompt_template, cache), args)
     finally:
         cache.close()
+
+
+def _generate_and_score(
+    cfg: EvalConfig, model: ModelSection, records: list[dict], client: ModelClient, args: argparse.Namespace
+) -> ModelResult:
+    out = args.output_dir
+    started = time.perf_counter()
+    rows = generate_with(client, records)
     write_jsonl(out / "outputs.jsonl", rows)
     answered = [r for r in rows if r["error"] is None]
     latencies = [r["latency_ms"] for r in answered if not r["cached"]] or [r["latency_ms"] for r in answered]
@@ -97,7 +106,11 @@ def run(args: argparse.Namespace) -> ModelResult:
         status="succeeded",
         generation=stats,
         outputs_location=str(out / "outputs.jsonl"),
-        metadata={"model_id": model.model_id, "model_version": model.model_version, "endpoint": target.endpoint_name},
+        metadata={
+            "model_id": model.model_id,
+            "model_version": model.model_version,
+            "endpoint": client.target.endpoint_name,
+        },
     )
     if args.training_metrics:
         training = json.loads(args.training_metrics.read_text(encoding="utf-8"))
@@ -112,7 +125,7 @@ def run(args: argparse.Namespace) -> ModelResult:
         )
         if not answered:
             return result
-    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"))
+    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"), client)
     write_jsonl(out / "records.jsonl", scored)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):

@@ -18,7 +18,7 @@ import string
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,6 +149,8 @@ class Target:
     timeout_s: float = 120.0
     max_retries: int = 5
     provider: str = "sagemaker"  # "sagemaker": invoke_endpoint; "bedrock": bedrock-runtime invoke_model
+    log_probability_path: str | None = None  # JMESPath to a sentence's log probability
+    log_probability_parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def _retryable(exc: Exception) -> tuple[bool, bool]:
@@ -283,6 +285,61 @@ class Progress:
                 )
 
 
+class ModelClient:
+    """Asks one model for one input: render the prompt, look in the cache, call, extract.
+
+    The generate stage and the algorithms that call the model while scoring (semantic
+    robustness, prompt stereotyping) share it, so both go through the same cache, retries
+    and adaptive concurrency limit."""
+
+    def __init__(self, target: Target, prompt_template: str, cache: ResponseCache, invoker: Invoker | None = None):
+        self.target = target
+        self.prompt_template = prompt_template
+        self.cache = cache
+        self.invoker = invoker or Invoker(target)
+
+    def _answer(self, prompt: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(cached answer {response, latency_ms}, was it a cache hit?)"""
+        payload = build_payload(self.target.content_template, prompt, parameters, self.target.provider)
+        key = ResponseCache.key(self.target.model_identity, payload)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit, True
+        answer = self.invoker(payload)
+        self.cache.put(key, answer)
+        return answer, False
+
+    def ask(self, model_input: str, prompt_template: str | None = None) -> dict[str, Any]:
+        """{prompt, model_output, latency_ms, cached, input/output tokens} for one input."""
+        prompt = render_prompt(prompt_template or self.prompt_template, model_input)
+        answer, cached = self._answer(prompt, self.target.inference_parameters)
+        output = extract_output(self.target.output_path, answer["response"])
+        tokens_in, tokens_out, exact = _token_counts(answer["response"], prompt, output)
+        return {
+            "prompt": prompt,
+            "model_output": output,
+            "latency_ms": round(answer["latency_ms"], 2),
+            "cached": cached,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "tokens_exact": exact,
+        }
+
+    def log_probability(self, text: str) -> float:
+        """The model's log probability of `text`, read with the config's JMESPath."""
+        if not self.target.log_probability_path:
+            raise ValueError("the model's evaluation_config has no log_probability JMESPath")
+        parameters = {**self.target.inference_parameters, **self.target.log_probability_parameters}
+        answer, _ = self._answer(text, parameters)
+        value = jmespath.search(self.target.log_probability_path, answer["response"])
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(
+                f"log_probability path {self.target.log_probability_path!r} gave {value!r}, not a number, "
+                f"in the response {json.dumps(answer['response'])[:300]}"
+            )
+        return float(value)
+
+
 def generate(
     records: list[dict[str, Any]],
     target: Target,
@@ -291,33 +348,19 @@ def generate(
     invoker: Invoker | None = None,
 ) -> list[dict[str, Any]]:
     """One output row per input record, in input order; failed records carry `error`."""
-    invoker = invoker or Invoker(target)
+    return generate_with(ModelClient(target, prompt_template, cache, invoker), records)
+
+
+def generate_with(client: ModelClient, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    target = client.target
     progress = Progress(len(records), f"generate {target.endpoint_name}")
 
     def one(record: dict[str, Any]) -> dict[str, Any]:
-        prompt = render_prompt(prompt_template, record["model_input"])
-        payload = build_payload(target.content_template, prompt, target.inference_parameters, target.provider)
-        key = ResponseCache.key(target.model_identity, payload)
-        row = {**record, "prompt": prompt, "model_output": None, "error": None, "cached": False}
-        hit = cache.get(key)
+        row = {**record, "model_output": None, "error": None, "cached": False}
         try:
-            if hit is None:
-                answer = invoker(payload)
-                output = extract_output(target.output_path, answer["response"])
-                hit = {"response": answer["response"], "latency_ms": answer["latency_ms"]}
-                cache.put(key, hit)
-            else:
-                row["cached"] = True
-                output = extract_output(target.output_path, hit["response"])
-            tokens_in, tokens_out, exact = _token_counts(hit["response"], prompt, output)
-            row.update(
-                model_output=output,
-                latency_ms=round(hit["latency_ms"], 2),
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                tokens_exact=exact,
-            )
+            row.update(client.ask(record["model_input"]))
         except Exception as exc:
+            row["prompt"] = render_prompt(client.prompt_template, record["model_input"])
             row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
         progress.tick(row["cached"], row["error"] is not None)
         return row
@@ -327,7 +370,7 @@ def generate(
     log.info(
         "generate %s: %d retries, final concurrency limit %.1f",
         target.endpoint_name,
-        invoker.retries,
-        invoker.limit.limit,
+        client.invoker.retries,
+        client.invoker.limit.limit,
     )
     return rows

@@ -2,6 +2,8 @@
 
 fmeval's algorithms are used per record through `evaluate_sample`, in a plain loop: the
 same scores fmeval's `evaluate()` computes, without starting Ray for every algorithm.
+Algorithms that call the model while scoring go through the generate stage's client
+(`model_scorers`).
 Each dataset score carries a bootstrap 95% interval and its record count; categories
 get their own scores when the dataset has a category column.
 """
@@ -15,8 +17,9 @@ import os
 from collections import defaultdict
 from typing import Any, Callable
 
-from llmeval.algorithms import ALGORITHMS
+from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config import AlgorithmSection
+from llmeval.evaluation.generate import ModelClient
 from llmeval.results import AlgorithmResult, Score
 
 log = logging.getLogger("llmeval.score")
@@ -28,10 +31,6 @@ BOOTSTRAP_SAMPLES = 1000
 
 class AlgorithmUnavailable(RuntimeError):
     """An algorithm that cannot run in this environment (e.g. needs the Hugging Face Hub)."""
-
-
-def offline_algorithms() -> list[str]:
-    return sorted(n for n, s in ALGORITHMS.items() if not s.needs_hub_download and not s.calls_model_when_scoring)
 
 
 def _fmeval_module(name: str):
@@ -123,20 +122,25 @@ def custom_scorer(class_path: str, options: dict[str, Any]) -> Scorer:
     return score
 
 
-def _scorer(section: AlgorithmSection) -> Scorer:
+def _scorer(section: AlgorithmSection, client: ModelClient | None) -> Scorer:
     if section.is_custom:
         return custom_scorer(section.algorithm.removeprefix("custom:"), section.options)
     spec = ALGORITHMS[section.algorithm]
+    reason = spec.hub_download(section.options)
+    if reason and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise AlgorithmUnavailable(
+            f"{spec.name} {reason}, and HF_HUB_OFFLINE=1; algorithms that work offline: "
+            f"{', '.join(offline_algorithms())}"
+        )
     if spec.calls_model_when_scoring:
-        raise AlgorithmUnavailable(
-            f"{spec.name} calls the model while scoring, which this score stage does not do yet; "
-            f"supported here: {', '.join(offline_algorithms())} (and the Hub-based ones when online)"
-        )
-    if spec.needs_hub_download and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise AlgorithmUnavailable(
-            f"{spec.name} needs model weights from the Hugging Face Hub and HF_HUB_OFFLINE=1; "
-            f"algorithms that work offline: {', '.join(offline_algorithms())}"
-        )
+        if client is None:
+            raise AlgorithmUnavailable(f"{spec.name} calls the model while scoring, and no model client was given")
+        _fmeval_module(spec.name)  # a clear message when it cannot load
+        from llmeval.evaluation import model_scorers
+
+        if spec.name == "PromptStereotyping":
+            return model_scorers.stereotyping_scorer(client)
+        return model_scorers.robustness_scorer(section, client)
     if spec.fmeval_module is None:  # the project's own algorithm, loaded as any custom class is
         return custom_scorer("llmeval.evaluation.similarity:SemanticSimilarity", section.options)
     if spec.name == "ClassificationAccuracy":
@@ -172,15 +176,19 @@ def aggregate(per_record: PerRecord) -> list[Score]:
 
 
 def score_outputs(
-    rows: list[dict[str, Any]], algorithms: list[AlgorithmSection], records_location: str
+    rows: list[dict[str, Any]],
+    algorithms: list[AlgorithmSection],
+    records_location: str,
+    client: ModelClient | None = None,
 ) -> tuple[list[AlgorithmResult], list[dict[str, Any]]]:
-    """(one result per algorithm, the answered rows with every per-record score added)."""
+    """(one result per algorithm, the answered rows with every per-record score added).
+    `client` calls the model for the algorithms that need it while scoring."""
     answered = [r for r in rows if r.get("model_output") is not None]
     results: list[AlgorithmResult] = []
     for section in algorithms:
         name = section.name
         try:
-            per_record, dataset_level = _scorer(section)(answered)
+            per_record, dataset_level = _scorer(section, client)(answered)
         except Exception as exc:
             log.error("score %s failed: %s", name, exc)
             results.append(AlgorithmResult(name, [], records_location=records_location, error=str(exc)))

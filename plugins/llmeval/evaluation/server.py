@@ -4,7 +4,9 @@
 (`{"inputs": ..., "parameters": {...}}`) answers like a JumpStart endpoint, so the
 generate stage uses the same boto3 `sagemaker-runtime` client for both targets.
 String inputs are completed as raw text; chat inputs (a list of role/content messages,
-or the JumpStart Llama form `[[...]]`) go through the model's chat template.
+or the JumpStart Llama form `[[...]]`) go through the model's chat template. With
+`"decoder_input_details": true` the response carries the log probability of every input
+token under `details.prefill`, as TGI-based JumpStart endpoints do.
 
 Concurrent requests with the same inference parameters are generated as one batch
 (greedy batched generation is ~10x the throughput of single streams on 2 cores).
@@ -35,7 +37,15 @@ log = logging.getLogger("llmeval.server")
 
 MAX_NEW_TOKENS_CAP = 512
 _PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-_GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "do_sample", "repetition_penalty"}
+_GENERATION_KEYS = {
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "do_sample",
+    "repetition_penalty",
+    "decoder_input_details",
+}
 
 
 class ModelError(Exception):
@@ -128,6 +138,7 @@ class Generator:
         with torch.inference_mode():
             out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
+        prefill = self._prefill(enc) if params.get("decoder_input_details") else None
         results = []
         for i, row in enumerate(new_tokens):
             ids = row.tolist()
@@ -136,7 +147,30 @@ class Generator:
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
             prompt_tokens = int(enc["attention_mask"][i].sum())
             results.append({"text": text, "prompt_tokens": prompt_tokens, "generated_tokens": len(ids)})
+            if prefill is not None:
+                results[-1]["prefill"] = prefill[i]
         return results
+
+    def _prefill(self, enc: Any) -> list[list[dict[str, Any]]]:
+        """Per input token: id, text and log probability given the tokens before it (None
+        for the first), from one forward pass over the (left-padded) batch."""
+        import torch
+
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(**enc, position_ids=positions).logits.float()
+        ids = enc["input_ids"]
+        token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        rows = []
+        for i in range(ids.shape[0]):
+            start = int((mask[i] == 0).sum())  # left padding
+            tokens = ids[i, start:].tolist()
+            logprobs = [None] + token_logprobs[i, start:].tolist()
+            rows.append(
+                [{"id": t, "text": self.tokenizer.decode([t]), "logprob": lp} for t, lp in zip(tokens, logprobs)]
+            )
+        return rows
 
 
 def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, error_type: str | None = None) -> None:
@@ -152,7 +186,9 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, error_
 
 
 def _response(prompt: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
-    details = {"prompt_tokens": result["prompt_tokens"], "generated_tokens": result["generated_tokens"]}
+    details: dict[str, Any] = {"prompt_tokens": result["prompt_tokens"], "generated_tokens": result["generated_tokens"]}
+    if "prefill" in result:
+        details["prefill"] = result["prefill"]
     body: dict[str, Any] = {"generated_text": result["text"], "details": details}
     if _as_messages(prompt) is not None:
         body["generation"] = {"role": "assistant", "content": result["text"]}
