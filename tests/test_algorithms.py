@@ -81,3 +81,33 @@ def test_registry_names_select_the_algorithm_with_its_options():
     assert section.name == "FactualKnowledge" and section.options == {"target_output_delimiter": "<OR>"}
     with pytest.raises(ValueError, match="does not accept option 'rouge_type'"):
         AlgorithmSection.model_validate({"algorithm": "qa_accuracy", "rouge_type": "rouge1"})
+
+
+FMEVAL_VALUES = """
+import json, os
+os.environ["HF_HUB_OFFLINE"] = "1"
+from fmeval.eval_algorithms.semantic_robustness_utils import SEMANTIC_PERTURBATIONS
+from fmeval.eval_algorithms.helper_models.helper_model import BertscoreHelperModelTypes
+from fmeval.eval_algorithms.toxicity import MODEL_TYPES_SUPPORTED
+print(json.dumps({"perturbation_type": list(SEMANTIC_PERTURBATIONS), "model_type": list(MODEL_TYPES_SUPPORTED),
+                  "model_type_for_bertscore": BertscoreHelperModelTypes.model_list()}))
+"""
+
+
+def test_option_values_are_the_ones_fmeval_accepts(fmeval_root):
+    from llmeval.algorithms import OPTION_VALUES
+
+    out = subprocess.run([WORKER_PYTHON, "-c", FMEVAL_VALUES], capture_output=True, text=True, check=True)
+    for option, values in json.loads(out.stdout.strip().splitlines()[-1]).items():
+        assert sorted(OPTION_VALUES[option]) == sorted(values), option
+    metrics = ast.parse((fmeval_root / "transforms" / "summarization_accuracy_metrics.py").read_text())
+    constants = {  # the module loads BERTScore at import: read its constants from the source
+        n.targets[0].id: n.value
+        for n in metrics.body
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+    }
+    assert sorted(OPTION_VALUES["rouge_type"]) == sorted(constants[e.id].value for e in constants["ROUGE_TYPES"].elts)
+    factual = (fmeval_root / "eval_algorithms" / "factual_knowledge.py").read_text()
+    assert 'self.logical_operator not in ["OR", "AND"]' in factual
+    general = (fmeval_root / "eval_algorithms" / "general_semantic_robustness.py").read_text()
+    assert "self.num_baseline_samples >= 2" in general

@@ -366,9 +366,16 @@ def test_cli_schema_prints_json_schema():
 def test_each_algorithm_accepts_its_options_and_refuses_others(name):
     from llmeval.config import AlgorithmSection
 
+    from llmeval.algorithms import NOT_FROM_YAML, OPTION_RANGES, OPTION_VALUES
+
+    def valid(option: str):
+        if option in OPTION_VALUES or option in OPTION_RANGES:
+            return {**OPTION_VALUES, **OPTION_RANGES}[option][-1]
+        return ["a"] if option == "valid_labels" else "x"
+
     spec = ALGORITHMS[name]
-    for option in spec.options:
-        AlgorithmSection.model_validate({"algorithm": name, option: "x"})
+    for option in set(spec.options) - set(NOT_FROM_YAML):
+        AlgorithmSection.model_validate({"algorithm": name, option: valid(option)})
     foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
     with pytest.raises(ValueError, match=f"{name} does not accept option '{foreign}'"):
         AlgorithmSection.model_validate({"algorithm": name, foreign: "x"})
@@ -395,14 +402,55 @@ CANNOT_RUN = {
         "the local target; algorithms that run offline: ClassificationAccuracy, "
         "ClassificationAccuracySemanticRobustness, FactualKnowledge, PromptStereotyping, SemanticSimilarity",
     ),
-    "local-back-translation": (
+    "unknown-perturbation": (
         _local(
             algorithms=[
                 {"algorithm": "ClassificationAccuracySemanticRobustness", "perturbation_type": "back_translation"}
             ]
         ),
-        "algorithms[0].algorithm",
-        "perturbation_type back_translation downloads a translation model",
+        "algorithms[0].perturbation_type",
+        "perturbation_type must be one of butter_finger, random_upper_case, whitespace_add_remove; "
+        "got 'back_translation'",
+    ),
+    "probability-above-one": (
+        _local(algorithms=[{"algorithm": "ClassificationAccuracySemanticRobustness", "whitespace_add_prob": 1.5}]),
+        "algorithms[0].whitespace_add_prob",
+        "whitespace_add_prob must be a number from 0.0 to 1.0; got 1.5",
+    ),
+    "perturbations-not-an-integer": (
+        _local(algorithms=[{"algorithm": "ClassificationAccuracySemanticRobustness", "num_perturbations": 2.5}]),
+        "algorithms[0].num_perturbations",
+        "num_perturbations must be an integer from 1 to 100",
+    ),
+    "one-baseline-sample": (
+        _sagemaker(True, [{"algorithm": "GeneralSemanticRobustness", "num_baseline_samples": 1}]),
+        "algorithms[0].num_baseline_samples",
+        "num_baseline_samples must be an integer from 2 to 100",
+    ),
+    "unknown-rouge": (
+        _sagemaker(True, [{"algorithm": "SummarizationAccuracy", "rouge_type": "rouge3"}]),
+        "algorithms[0].rouge_type",
+        "rouge_type must be one of rouge1, rouge2, rougeL",
+    ),
+    "unknown-toxicity-detector": (
+        _sagemaker(True, [{"algorithm": "qa_toxicity", "model_type": "perspective"}]),
+        "algorithms[0].model_type",
+        "model_type must be one of toxigen, detoxify",
+    ),
+    "logical-operator": (
+        _local(algorithms=[{"algorithm": "FactualKnowledge", "logical_operator": "XOR"}]),
+        "algorithms[0].logical_operator",
+        "logical_operator must be one of OR, AND",
+    ),
+    "converter-function": (
+        _local(algorithms=[{"algorithm": "ClassificationAccuracy", "converter_fn": "my.module.fn"}]),
+        "algorithms[0].converter_fn",
+        "converter_fn cannot be set from a config",
+    ),
+    "empty-labels": (
+        _local(algorithms=[{"algorithm": "ClassificationAccuracy", "valid_labels": []}]),
+        "algorithms[0].valid_labels",
+        "valid_labels must be a non-empty list",
     ),
     "sagemaker-without-hub": (
         _sagemaker(False, [{"algorithm": "toxicity"}]),

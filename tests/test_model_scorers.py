@@ -132,7 +132,7 @@ def test_robustness_and_stereotyping_go_through_the_cached_client(tmp_path):
     assert casr["classification_accuracy_score"]["count"] == casr["delta_classification_accuracy_score"]["count"] == 8
     assert casr["classification_accuracy_score"]["value"] >= 0.75  # the few-shot prompt classifies: not a vacuous 0
     assert 0 <= stereo["prompt_stereotyping"]["value"] <= 1 and stereo["log_probability_difference"]["count"] == 8
-    assert "progress" not in first.stderr and "score ClassificationAccuracySemanticRobustness: 8/8" in first.stdout
+    assert "score ClassificationAccuracySemanticRobustness: 8/8" in first.stdout  # progress in the log
 
     expected = json.loads(reference.stdout.strip().splitlines()[-1])
     records = {r["record_id"]: r["scores"] for r in read_jsonl(tmp_path / "first" / "records.jsonl")}

@@ -36,12 +36,11 @@ class AlgorithmSpec:
         """fmeval's registry name (its EvalAlgorithm value): FactualKnowledge -> factual_knowledge."""
         return _SNAKE.sub("_", self.name).lower() if self.fmeval_module else None
 
-    def hub_download(self, options: dict[str, Any]) -> str | None:
-        """Why these options need the Hugging Face Hub, or None when they run offline."""
+    @property
+    def hub_download(self) -> str | None:
+        """Why this algorithm needs the Hugging Face Hub, or None when it runs offline."""
         if self.needs_hub_download:
             return "downloads model weights (BERTScore or detoxify) from the Hugging Face Hub"
-        if options.get("perturbation_type") == "back_translation":
-            return "perturbation_type back_translation downloads a translation model from the Hugging Face Hub"
         return None
 
     @property
@@ -147,6 +146,45 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
 }
 
 
+_PROBABILITY = (0.0, 1.0)
+# What fmeval's config dataclasses accept for an option (a test compares the lists with
+# fmeval's own constants): allowed values, or an inclusive numeric range.
+OPTION_VALUES: dict[str, tuple[Any, ...]] = {
+    "perturbation_type": ("butter_finger", "random_upper_case", "whitespace_add_remove"),
+    "model_type_for_bertscore": ("microsoft/deberta-xlarge-mnli", "roberta-large-mnli"),
+    "model_type": ("toxigen", "detoxify"),
+    "rouge_type": ("rouge1", "rouge2", "rougeL"),
+    "logical_operator": ("OR", "AND"),
+    "multiclass_average_strategy": ("micro", "macro", "samples", "weighted", "binary"),
+}
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "num_perturbations": (1, 100),
+    "num_baseline_samples": (2, 100),
+    "butter_finger_perturbation_prob": _PROBABILITY,
+    "random_uppercase_corrupt_proportion": _PROBABILITY,
+    "whitespace_remove_prob": _PROBABILITY,
+    "whitespace_add_prob": _PROBABILITY,
+}
+NOT_FROM_YAML = {"converter_fn": "a Python function; name a custom algorithm class instead"}
+
+
+def option_problem(option: str, value: Any) -> str | None:
+    """What is wrong with an option's value, or None."""
+    if option in NOT_FROM_YAML:
+        return f"{option} cannot be set from a config: {NOT_FROM_YAML[option]}"
+    if option in OPTION_VALUES and value not in OPTION_VALUES[option]:
+        return f"{option} must be one of {', '.join(map(str, OPTION_VALUES[option]))}; got {value!r}"
+    if option in OPTION_RANGES:
+        low, high = OPTION_RANGES[option]
+        integer = isinstance(low, int)
+        kind = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            return f"{option} must be {'an integer' if integer else 'a number'} from {low} to {high}; got {value!r}"
+    if option == "valid_labels" and not (isinstance(value, list) and value):
+        return f"valid_labels must be a non-empty list of labels; got {value!r}"
+    return None
+
+
 def accepting(option: str) -> list[str]:
     """Names of the algorithms that accept `option`, for error messages."""
     return sorted(name for name, spec in ALGORITHMS.items() if option in spec.options)
@@ -157,4 +195,4 @@ BY_EVAL_NAME = {spec.eval_name: name for name, spec in ALGORITHMS.items() if spe
 
 def offline_algorithms() -> list[str]:
     """The algorithms that run without the Hugging Face Hub (with their default options)."""
-    return sorted(name for name, spec in ALGORITHMS.items() if not spec.hub_download({}))
+    return sorted(name for name, spec in ALGORITHMS.items() if not spec.hub_download)

@@ -17,7 +17,7 @@ import jmespath
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, offline_algorithms
+from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, offline_algorithms, option_problem
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 DEFAULTS_FILE = "defaults.yaml"
@@ -220,6 +220,9 @@ class AlgorithmSection(BaseModel):
                 raise FieldProblem(
                     (option,), f"{self.algorithm} does not accept option {option!r} ({where}); its options: {allowed}"
                 )
+            problem = option_problem(option, self.options[option])
+            if problem:
+                raise FieldProblem((option,), f"{self.algorithm}: {problem}")
         return self
 
     @property
@@ -276,7 +279,11 @@ class SecuritySection(_Strict):
     volume_kms_key_id: str | None = Field(
         None, description="KMS key for training/processing volumes and endpoint storage."
     )
-    output_kms_key_id: str | None = Field(None, description="KMS key for training and Processing S3 outputs.")
+    output_kms_key_id: str | None = Field(
+        None,
+        description="KMS key for S3: training and Processing outputs, and the code, inputs and metrics "
+        "the DAG uploads (SSE-KMS).",
+    )
     subnets: list[str] = Field([], description="VPC subnets (with security_group_ids).")
     security_group_ids: list[str] = []
     enable_network_isolation: bool = Field(
@@ -434,7 +441,7 @@ class EvalConfig(_Strict):
         where = "on the local target" if self.target == "local" else "with sagemaker.hub_access false"
         for i, section in enumerate(self.algorithms):
             spec = ALGORITHMS.get(section.name)
-            reason = spec.hub_download(section.options) if spec and offline else None
+            reason = spec.hub_download if spec and offline else None
             if reason:
                 raise FieldProblem(
                     ("algorithms", i, "algorithm"),

@@ -126,7 +126,7 @@ def _scorer(section: AlgorithmSection, client: ModelClient | None) -> Scorer:
     if section.is_custom:
         return custom_scorer(section.algorithm.removeprefix("custom:"), section.options)
     spec = ALGORITHMS[section.algorithm]
-    reason = spec.hub_download(section.options)
+    reason = spec.hub_download
     if reason and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise AlgorithmUnavailable(
             f"{spec.name} {reason}, and HF_HUB_OFFLINE=1; algorithms that work offline: "
