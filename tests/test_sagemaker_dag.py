@@ -4,11 +4,12 @@ Processing step emulated by running the real entry point against a simulated run
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
 from conftest import run_dag
-from sagemaker_fixtures import EMULATOR_AGENT, clients, emulate_processing_job, sagemaker_config
+from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, clients, emulate_processing_job, sagemaker_config
 
 # botocore operations -> the IAM actions that allow them
 S3_ACTIONS = {
@@ -102,17 +103,19 @@ def _xcoms(dag_run, task_id: str) -> dict[int, object]:
         return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}
 
 
-def _config(name, models, overrides=None) -> dict:
+def _config(name, models, overrides=None, security=None) -> dict:
     cfg = sagemaker_config(name, models)
     for model, extra in (overrides or {}).items():
         next(m for m in cfg["models"] if m["name"] == model).update(extra)
+    if security:
+        cfg["sagemaker"]["security"] = security
     return cfg
 
 
-def _run(tmp_path, name, models, airflow_db, overrides=None):
+def _run(tmp_path, name, models, airflow_db, overrides=None, security=None):
     folder = tmp_path / "configs"
     folder.mkdir()
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(_config(name, models, overrides)))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(_config(name, models, overrides, security)))
     return run_dag(name, folder)
 
 
@@ -208,8 +211,10 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
 
 
 def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):
+    """Also: with output_kms_key_id, every object the DAG writes to S3 is SSE-KMS encrypted."""
     from llmeval.runtime import run_dir
 
+    kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     bedrock = {
         "model_provider": "bedrock",
         "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
@@ -222,7 +227,14 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
             "inference_parameters": {"max_tokens": 20},
         },
     }
-    dag, dag_run = _run(tmp_path, "sm-bedrock", ["sm-jumpstart", "sm-claude"], airflow_db, {"sm-claude": bedrock})
+    dag, dag_run = _run(
+        tmp_path,
+        "sm-bedrock",
+        ["sm-jumpstart", "sm-claude"],
+        airflow_db,
+        {"sm-claude": bedrock},
+        {"output_kms_key_id": kms},
+    )
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert {t for t in dag.task_ids if t.startswith("bedrock_model.")} == {
         "bedrock_model.stage_evaluation",
@@ -241,3 +253,11 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
     assert "InferenceSpecification" not in package  # registered by reference: the Bedrock model id
     assert package["CustomerMetadataProperties"]["model_id"] == "anthropic.claude-3-haiku-20240307-v1:0"
+    written = []  # by the DAG itself: the job's code and inputs, the registered metrics
+    _, s3 = clients(aws_env)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        written += [o["Key"] for o in page.get("Contents", []) if re.search(r"/(code|run|registry)/", o["Key"])]
+    assert any("/code/llmeval/" in k for k in written) and any(k.endswith("model_quality.json") for k in written)
+    for key in written:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", kms), key

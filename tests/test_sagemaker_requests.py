@@ -144,8 +144,11 @@ def test_registry_requests_match_the_api_model():
             {"ModelPackageGroupName": group, "ModelPackageGroupDescription": ANY},
         )
         sm_stub.add_response("list_model_packages", {"ModelPackageSummaryList": []}, {"ModelPackageGroupName": group})
+        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/llmeval"}
         s3_stub.add_response(
-            "put_object", {}, {"Bucket": "bkt", "Key": ANY, "Body": ANY, "ContentType": "application/json"}
+            "put_object",
+            {},
+            {"Bucket": "bkt", "Key": ANY, "Body": ANY, "ContentType": "application/json", **encryption},
         )
         captured = {}
 
@@ -168,7 +171,7 @@ def test_registry_requests_match_the_api_model():
             },
             {"ModelPackageName": arn},
         )
-        version = SageMakerModelRegistry(sm, s3, "s3://bkt/prefix", lambda _: container).register(
+        version = SageMakerModelRegistry(sm, s3, "s3://bkt/prefix", lambda _: container, encryption).register(
             group, "m", run_id, APPROVED, metrics, metadata
         )
     assert version.version == 1 and version.run_id == run_id
@@ -407,6 +410,14 @@ def test_encryption_and_network_options_reach_every_request(cfg):
     assert training["VpcConfig"] == vpc and training["EnableNetworkIsolation"] is True
     assert training["ResourceConfig"]["VolumeKmsKeyId"] == kms and training["OutputDataConfig"]["KmsKeyId"] == kms
     assert training["EnableInterContainerTrafficEncryption"] is True
+    encryption = req.s3_encryption(secured)  # the objects the DAG writes itself
+    assert encryption == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms} and req.s3_encryption(cfg) == {}
+    assert_valid(_client("s3"), "PutObject", {"Bucket": "b", "Key": "k", "Body": b"x", **encryption})
+    from llmeval.iam import airflow_policy
+
+    statements = {s["Sid"]: s for s in airflow_policy(secured, "s3://b/p")["Statement"]}
+    assert statements["RunArtifactsKey"]["Resource"] == [kms]  # S3 calls KMS for the DAG's own objects
+    assert "RunArtifactsKey" not in {s["Sid"] for s in airflow_policy(cfg, "s3://b/p")["Statement"]}
 
 
 def test_vpc_needs_subnets_and_security_groups_together():

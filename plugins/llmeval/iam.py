@@ -100,6 +100,16 @@ def airflow_policy(cfg: EvalConfig, s3_prefix: str, role_arn: str = "*") -> dict
             "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         },
     ]
+    key = cfg.sagemaker.security.output_kms_key_id
+    if key:  # SSE-KMS: S3 asks KMS on the caller's behalf when it writes and reads the run's objects
+        statements.append(
+            {
+                "Sid": "RunArtifactsKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": [key],
+            }
+        )
     tuned = [m.name for m in cfg.models if m.finetuning]
     if tuned:
         statements.insert(

@@ -120,9 +120,12 @@ class SageMakerModelRegistry(Registry):
 
     RUN_KEY = "llmeval:run_id"
 
-    def __init__(self, client: Any, s3_client: Any, s3_prefix: str, container_of):
+    def __init__(
+        self, client: Any, s3_client: Any, s3_prefix: str, container_of, s3_encryption: dict[str, str] | None = None
+    ):
         self.client = client
         self.s3 = s3_client
+        self.s3_encryption = s3_encryption or {}  # SSE-KMS arguments for the metrics object
         self.s3_prefix = s3_prefix.rstrip("/")
         self.container_of = container_of
 
@@ -191,6 +194,7 @@ class SageMakerModelRegistry(Registry):
             Key=key,
             Body=json.dumps({"model": model, "metrics": metrics}).encode(),
             ContentType="application/json",
+            **self.s3_encryption,
         )
         properties = {"llmeval:model": model, self.RUN_KEY: run_id}
         properties.update({k: v for k, v in metadata.items() if not isinstance(v, (dict, list))})

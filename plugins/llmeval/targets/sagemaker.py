@@ -39,7 +39,9 @@ def _hook(cfg: EvalConfig):
 def _s3(cfg: EvalConfig):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=cfg.sagemaker.aws_conn_id, region_name=cfg.sagemaker.region)
+    return S3Hook(
+        aws_conn_id=cfg.sagemaker.aws_conn_id, region_name=cfg.sagemaker.region, extra_args=req.s3_encryption(cfg)
+    )
 
 
 def _setting(explicit: str | None, variable: str, what: str) -> str:
@@ -242,7 +244,9 @@ def registry(cfg: EvalConfig, run_folder: Path):
         deployment = model_dir(run_folder, model) / DEPLOYMENT_FILE  # none for Bedrock models
         return json.loads(deployment.read_text())["container"] if deployment.exists() else None
 
-    return SageMakerModelRegistry(_hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of)
+    return SageMakerModelRegistry(
+        _hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of, req.s3_encryption(cfg)
+    )
 
 
 # --------------------------------------------------------------------------- operators

@@ -59,6 +59,13 @@ def tags(cfg: EvalConfig, model: str, **extra: str) -> list[dict[str, str]]:
     return [{"Key": k, "Value": str(v)[:256]} for k, v in values.items()]
 
 
+def s3_encryption(cfg: EvalConfig) -> dict[str, str]:
+    """PutObject arguments for the objects the DAG writes (code, inputs, metrics): SSE-KMS
+    with `output_kms_key_id` when set, else the bucket's default encryption."""
+    key = cfg.sagemaker.security.output_kms_key_id
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key} if key else {}
+
+
 def container(resolved: dict[str, Any]) -> dict[str, Any]:
     """A CreateModel container for a resolved JumpStart model (prefix or tarball artifacts)."""
     spec: dict[str, Any] = {"Image": resolved["image_uri"], "Environment": dict(resolved.get("environment") or {})}
