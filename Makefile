@@ -54,9 +54,10 @@ validate: env
 schema: env
 	@$(VENV)/bin/python -m llmeval schema
 
-benchmarks: env worker-env  ## each prints `<name>: <ratio>x (target <= <bound>x)` last
+benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last
 	$(WORKER_VENV)/bin/python benchmarks/generate_throughput.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|^\s*$$"
 	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
+	$(WORKER_VENV)/bin/python benchmarks/robustness_throughput.py 2>&1 | tail -n 5
 	$(VENV)/bin/python benchmarks/parse_time.py
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)

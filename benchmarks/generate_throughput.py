@@ -53,65 +53,78 @@ def endpoint_process(folder: Path):
         proc.wait(timeout=30)
 
 
+def bench_target(url: str):
+    """The project's client settings for the simulated endpoint: max_concurrency at twice
+    its capacity, so the client's per-request work hides behind the endpoint's queue."""
+    from llmeval.evaluation.generate import Target
+
+    return Target(
+        endpoint_name="bench",
+        model_identity="bench@1",
+        output_path="[0].generated_text",
+        content_template="PROMPT_PLACEHOLDER",
+        inference_parameters={"max_new_tokens": 8},
+        endpoint_url=url,
+        region="us-east-1",
+        max_concurrency=2 * CAPACITY,
+    )
+
+
+def fmeval_evaluate(algorithm, records: list[dict], url: str, folder: Path) -> float:
+    """Seconds for fmeval's own `evaluate()` with its SageMakerModelRunner on the endpoint at `url`."""
+    from fmeval.data_loaders.data_config import DataConfig
+    from fmeval.model_runners.sm_model_runner import SageMakerModelRunner
+
+    dataset = folder / "data.jsonl"
+    dataset.write_text("".join(json.dumps({"q": r["model_input"], "a": r["target_output"]}) + "\n" for r in records))
+    os.environ["SAGEMAKER_SERVICE_ENDPOINT_URL"] = url
+    os.environ["SAGEMAKER_RUNTIME_ENDPOINT_URL"] = url
+    started = time.perf_counter()
+    runner = SageMakerModelRunner(
+        endpoint_name="bench",
+        output="[0].generated_text",
+        content_template='{"inputs": $prompt, "parameters": {"max_new_tokens": 8}}',
+    )
+    outputs = algorithm.evaluate(
+        model=runner,
+        prompt_template="$model_input",
+        num_records=len(records),
+        save=False,
+        dataset_config=DataConfig(
+            dataset_name="bench",
+            dataset_uri=str(dataset),
+            dataset_mime_type="application/jsonlines",
+            model_input_location="q",
+            target_output_location="a",
+        ),
+    )
+    elapsed = time.perf_counter() - started
+    assert outputs[0].dataset_scores, "fmeval produced no scores"
+    return elapsed
+
+
 def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.basicConfig(level=logging.WARNING)
-    from fmeval.data_loaders.data_config import DataConfig
     from fmeval.eval_algorithms.factual_knowledge import FactualKnowledge, FactualKnowledgeConfig
-    from fmeval.model_runners.sm_model_runner import SageMakerModelRunner
 
-    from llmeval.evaluation.generate import ResponseCache, Target, generate
+    from llmeval.evaluation.generate import ResponseCache, generate
 
     limit = N * LATENCY_S / CAPACITY
     records = [
         {"record_id": str(i), "model_input": f"question number {i}?", "target_output": f"a{i}"} for i in range(N)
     ]
     with tempfile.TemporaryDirectory() as tmp, endpoint_process(Path(tmp)) as url:
-        target = Target(
-            endpoint_name="bench",
-            model_identity="bench@1",
-            output_path="[0].generated_text",
-            content_template="PROMPT_PLACEHOLDER",
-            inference_parameters={"max_new_tokens": 8},
-            endpoint_url=url,
-            region="us-east-1",
-            max_concurrency=2 * CAPACITY,
-        )
+        target = bench_target(url)
         started = time.perf_counter()
         rows = generate(records, target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite"))
         project = time.perf_counter() - started
         answers = [r["model_output"] for r in rows]
         assert answers == [f"answer to: {r['model_input']}" for r in records], "project lost or mixed records"
 
-        dataset = Path(tmp) / "data.jsonl"
-        dataset.write_text(
-            "".join(json.dumps({"q": r["model_input"], "a": r["target_output"]}) + "\n" for r in records)
-        )
-        os.environ["SAGEMAKER_SERVICE_ENDPOINT_URL"] = url
-        os.environ["SAGEMAKER_RUNTIME_ENDPOINT_URL"] = url
-        started = time.perf_counter()
-        runner = SageMakerModelRunner(
-            endpoint_name="bench",
-            output="[0].generated_text",
-            content_template='{"inputs": $prompt, "parameters": {"max_new_tokens": 8}}',
-        )
-        outputs = FactualKnowledge(FactualKnowledgeConfig()).evaluate(
-            model=runner,
-            prompt_template="$model_input",
-            num_records=N,
-            save=False,
-            dataset_config=DataConfig(
-                dataset_name="bench",
-                dataset_uri=str(dataset),
-                dataset_mime_type="application/jsonlines",
-                model_input_location="q",
-                target_output_location="a",
-            ),
-        )
-        fmeval = time.perf_counter() - started
-        assert outputs[0].dataset_scores, "fmeval produced no scores"
+        fmeval = fmeval_evaluate(FactualKnowledge(FactualKnowledgeConfig()), records, url, Path(tmp))
     print(f"prompts: {N}, endpoint latency {LATENCY_S * 1000:.0f} ms, capacity {CAPACITY} concurrent requests")
     print(f"capacity limit:        {limit:.2f} s")
     print(f"project generate:      {project:.2f} s ({project / limit:.2f}x the limit)")

@@ -1,12 +1,14 @@
 """Injected faults on the local target, with the real model: a model server that cannot
-start, and one that dies mid-generate. After each: no server or worker process left, the
-other model's results intact, the report names the failed model and step; after the
-server died, a re-run resumes from the response cache."""
+start, throttles or dies mid-generate, an evaluation worker killed mid-generate, scoring
+that raises, a registry that refuses the write. After each: no server or worker process left,
+the other model's results intact, the report names the failed model and step; after a
+kill, a re-run resumes from the response cache."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -23,22 +25,24 @@ from llmeval.runtime import cache_dir, run_dir
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 GOOD, BAD = "local-good", "local-bad"
+RECORDS = 16
 
 
-def _config(name: str) -> dict:
+def _config(name: str, **extra) -> dict:
     def model(model_name: str, template: str) -> dict:
-        evaluation = {"inference_parameters": {"max_new_tokens": 32, "temperature": 0}, "prompt_template": template}
+        evaluation = {"inference_parameters": {"max_new_tokens": 16, "temperature": 0}, "prompt_template": template}
         evaluation["max_retries"] = 2
         return {"name": model_name, "model_id": "smollm2-135m-instruct", "evaluation_config": evaluation}
 
-    # different prompt templates: the two models never share a cached answer
-    return local_config(name, models=[model(GOOD, "Q: $feature\nA:"), model(BAD, "Question: $feature\nAnswer:")])
+    # prompt templates per test and model: no answer is shared through the cache
+    models = [model(GOOD, f"({name}) Q: $feature\nA:"), model(BAD, f"({name}) Question: $feature\nAnswer:")]
+    return local_config(name, models=models, num_records=RECORDS, **extra)
 
 
-def _run(tmp_path, name: str):
+def _run(tmp_path, name: str, **extra):
     folder = tmp_path / "configs"
     folder.mkdir(exist_ok=True)
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump({**_config(name), "num_records": 24}))
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(_config(name, **extra)))
     dag, dag_run = run_dag(name, folder)
     return dag_run, run_dir(dag.dag_id, dag_run.run_id)
 
@@ -56,21 +60,31 @@ def _processes(*parts: bytes) -> list[int]:
     return found
 
 
-def _invariants(folder, failed_step: str) -> dict[str, str]:
+def _invariants(folder, failed: dict[str, str]) -> dict[str, str]:
     assert _processes(b"llmeval.evaluation.server") == [], "a model server is still running"
     assert _processes(b"llmeval.evaluation") == [], "an evaluation worker is still running"
-    bad = read_model_result(folder / "models" / BAD, BAD)
-    assert bad.status == "failed" and bad.failed_step == failed_step, (bad.failed_step, bad.error)
-    good = read_model_result(folder / "models" / GOOD, GOOD)
-    assert good.succeeded and good.generation.records_evaluated == 24
     page = (folder / "leaderboard.html").read_text()
-    assert BAD in page and failed_step in page
+    for model, step in failed.items():
+        result = read_model_result(folder / "models" / model, model)
+        assert result.status == "failed" and result.failed_step == step, (model, result.failed_step, result.error)
+        assert model in page and step in page
+    for model in {GOOD, BAD} - set(failed):
+        result = read_model_result(folder / "models" / model, model)
+        assert result.succeeded and result.generation.records_evaluated == RECORDS
     return {
-        "failed model / step": f"{BAD} / {failed_step}",
+        "failed model / step": ", ".join(f"{m} / {s}" for m, s in failed.items()) or "none",
         "resources left": "none (no server or worker process)",
-        "other models": "intact",
-        "report": "names model and step",
+        "other models": "n/a (all affected)" if len(failed) == 2 else "intact",
+        "report": "names model and step" if failed else "complete",
     }
+
+
+def _cache_rows() -> int:
+    path = cache_dir() / "responses.sqlite"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM responses").fetchone()[0]
 
 
 def test_model_server_cannot_start(tmp_path, airflow_db, monkeypatch):
@@ -88,52 +102,125 @@ def test_model_server_cannot_start(tmp_path, airflow_db, monkeypatch):
     assert dag_run.state == "failed"
     failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
     assert "model server exited" in failure["error"] and "weights-gone" in failure["error"], failure["error"]
-    record("deploy fails (server cannot start)", "local (real model)", **_invariants(folder, "deploy"))
+    record("deploy fails (server cannot start)", "local (real model)", **_invariants(folder, {BAD: "deploy"}))
 
 
-def _kill_server_mid_generate(stop: threading.Event, killed: dict) -> None:
-    """When the bad model's evaluation worker has stored 6 answers, SIGKILL its model server."""
-    cache = cache_dir() / "responses.sqlite"
+def test_server_throttles_and_nothing_is_lost_or_duplicated(tmp_path, airflow_db, monkeypatch):
+    """The servers admit 2 requests at a time and refuse the rest with 429, while each
+    evaluation sends 8 at once: about 3 in 4 first attempts are throttled."""
+    from llmeval.targets.local import MAX_IN_FLIGHT_ENV
+
+    monkeypatch.setenv(MAX_IN_FLIGHT_ENV, "2")
+    cfg = _config("fault-local-throttle")
+    for model in cfg["models"]:
+        model["evaluation_config"].update(max_concurrency=8, max_retries=10)
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "throttle.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("fault-local-throttle", folder)
+    assert dag_run.state == "success"
+    run_folder = run_dir(dag.dag_id, dag_run.run_id)
+    cells = _invariants(run_folder, {})
+    retried = 0
+    for model in (GOOD, BAD):
+        outputs = [json.loads(line) for line in (run_folder / "models" / model / "outputs.jsonl").open()]
+        assert len({r["record_id"] for r in outputs}) == len(outputs) == RECORDS
+        assert all(r["error"] is None for r in outputs)
+        served = re.findall(
+            r"served (\d+) requests, refused (\d+)", (run_folder / "models" / model / "server.log").read_text()
+        )
+        assert int(served[-1][0]) == RECORDS, served  # each record answered exactly once: nothing duplicated
+        assert int(served[-1][1]) > 0
+        retries = read_model_result(run_folder / "models" / model, model).generation.retries
+        assert retries >= int(served[-1][1])
+        retried += retries
+    record(
+        "server throttles (429 past 2 in flight)",
+        "local (real model)",
+        **cells,
+        retry=f"{retried} throttled requests retried; {2 * RECORDS} answered once each, none lost",
+    )
+
+
+def _kill_mid_generate(victim: bytes, stop: threading.Event, killed: dict) -> None:
+    """When the bad model's evaluation worker has stored 6 answers, SIGKILL `victim` (the
+    model server's or the worker's process group)."""
     baseline = None
     while not stop.is_set():
-        if _processes(b"llmeval.evaluation", BAD.encode()) and cache.exists():
-            with sqlite3.connect(cache) as db:
-                count = db.execute("SELECT count(*) FROM responses").fetchone()[0]
+        if _processes(b"llmeval.evaluation", BAD.encode()):
+            count = _cache_rows()
             baseline = count if baseline is None else baseline
-            servers = _processes(b"llmeval.evaluation.server", BAD.encode())
-            if count - baseline >= 6 and servers:
-                os.killpg(servers[0], signal.SIGKILL)
+            targets = _processes(victim, BAD.encode())
+            if count - baseline >= 6 and targets:
+                os.killpg(targets[0], signal.SIGKILL)
                 killed["after_answers"] = count - baseline
                 return
         time.sleep(0.05)
 
 
-def test_model_server_dies_mid_generate_and_the_rerun_resumes(tmp_path, airflow_db):
+KILLS = {  # victim process, the step the report names, what the failure says
+    "server": (b"llmeval.evaluation.server", "generate", "EndpointConnectionError"),
+    "worker": (b"llmeval.evaluation", "evaluate", "exited with -9"),
+}
+
+
+@pytest.mark.parametrize("victim", KILLS)
+def test_killed_mid_generate_then_the_rerun_resumes_from_the_cache(tmp_path, airflow_db, victim):
+    process, step, message = KILLS[victim]
+    name = f"fault-local-kill-{victim}"
+    before = _cache_rows()
     stop, killed = threading.Event(), {}
-    watcher = threading.Thread(target=_kill_server_mid_generate, args=(stop, killed), daemon=True)
+    watcher = threading.Thread(target=_kill_mid_generate, args=(process, stop, killed), daemon=True)
     watcher.start()
     try:
-        dag_run, folder = _run(tmp_path, "fault-local-dies")
+        dag_run, folder = _run(tmp_path, name)
     finally:
         stop.set()
         watcher.join()
-    assert killed, "the server was not killed: the fault was not injected"
+    assert killed, f"the {victim} was not killed: the fault was not injected"
     assert dag_run.state == "failed"
-    cells = _invariants(folder, "generate")  # the evaluation entry point names the stage inside the task
+    cells = _invariants(folder, {BAD: step})
     error = read_model_result(folder / "models" / BAD, BAD).error
-    assert "records failed" in error and "EndpointConnectionError" in error, error
-    answered = [r for r in map(json.loads, (folder / "models" / BAD / "outputs.jsonl").open()) if r["error"] is None]
-    assert len(answered) >= killed["after_answers"] >= 6
+    assert message in error, error
+    stored = _cache_rows() - before - RECORDS  # the bad model's answers in the cache (the good one: all)
+    assert 6 <= stored < RECORDS
 
-    # The re-run (the server healthy again) sends only what was not answered before the kill.
-    dag_run, folder = _run(tmp_path, "fault-local-dies")
+    # The re-run (nothing killed) asks the model only for what was not answered before the kill.
+    dag_run, folder = _run(tmp_path, name)
     assert dag_run.state == "success"
     bad = read_model_result(folder / "models" / BAD, BAD)
-    assert bad.succeeded and bad.generation.cache_hits == len(answered)
-    assert read_model_result(folder / "models" / GOOD, GOOD).generation.cache_hits == 24
+    assert bad.succeeded and bad.generation.cache_hits == stored  # every stored answer reused, none re-sent
+    assert read_model_result(folder / "models" / GOOD, GOOD).generation.cache_hits == RECORDS
     record(
-        "model server dies mid-generate, re-run",
+        f"{'model server dies' if victim == 'server' else 'worker killed'} mid-generate, re-run",
         "local (real model)",
         **cells,
-        retry=f"re-run: {len(answered)} answered before the kill from the cache, 0 re-sent",
+        retry=f"re-run: {stored} stored answers reused, 0 re-sent; {RECORDS - stored} asked",
+    )
+
+
+def test_scoring_raises(tmp_path, airflow_db):
+    algorithms = [{"algorithm": "FactualKnowledge", "target_output_delimiter": ""}]  # fmeval refuses ""
+    dag_run, folder = _run(tmp_path, "fault-local-score", algorithms=algorithms)
+    assert dag_run.state == "failed"
+    cells = _invariants(folder, {GOOD: "score", BAD: "score"})
+    assert "Empty target_output_delimiter" in read_model_result(folder / "models" / BAD, BAD).error
+    record("scoring raises", "local (real model)", **cells)
+
+
+def test_registry_write_fails(tmp_path, airflow_db, monkeypatch):
+    from llmeval.registry import LocalRegistry
+
+    def refuse(*args, **kwargs):
+        raise OSError("registry volume is read-only (injected fault)")
+
+    monkeypatch.setattr(LocalRegistry, "register", refuse)
+    dag_run, folder = _run(tmp_path, "fault-local-registry")
+    states = {t.task_id: t.state for t in dag_run.get_task_instances() if t.map_index < 0}
+    assert states["register"] == "failed" and states["report"] == "success" and dag_run.state == "failed"
+    assert "register step did not complete" in (folder / "leaderboard.html").read_text()
+    record(
+        "registry write fails",
+        "local (real model)",
+        **{**_invariants(folder, {}), "report": "says the register step did not complete; run fails"},
     )

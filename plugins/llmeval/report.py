@@ -212,7 +212,8 @@ def render_model_html(result: ModelResult, samples: list[dict] | None = None, li
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}</style></head><body>",
         f"<h1>{e(result.model)}</h1><p>Status <b>{e(result.status)}</b>"
         + (f" (failed at {e(result.failed_step or '')}: {e(result.error or '')})" if not result.succeeded else "")
-        + f". {g.records_evaluated} of {g.records_total} records answered, {g.cache_hits} from the cache; "
+        + f". {g.records_evaluated} of {g.records_total} records answered, {g.cache_hits} from the cache, "
+        f"{g.retries} requests retried; "
         f"latency p50 {_fmt(g.latency_p50_ms, 0)} ms, p95 {_fmt(g.latency_p95_ms, 0)} ms.</p>",
     ]
     for algo in result.algorithms:

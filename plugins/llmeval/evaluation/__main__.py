@@ -95,6 +95,7 @@ def _generate_and_score(
         records_evaluated=len(answered),
         records_failed=len(rows) - len(answered),
         cache_hits=sum(r["cached"] for r in rows),
+        retries=client.invoker.retries,
         latency_p50_ms=_percentile(latencies, 0.5),
         latency_p95_ms=_percentile(latencies, 0.95),
         input_tokens_total=sum(r["input_tokens"] for r in answered),

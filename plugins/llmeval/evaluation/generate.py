@@ -178,7 +178,7 @@ def make_client(target: Target):
     config = Config(
         connect_timeout=10,
         read_timeout=target.timeout_s,
-        retries={"max_attempts": 1, "mode": "standard"},  # retries are ours, with the adaptive limit
+        retries={"total_max_attempts": 1, "mode": "standard"},  # no botocore retries: ours see every throttle
         max_pool_connections=target.max_concurrency + 4,
     )
     service = "bedrock-runtime" if target.provider == "bedrock" else "sagemaker-runtime"

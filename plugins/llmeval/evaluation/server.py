@@ -11,6 +11,8 @@ token under `details.prefill`, as TGI-based JumpStart endpoints do.
 Concurrent requests with the same inference parameters are generated as one batch
 (greedy batched generation is ~10x the throughput of single streams on 2 cores).
 The server binds to loopback only and serves only the endpoint names it was given.
+Past `--max-in-flight` concurrent requests it refuses more with 429 ThrottlingException,
+as an overloaded SageMaker endpoint does, rather than queueing without bound.
 
     python -m llmeval.evaluation.server --model-id smollm2-135m-instruct \
         --endpoint-name demo-a --ready-file /tmp/ready.json
@@ -195,7 +197,29 @@ def _response(prompt: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
     return [body]
 
 
-def make_handler(generator: Generator, endpoints: set[str], timeout_s: float):
+class Admission:
+    """At most `limit` requests in flight; counts what was served and refused."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_flight = self.served = self.refused = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.in_flight >= self.limit:
+                self.refused += 1
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.served += 1
+
+
+def make_handler(generator: Generator, endpoints: set[str], timeout_s: float, admission: Admission):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -219,6 +243,9 @@ def make_handler(generator: Generator, endpoints: set[str], timeout_s: float):
                 name = match.group(1) if match else self.path
                 self._send(400, {"message": f"Endpoint {name} not found on this server."}, "ValidationError")
                 return
+            if not admission.enter():
+                self._send(429, {"message": "Too many requests in flight; retry later"}, "ThrottlingException")
+                return
             try:
                 payload = json.loads(raw)
                 prompt = payload["inputs"]
@@ -233,16 +260,21 @@ def make_handler(generator: Generator, endpoints: set[str], timeout_s: float):
             except TimeoutError:
                 self._send(424, {"message": "model timed out", "OriginalStatusCode": 504}, "ModelError")
                 return
+            finally:
+                admission.leave()
             self._send(200, _response(prompt, result))
 
     return Handler
 
 
-def serve(model_id: str, endpoints: set[str], ready_file: Path, port: int = 0, max_batch: int = 16) -> None:
+def serve(
+    model_id: str, endpoints: set[str], ready_file: Path, port: int = 0, max_batch: int = 16, max_in_flight: int = 64
+) -> None:
     from llmeval.evaluation.local_models import resolve_model_dir
 
     generator = Generator(resolve_model_dir(model_id), max_batch=max_batch)
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(generator, endpoints, timeout_s=600))
+    admission = Admission(max_in_flight)
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(generator, endpoints, 600, admission))
     server.daemon_threads = True
 
     def stop(signum: int, _frame: Any) -> None:
@@ -258,6 +290,7 @@ def serve(model_id: str, endpoints: set[str], ready_file: Path, port: int = 0, m
     log.info("serving %s as %s at %s", model_id, ", ".join(sorted(endpoints)), url)
     server.serve_forever()
     server.server_close()
+    log.info("served %d requests, refused %d (throttled)", admission.served, admission.refused)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path, required=True, help="written with the URL once serving")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-in-flight", type=int, default=64, help="more concurrent requests get 429")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(args.model_id, set(args.endpoint_name), args.ready_file, args.port, args.max_batch)
+    serve(args.model_id, set(args.endpoint_name), args.ready_file, args.port, args.max_batch, args.max_in_flight)
     return 0
 
 

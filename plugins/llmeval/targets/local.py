@@ -28,6 +28,7 @@ READY_TIMEOUT_S = 900  # first start converts the GGUF model (~30-60 s) after im
 ENDPOINT_FILE = "endpoint.json"
 TUNED_DIR = "finetuned"
 TRAINING_METRICS = "training_metrics.json"
+MAX_IN_FLIGHT_ENV = "LLM_EVAL_SERVER_MAX_IN_FLIGHT"  # local server: more concurrent requests get 429
 
 
 def worker_env() -> dict[str, str]:
@@ -96,6 +97,8 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
         name,
         "--ready-file",
         str(ready),
+        "--max-in-flight",
+        os.environ.get(MAX_IN_FLIGHT_ENV, "64"),
     ]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
