@@ -191,3 +191,28 @@ def test_evaluate_times_out_on_the_local_target(tmp_path, airflow_db):
             "report": "names model and step",
         },
     )
+
+
+def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch):
+    """The bad model's evaluate task outlives task_timeout_s: the task fails, a job still
+    running would be stopped, teardown deletes the endpoint, the good model is intact."""
+    import time
+
+    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
+
+    original = SageMakerProcessingOperator.execute
+
+    def hangs_for_the_bad_model(self, context):
+        result = original(self, context)
+        if f"eval-{BAD}" in self.config["ProcessingJobName"]:
+            time.sleep(600)  # interrupted by the task's execution timeout
+        return result
+
+    monkeypatch.setattr(SageMakerProcessingOperator, "execute", hangs_for_the_bad_model)
+    dag_run, folder = _run(
+        tmp_path, aws_env, monkeypatch, "fault-timeout-sm", LatencyServer(0.001), cfg_extra={"task_timeout_s": 45}
+    )
+    assert dag_run.state == "failed"
+    failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
+    assert "Timeout" in failure["error"], failure["error"]
+    record("evaluate task times out", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "evaluate"}))

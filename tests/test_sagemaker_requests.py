@@ -427,3 +427,28 @@ def test_vpc_needs_subnets_and_security_groups_together():
 
     with pytest.raises(ValidationError, match="both subnets and security_group_ids"):
         SecuritySection(subnets=["subnet-0abc1234"])
+
+
+@pytest.mark.parametrize("status, stopped", [("InProgress", True), ("Completed", False), ("Failed", False)])
+def test_a_still_running_evaluation_job_is_stopped(status, stopped):
+    """When the evaluate task ends (timeout) with its job running, the job is stopped, not left billing."""
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "describe_processing_job",
+            {
+                "ProcessingJobName": "eval-job",
+                "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:processing-job/eval-job",
+                "ProcessingJobStatus": status,
+                "ProcessingResources": {
+                    "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+                },
+                "AppSpecification": {"ImageUri": IMAGE},
+                "CreationTime": "2026-01-01T00:00:00Z",
+            },
+            {"ProcessingJobName": "eval-job"},
+        )
+        if stopped:
+            stub.add_response("stop_processing_job", {}, {"ProcessingJobName": "eval-job"})
+        assert req.stop_processing_job_if_running(client, "eval-job") is stopped
+        stub.assert_no_pending_responses()

@@ -355,7 +355,10 @@ class EvalConfig(_Strict):
     )
     num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
     task_timeout_s: int = Field(
-        6 * 3600, ge=1, description="Execution timeout of a local finetune or evaluate task (its worker is killed)."
+        6 * 3600,
+        ge=1,
+        description="Execution timeout of a finetune or evaluate task. Local: its worker is killed. SageMaker: "
+        "the task fails and a still-running evaluation job is stopped (jobs are also bounded by max_runtime_s).",
     )
     max_failed_ratio: float = Field(
         0.1, ge=0, le=1, description="A model whose generations fail for more than this share of records fails."

@@ -30,7 +30,8 @@ ENDPOINT_ACTIONS = [
     "sagemaker:AddTags",
     "sagemaker:ListTags",
 ]
-PROCESSING_ACTIONS = ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob"]
+ON_FAILURE_ACTIONS = ["sagemaker:StopProcessingJob"]  # only when an evaluate task ends with its job running
+PROCESSING_ACTIONS = ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", *ON_FAILURE_ACTIONS]
 TRAINING_ACTIONS = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"]
 REGISTRY_ACTIONS = [
     "sagemaker:CreateModelPackageGroup",

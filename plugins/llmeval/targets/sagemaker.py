@@ -209,8 +209,12 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith("results.json") for k in keys):
-        job = _hook(cfg).conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
-        reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
+        client, name = _hook(cfg).conn, processing["ProcessingJobName"]
+        if req.stop_processing_job_if_running(client, name):
+            reason = "the evaluate task ended while the job was running (timeout?): job stopped"
+        else:
+            job = client.describe_processing_job(ProcessingJobName=name)
+            reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
         write_failure(folder, model_name, "evaluate", f"processing job {processing['ProcessingJobName']}: {reason}")
         raise RuntimeError(reason)
     for key in keys:
@@ -328,7 +332,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     if cfg.sagemaker.pool_prefix and kind != "bedrock":
         instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
         pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{instance_type}"}
-    timeout = timedelta(seconds=cfg.sagemaker.max_runtime_s + 3600)
+    timeout = timedelta(seconds=min(cfg.task_timeout_s, cfg.sagemaker.max_runtime_s + 3600))
     endpoint_op, processing_op, training_op = _operators()
 
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")

@@ -126,6 +126,16 @@ def endpoint_status(client: Any, name: str) -> str | None:
     return None
 
 
+def stop_processing_job_if_running(client: Any, name: str) -> bool:
+    """Stop the job when it is still running (its task timed out or failed); True if stopped."""
+    status = client.describe_processing_job(ProcessingJobName=name)["ProcessingJobStatus"]
+    if status != "InProgress":
+        return False
+    log.warning("stopping processing job %s: its task ended while the job was %s", name, status)
+    client.stop_processing_job(ProcessingJobName=name)
+    return True
+
+
 def describe_or_none(describe: Any, **kwargs: str) -> dict[str, Any] | None:
     """The describe call's answer, or None when the resource does not exist."""
     from botocore.exceptions import ClientError
