@@ -18,7 +18,20 @@ def result(model: str, fk: float | None = 0.5, sim: float | None = 0.6, p95: flo
         algos.append(
             AlgorithmResult("SemanticSimilarity", [Score("semantic_similarity", sim, sim - 0.05, sim + 0.05, 40)])
         )
-    return ModelResult(model, "succeeded", algos, GenerationStats(40, 40, 0, 0, 50.0, p95, 400, 800, 3.0))
+    return ModelResult(
+        model,
+        "succeeded",
+        algos,
+        GenerationStats(
+            records_total=40,
+            records_evaluated=40,
+            latency_p50_ms=50.0,
+            latency_p95_ms=p95,
+            input_tokens_total=400,
+            output_tokens_total=800,
+            wall_seconds=3.0,
+        ),
+    )
 
 
 def failed(model: str, step: str = "evaluate", error: str = "boom") -> ModelResult:

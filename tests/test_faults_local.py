@@ -159,7 +159,7 @@ def _kill_mid_generate(victim: bytes, stop: threading.Event, killed: dict) -> No
 
 
 KILLS = {  # victim process, the step the report names, what the failure says
-    "server": (b"llmeval.evaluation.server", "generate", "EndpointConnectionError"),
+    "server": (b"llmeval.evaluation.server", "generate", "Connection"),  # refused, or closed in flight
     "worker": (b"llmeval.evaluation", "evaluate", "exited with -9"),
 }
 

@@ -45,12 +45,12 @@ class GenerationStats:
     records_evaluated: int = 0
     records_failed: int = 0
     cache_hits: int = 0
-    retries: int = 0  # requests sent again after throttling or a transient error
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     input_tokens_total: int = 0
     output_tokens_total: int = 0
     wall_seconds: float = 0.0
+    retries: int = 0  # requests sent again after throttling or a transient error
 
     @property
     def output_tokens_mean(self) -> float | None:
