@@ -141,6 +141,7 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> Non
             AWS_SECRET_ACCESS_KEY="test",
             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url,
             AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url,
+            AWS_ENDPOINT_URL_S3=moto_url,  # the response cache kept between jobs
             HF_HUB_OFFLINE="1",
         )
         entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]

@@ -212,7 +212,8 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
 
 
 def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):
-    """Also: with output_kms_key_id, every object the DAG writes to S3 is SSE-KMS encrypted."""
+    """Also: with output_kms_key_id, every object the DAG writes to S3 is SSE-KMS encrypted; and a
+    second run is answered from the response cache the first run's jobs kept in S3."""
     from llmeval.runtime import run_dir
 
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -254,11 +255,18 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
     assert "InferenceSpecification" not in package  # registered by reference: the Bedrock model id
     assert package["CustomerMetadataProperties"]["model_id"] == "anthropic.claude-3-haiku-20240307-v1:0"
-    written = []  # by the DAG itself: the job's code and inputs, the registered metrics
+    # The second run: new Processing jobs (fresh disks) pull each model's cache from S3.
+    _, again = run_dag("sm-bedrock", tmp_path / "configs")
+    assert again.state == "success" and processing_emulator.requests == 12  # not one request more
+    for model in ("sm-jumpstart", "sm-claude"):
+        result = json.loads((run_dir(dag.dag_id, again.run_id) / "models" / model / "results.json").read_text())
+        assert result["generation"]["cache_hits"] == 6, model
+    written = []  # by the DAG and its jobs: code and inputs, the registered metrics, the response caches
     _, s3 = clients(aws_env)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        written += [o["Key"] for o in page.get("Contents", []) if re.search(r"/(code|run|registry)/", o["Key"])]
+        written += [o["Key"] for o in page.get("Contents", []) if re.search(r"/(code|run|registry|cache)/", o["Key"])]
     assert any("/code/llmeval/" in k for k in written) and any(k.endswith("model_quality.json") for k in written)
+    assert sum(k.endswith("/cache/sm-claude/responses.sqlite") for k in written) == 1
     for key in written:
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", kms), key

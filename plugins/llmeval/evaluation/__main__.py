@@ -18,12 +18,14 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from llmeval.config import EvalConfig, ModelSection, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
+from llmeval.evaluation import cache_sync
 from llmeval.evaluation.generate import ModelClient, ResponseCache, Target, generate_with
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
@@ -74,11 +76,16 @@ def run(args: argparse.Namespace) -> ModelResult:
         log_probability_path=ev.log_probability,
         log_probability_parameters=ev.log_probability_parameters,
     )
-    cache = ResponseCache(args.cache_dir / "responses.sqlite")
+    cache_file = args.cache_dir / "responses.sqlite"
+    if args.cache_uri:
+        cache_sync.pull(args.cache_uri, cache_file)
+    cache = ResponseCache(cache_file)
     try:
         return _generate_and_score(cfg, model, records, ModelClient(target, ev.prompt_template, cache), args)
     finally:
         cache.close()
+        if args.cache_uri:
+            cache_sync.push(cache_file, args.cache_uri)
 
 
 def _generate_and_score(
@@ -135,6 +142,10 @@ def _generate_and_score(
     return result
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="config YAML, or the run's resolved config.json")
@@ -147,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-metrics", type=Path, help="fine-tune metrics to keep in the result")
     parser.add_argument("--region")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
+    parser.add_argument("--cache-uri", help="s3:// object holding the response cache between jobs (SageMaker)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    signal.signal(signal.SIGTERM, _stop)  # SageMaker stops a job with SIGTERM: unwind, so the cache is kept
     result = run(args)
     path = write_result(args.output_dir, result)
     records = args.output_dir / "records.jsonl"

@@ -196,6 +196,7 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_i
         f"{prefix}/run/",
         f"{prefix}/results/{model_name}/",
         region,
+        cache_uri=f"{s3_prefix(cfg)}/{dag_id}/cache/{model_name}/responses.sqlite",
     )
 
 

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from llmeval.config import EvalConfig, ModelSection
+from llmeval.evaluation import cache_sync
 
 log = logging.getLogger("llmeval.sagemaker")
 
@@ -209,8 +210,10 @@ def processing_config(
     run_uri: str,
     output_uri: str,
     region: str,
+    cache_uri: str | None = None,
 ) -> dict[str, Any]:
-    """A Processing job running the project's evaluation entry point for one model."""
+    """A Processing job running the project's evaluation entry point for one model.
+    `cache_uri`: the S3 object that keeps the model's response cache between jobs."""
     sm = cfg.sagemaker
     security = sm.security
 
@@ -265,8 +268,11 @@ def processing_config(
     }
     if security.volume_kms_key_id:
         request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = security.volume_kms_key_id
+    if cache_uri:
+        request["AppSpecification"]["ContainerArguments"] += ["--cache-uri", cache_uri]
     if security.output_kms_key_id:
         request["ProcessingOutputConfig"]["KmsKeyId"] = security.output_kms_key_id
+        request["Environment"][cache_sync.KMS_ENV] = security.output_kms_key_id
     network: dict[str, Any] = {}
     if security.enable_inter_container_traffic_encryption:
         network["EnableInterContainerTrafficEncryption"] = True

@@ -1,0 +1,52 @@
+"""Keep the response cache in S3 between SageMaker Processing jobs.
+
+A Processing job's disk is gone when the job ends, so the entry point pulls the model's
+cache file from S3 before generating and pushes it back when it stops (also on SIGTERM,
+which SageMaker sends when it stops a job). One object per model: a pipeline runs one
+DAG run at a time, so runs and backfills of the same model never write it concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("llmeval.cache")
+
+KMS_ENV = "LLM_EVAL_S3_KMS_KEY"  # SSE-KMS key for the pushed cache object
+
+
+def _split(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"cache URI must be s3://bucket/key, got {uri!r}")
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def pull(uri: str, path: Path) -> bool:
+    """Download the cache from `uri` into `path`; False when there is none yet."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket, key = _split(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        boto3.client("s3").download_file(bucket, key, str(path))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+            raise
+        log.info("no response cache at %s yet: starting empty", uri)
+        return False
+    log.info("response cache pulled from %s (%d bytes)", uri, path.stat().st_size)
+    return True
+
+
+def push(path: Path, uri: str) -> None:
+    """Upload the (closed) cache file to `uri`."""
+    import boto3
+
+    bucket, key = _split(uri)
+    extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": os.environ[KMS_ENV]} if os.environ.get(KMS_ENV) else {}
+    boto3.client("s3").upload_file(str(path), bucket, key, ExtraArgs=extra or None)
+    log.info("response cache pushed to %s (%d bytes)", uri, path.stat().st_size)
