@@ -195,6 +195,8 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     )
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert "tuned_model.finetune" in dag.task_ids and "model.finetune" not in dag.task_ids
+    teardown = dag.get_task("tuned_model.teardown_endpoint")  # runs (and stops the job) if fine-tuning fails
+    assert teardown.is_teardown and "tuned_model.prepare_training_job" in teardown.upstream_task_ids
     sm, s3 = clients(aws_env)
     jobs = sm.list_training_jobs()["TrainingJobSummaries"]
     assert len(jobs) == 1

@@ -450,5 +450,38 @@ def test_a_still_running_evaluation_job_is_stopped(status, stopped):
         )
         if stopped:
             stub.add_response("stop_processing_job", {}, {"ProcessingJobName": "eval-job"})
-        assert req.stop_processing_job_if_running(client, "eval-job") is stopped
+        assert req.stop_job_if_running(client, "processing", "eval-job") is stopped
         stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("status", ["InProgress", "Completed", None])
+def test_teardown_stops_a_training_job_left_running(status, cfg, monkeypatch, tmp_path):
+    """A fine-tuning task that timed out leaves its job running: teardown stops it (GPU hours)."""
+    from llmeval.targets import sagemaker as target
+
+    client = _client()
+    monkeypatch.setattr(target, "_hook", lambda _cfg: type("Hook", (), {"conn": client})())
+    with Stubber(client) as stub:
+        if status is None:
+            stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found")
+        else:
+            stub.add_response(
+                "describe_training_job",
+                {
+                    "TrainingJobName": "ft-job",
+                    "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/ft-job",
+                    "TrainingJobStatus": status,
+                    "SecondaryStatus": "Training",
+                    "ModelArtifacts": {"S3ModelArtifacts": "s3://b/o/model.tar.gz"},
+                    "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+                    "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+                    "CreationTime": "2026-01-01T00:00:00Z",
+                },
+                {"TrainingJobName": "ft-job"},
+            )
+        if status == "InProgress":
+            stub.add_response("stop_training_job", {}, {"TrainingJobName": "ft-job"})
+        deleted = target.teardown(cfg, cfg.models[0].name, tmp_path, keep=False, training_job="ft-job")
+        stub.assert_no_pending_responses()
+    assert deleted == (["training job ft-job (stopped)"] if status == "InProgress" else [])  # nothing deployed

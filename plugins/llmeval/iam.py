@@ -30,9 +30,10 @@ ENDPOINT_ACTIONS = [
     "sagemaker:AddTags",
     "sagemaker:ListTags",
 ]
-ON_FAILURE_ACTIONS = ["sagemaker:StopProcessingJob"]  # only when an evaluate task ends with its job running
-PROCESSING_ACTIONS = ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", *ON_FAILURE_ACTIONS]
-TRAINING_ACTIONS = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"]
+# Only when a task ends with its job still running (a timeout): exercised by the Stubber tests.
+ON_FAILURE_ACTIONS = ["sagemaker:StopProcessingJob", "sagemaker:StopTrainingJob"]
+PROCESSING_ACTIONS = ["sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob", "sagemaker:StopProcessingJob"]
+TRAINING_ACTIONS = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"]
 REGISTRY_ACTIONS = [
     "sagemaker:CreateModelPackageGroup",
     "sagemaker:DescribeModelPackageGroup",

@@ -211,7 +211,7 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith("results.json") for k in keys):
         client, name = _hook(cfg).conn, processing["ProcessingJobName"]
-        if req.stop_processing_job_if_running(client, name):
+        if req.stop_job_if_running(client, "processing", name):
             reason = "the evaluate task ended while the job was running (timeout?): job stopped"
         else:
             job = client.describe_processing_job(ProcessingJobName=name)
@@ -230,7 +230,18 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     return str(folder / "results.json")
 
 
-def teardown(cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool) -> list[str]:
+def teardown(
+    cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool, training_job: str | None = None
+) -> list[str]:
+    """Stop the model's fine-tuning job if its task ended with the job running; delete the
+    endpoint, endpoint config and model this pipeline created."""
+    stopped = []
+    if training_job and req.stop_job_if_running(_hook(cfg).conn, "training", training_job):
+        stopped.append(f"training job {training_job} (stopped)")
+    return stopped + _delete_endpoint(cfg, model_name, run_folder, keep)
+
+
+def _delete_endpoint(cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool) -> list[str]:
     state_file = model_dir(run_folder, model_name) / DEPLOYMENT_FILE
     if not state_file.exists():
         log.info("%s was never prepared: nothing to delete", model_name)
@@ -382,13 +393,16 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
     @task(map_index_template="{{ model_label }}", **retried)
     def teardown_endpoint(model: str) -> list[str]:
-        """Delete the endpoint, endpoint config and model this pipeline created, whatever happened."""
-        from llmeval.factory import current_run
+        """Delete the endpoint, endpoint config and model this pipeline created (and stop a
+        fine-tuning job still running), whatever happened."""
+        from llmeval.factory import current_run, run_ids
         from llmeval.steps import run_config
 
         label(model)
         run_folder, _, params = current_run()
-        return teardown(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
+        cfg_run = run_config(run_folder)
+        job = req.training_job_name(*run_ids(), model) if cfg_run.model(model).finetuning else None
+        return teardown(cfg_run, model, run_folder, bool(params.get("keep_endpoints")), job)
 
     def evaluation_job(staged: Any):
         """The Processing job running the evaluation entry point (deferrable, not retried)."""
@@ -429,4 +443,6 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     collected = collect_results(model_name, staged)
     stop = teardown_endpoint(model_name)
     prepared >> deploy >> staged >> evaluate >> collected >> stop
-    stop.as_teardown(setups=[prepared, deploy])
+    # The training request is a setup too: when fine-tuning fails or times out, the teardown
+    # still runs and stops a training job left running.
+    stop.as_teardown(setups=[prepared, deploy, *([training] if kind == "tuned" else [])])

@@ -127,13 +127,15 @@ def endpoint_status(client: Any, name: str) -> str | None:
     return None
 
 
-def stop_processing_job_if_running(client: Any, name: str) -> bool:
-    """Stop the job when it is still running (its task timed out or failed); True if stopped."""
-    status = client.describe_processing_job(ProcessingJobName=name)["ProcessingJobStatus"]
+def stop_job_if_running(client: Any, kind: str, name: str) -> bool:
+    """Stop a "processing" or "training" job that is still running (its task timed out or
+    failed), so it does not keep billing; True if stopped."""
+    job = describe_or_none(getattr(client, f"describe_{kind}_job"), **{f"{kind.title()}JobName": name})
+    status = job and job[f"{kind.title()}JobStatus"]
     if status != "InProgress":
         return False
-    log.warning("stopping processing job %s: its task ended while the job was %s", name, status)
-    client.stop_processing_job(ProcessingJobName=name)
+    log.warning("stopping %s job %s: its task ended while the job was running", kind, name)
+    getattr(client, f"stop_{kind}_job")(**{f"{kind.title()}JobName": name})
     return True
 
 
