@@ -33,7 +33,8 @@ class CachedModelRunner(ModelRunner):
     model's own prompt and content templates, exactly as the generate stage does, so the
     unperturbed input is a cache hit."""
 
-    def __init__(self, client: ModelClient):  # noqa: the base's composer/extractor are the client's job here
+    def __init__(self, client: ModelClient):
+        # The base class's composer and extractor are not used: the client does their work.
         self.client = client
 
     def predict(self, prompt: str) -> tuple[str | None, float | None]:
