@@ -61,3 +61,13 @@ def test_huge_field_is_a_bad_row(tmp_path):
     rows = [_row(i) for i in range(20)] + [json.dumps({"q": "x" * 200_000, "a": "y"}).encode()]
     ds = read_dataset(_write(tmp_path, rows), "q", "a")
     assert ds.bad_rows[0]["line"] == 21 and "characters" in ds.bad_rows[0]["problem"]
+
+
+def test_sentence_pair_columns_are_required_when_configured(tmp_path):
+    """PromptStereotyping's columns: a row without one is a bad row naming the key."""
+    rows = [_row(i, more=f"m{i}", less=f"l{i}") for i in range(9)] + [_row(9, more="m9")]
+    ds = read_dataset(
+        _write(tmp_path, rows), "q", "a", text_columns={"sent_more_input": "more", "sent_less_input": "less"}
+    )
+    assert ds.records[0]["sent_more_input"] == "m0" and ds.records[0]["sent_less_input"] == "l0"
+    assert len(ds.records) == 9 and ds.bad_rows == [{"line": 10, "problem": "missing key 'less'"}]

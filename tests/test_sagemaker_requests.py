@@ -450,7 +450,8 @@ def test_a_still_running_evaluation_job_is_stopped(status, stopped):
         )
         if stopped:
             stub.add_response("stop_processing_job", {}, {"ProcessingJobName": "eval-job"})
-        assert req.stop_job_if_running(client, "processing", "eval-job") is stopped
+        job = req.stop_job_if_running(client, "processing", "eval-job")
+        assert job["ProcessingJobStatus"] == status  # the stop_processing_job call is checked by the Stubber
         stub.assert_no_pending_responses()
 
 

@@ -210,11 +210,12 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith("results.json") for k in keys):
-        client, name = _hook(cfg).conn, processing["ProcessingJobName"]
-        if req.stop_job_if_running(client, "processing", name):
+        job = req.stop_job_if_running(_hook(cfg).conn, "processing", processing["ProcessingJobName"])
+        if job is None:
+            reason = "the job was never created"
+        elif job["ProcessingJobStatus"] == "InProgress":
             reason = "the evaluate task ended while the job was running (timeout?): job stopped"
         else:
-            job = client.describe_processing_job(ProcessingJobName=name)
             reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
         write_failure(folder, model_name, "evaluate", f"processing job {processing['ProcessingJobName']}: {reason}")
         raise RuntimeError(reason)
@@ -236,7 +237,8 @@ def teardown(
     """Stop the model's fine-tuning job if its task ended with the job running; delete the
     endpoint, endpoint config and model this pipeline created."""
     stopped = []
-    if training_job and req.stop_job_if_running(_hook(cfg).conn, "training", training_job):
+    job = training_job and req.stop_job_if_running(_hook(cfg).conn, "training", training_job)
+    if job and job["TrainingJobStatus"] == "InProgress":
         stopped.append(f"training job {training_job} (stopped)")
     return stopped + _delete_endpoint(cfg, model_name, run_folder, keep)
 

@@ -127,16 +127,16 @@ def endpoint_status(client: Any, name: str) -> str | None:
     return None
 
 
-def stop_job_if_running(client: Any, kind: str, name: str) -> bool:
+def stop_job_if_running(client: Any, kind: str, name: str) -> dict[str, Any] | None:
     """Stop a "processing" or "training" job that is still running (its task timed out or
-    failed), so it does not keep billing; True if stopped."""
-    job = describe_or_none(getattr(client, f"describe_{kind}_job"), **{f"{kind.title()}JobName": name})
-    status = job and job[f"{kind.title()}JobStatus"]
-    if status != "InProgress":
-        return False
-    log.warning("stopping %s job %s: its task ended while the job was running", kind, name)
-    getattr(client, f"stop_{kind}_job")(**{f"{kind.title()}JobName": name})
-    return True
+    failed), so it does not keep billing. Returns the job's description as read before any
+    stop (None when there is no such job): status InProgress means it was stopped."""
+    key = {f"{kind.title()}JobName": name}
+    job = describe_or_none(getattr(client, f"describe_{kind}_job"), **key)
+    if job and job[f"{kind.title()}JobStatus"] == "InProgress":
+        log.warning("stopping %s job %s: its task ended while the job was running", kind, name)
+        getattr(client, f"stop_{kind}_job")(**key)
+    return job
 
 
 def describe_or_none(describe: Any, **kwargs: str) -> dict[str, Any] | None:
