@@ -32,8 +32,7 @@ def endpoint_process(folder: Path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "llmeval.evaluation.latency_server",
+            str(Path(__file__).resolve().parents[1] / "tests" / "latency_server.py"),
             "--latency-s",
             str(LATENCY_S),
             "--capacity",
@@ -108,9 +107,11 @@ def main() -> None:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.basicConfig(level=logging.WARNING)
-    from fmeval.eval_algorithms.factual_knowledge import FactualKnowledge, FactualKnowledgeConfig
-
-    from llmeval.evaluation.generate import ResponseCache, generate
+    from fmeval.eval_algorithms.factual_knowledge import (
+        FactualKnowledge,
+        FactualKnowledgeConfig,
+    )
+    from llmeval.evaluation.generate import ModelClient, ResponseCache, generate_with
 
     limit = N * LATENCY_S / CAPACITY
     records = [
@@ -119,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, endpoint_process(Path(tmp)) as url:
         target = bench_target(url)
         started = time.perf_counter()
-        rows = generate(records, target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite"))
+        rows = generate_with(ModelClient(target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite")), records)
         project = time.perf_counter() - started
         answers = [r["model_output"] for r in rows]
         assert answers == [f"answer to: {r['model_input']}" for r in records], "project lost or mixed records"

@@ -19,7 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from generate_throughput import CAPACITY, LATENCY_S, bench_target, endpoint_process, fmeval_evaluate
+from generate_throughput import (
+    CAPACITY,
+    LATENCY_S,
+    bench_target,
+    endpoint_process,
+    fmeval_evaluate,
+)
 
 N, PERTURBATIONS = 200, 4
 OPTIONS = {"perturbation_type": "whitespace_add_remove", "num_perturbations": PERTURBATIONS, "valid_labels": ["1"]}
@@ -34,7 +40,6 @@ def main() -> None:
         ClassificationAccuracySemanticRobustness,
         ClassificationAccuracySemanticRobustnessConfig,
     )
-
     from llmeval.config import AlgorithmSection
     from llmeval.evaluation.generate import ModelClient, ResponseCache, generate_with
     from llmeval.evaluation.score import score_outputs

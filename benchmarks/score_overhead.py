@@ -46,8 +46,14 @@ def rows() -> list[dict]:
 
 def fmeval_scores(records: list[dict], folder: Path) -> list[dict[str, float]]:
     from fmeval.data_loaders.data_config import DataConfig
-    from fmeval.eval_algorithms.classification_accuracy import ClassificationAccuracy, ClassificationAccuracyConfig
-    from fmeval.eval_algorithms.factual_knowledge import FactualKnowledge, FactualKnowledgeConfig
+    from fmeval.eval_algorithms.classification_accuracy import (
+        ClassificationAccuracy,
+        ClassificationAccuracyConfig,
+    )
+    from fmeval.eval_algorithms.factual_knowledge import (
+        FactualKnowledge,
+        FactualKnowledgeConfig,
+    )
 
     path = folder / "outputs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -75,7 +81,6 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import fmeval.eval_algorithms.classification_accuracy  # noqa: F401  (imports not timed)
     import fmeval.eval_algorithms.factual_knowledge  # noqa: F401
-
     from llmeval.config import AlgorithmSection
     from llmeval.evaluation.score import score_outputs
 

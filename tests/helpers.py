@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from llmeval.evaluation.generate import ModelClient, generate_with
 from llmeval.results import AlgorithmResult, GenerationStats, ModelResult, Score
+
+
+def generate(records, target, prompt_template, cache, invoker=None) -> list[dict]:
+    """The generate stage over `records` with a fresh client (what the entry point does)."""
+    return generate_with(ModelClient(target, prompt_template, cache, invoker), records)
 
 
 def records(n: int, stem: str = "question") -> list[dict]:

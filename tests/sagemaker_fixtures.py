@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import DATASET, ROOT, WORKER_PYTHON
+from latency_server import LatencyServer
 
 REGION = "us-east-1"
 BUCKET = "llmeval-test"
@@ -38,6 +39,10 @@ def moto_url():
 def aws_env(moto_url, monkeypatch):
     """Airflow connection `aws_moto`, the target's Variables, a bucket; fresh moto state."""
     import urllib.request
+
+    from airflow.sdk.io import store as object_stores
+
+    object_stores._STORE_CACHE.clear()  # filesystems built for an earlier moto server (another port)
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
     _, s3 = clients(moto_url)
@@ -157,3 +162,34 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> Non
             for path in out_dir.rglob("*"):
                 if path.is_file():
                     s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(out_dir)}")
+
+
+@pytest.fixture
+def processing_emulator(aws_env, monkeypatch):
+    """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""
+    from airflow.providers.amazon.aws.operators.sagemaker import (
+        SageMakerProcessingOperator,
+    )
+
+    original = SageMakerProcessingOperator.execute
+    server = LatencyServer(latency_s=0.001, failing_endpoints=frozenset({"llmeval-sm-gamma-failing"}))
+
+    def execute(self, context):
+        result = original(self, context)
+        emulate_processing_job(self.config, aws_env, server.url)
+        return result
+
+    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
+    with server:
+        yield server
+
+
+def xcoms(dag_run, task_id: str, key: str = "return_value") -> dict[int, object]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.execute(
+            XComModel.get_many(run_id=dag_run.run_id, task_ids=task_id, dag_ids=dag_run.dag_id, key=key)
+        )
+        return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}

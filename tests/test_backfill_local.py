@@ -26,9 +26,8 @@ DATES = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 def test_three_catalog_versions_history_and_cache(airflow_db, tmp_path):
     from airflow.utils.cli import get_bagged_dag
-
-    from llmeval import history
-    from llmeval.runtime import run_dir
+    from llmeval import history, store
+    from llmeval.store import run_folder
 
     for i, day in enumerate(DATES):  # version i holds questions i..i+2: each overlaps the previous by two
         folder = tmp_path / "catalog" / day
@@ -65,16 +64,18 @@ def test_three_catalog_versions_history_and_cache(airflow_db, tmp_path):
     assert [e["catalog_version"] for e in entries] == DATES
     assert all(set(e["models"]) == {"bf-chat"} for e in entries)
     stats = [
-        json.loads((run_dir("backfill-local", r.run_id) / "models" / "bf-chat" / "results.json").read_text())[
+        json.loads((run_folder("backfill-local", r.run_id) / "models" / "bf-chat" / "results.json").read_text())[
             "generation"
         ]
         for r in runs
     ]
     assert [s["records_total"] for s in stats] == [3, 3, 3]
     assert [s["cache_hits"] for s in stats] == [0, 2, 2]  # only the one new prompt per version was generated
-    registrations = [json.loads((run_dir("backfill-local", r.run_id) / "registration.json").read_text()) for r in runs]
+    registrations = [
+        json.loads((run_folder("backfill-local", r.run_id) / "registration.json").read_text()) for r in runs
+    ]
     assert registrations[0]["approval_status"] == "Approved"
     assert "no approved champion yet" in registrations[0]["gate"]["reason"]
-    assert "trend" in (run_dir("backfill-local", runs[-1].run_id) / "leaderboard.html").read_text().lower()
-    trend = history.history_dir("backfill-local") / history.TREND_FILE
+    assert "trend" in (run_folder("backfill-local", runs[-1].run_id) / "leaderboard.html").read_text().lower()
+    trend = store.history_folder("backfill-local") / store.TREND
     assert trend.exists() and trend.read_text().count("<circle") >= 3

@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import CONFIGS, DATASET, ROOT, local_config
-
 from llmeval.algorithms import ALGORITHMS
-from llmeval.config import ConfigError, EvalConfig, json_schema, load_config, load_folder
+from llmeval.config import (
+    ConfigError,
+    EvalConfig,
+    json_schema,
+    load_config,
+    load_folder,
+)
 
 # A config in the seed solution's schema (no `target` key: a SageMaker config).
 SEED = """\
@@ -327,11 +332,62 @@ def test_folder_with_broken_config_still_loads_the_others(tmp_path):
     assert len(bad) == 1 and "bad.yaml" in str(bad[0])
 
 
-def test_duplicate_dag_ids_across_files_are_an_error(tmp_path):
-    _write(tmp_path, SEED, "a.yaml")
-    _write(tmp_path, SEED, "b.yaml")
+def test_duplicate_dag_ids_across_files_refuse_both_naming_each_other(tmp_path):
+    a, b = _write(tmp_path, SEED, "a.yaml"), _write(tmp_path, SEED, "b.yaml")
     good, bad = load_folder(tmp_path)
-    assert len(good) == 1 and "already used by" in str(bad[0])
+    assert good == [] and len(bad) == 2
+    assert f"{a}: pipeline.name: 'seed-style-hybrid' is also the pipeline name of {b}" in str(bad[0])
+    assert str(a) in str(bad[1]) and str(b) in str(bad[1])
+    checked = _cli("validate", str(a), str(b))  # the CLI checks the files together, as the factory does
+    assert checked.returncode == 1 and checked.stdout.count("INVALID") == 2, checked.stdout
+    assert "is also the pipeline name of" in checked.stdout
+
+
+@pytest.mark.parametrize("target", ["sagemaker", "local"])
+def test_two_models_with_one_endpoint_are_refused(tmp_path, target):
+    models = [
+        {"name": "m-one", "model_id": "smollm2-135m-instruct", "endpoint_name": "shared-endpoint"},
+        {"name": "m-two", "model_id": "smollm2-135m-instruct", "endpoint_name": "shared-endpoint"},
+    ]
+    cfg = (
+        local_config("t-clash", models) if target == "local" else {**local_config("t-clash", models), "target": target}
+    )
+    path = tmp_path / "clash.yaml"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "models[1].endpoint_name" in text and "endpoint 'shared-endpoint' is also models[0]'s" in text
+    assert _cli("validate", str(path)).returncode == 1
+
+
+def test_a_local_model_whose_endpoint_is_another_models_name_is_refused(tmp_path):
+    models = [
+        {"name": "m-one", "model_id": "smollm2-135m-instruct", "endpoint_name": "m-two"},
+        {"name": "m-two", "model_id": "smollm2-135m-instruct"},
+    ]
+    path = tmp_path / "clash.yaml"
+    path.write_text(json.dumps(local_config("t-clash", models)))
+    with pytest.raises(ConfigError, match="endpoint 'm-two' is also models\\[0\\]'s"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://", "s3://Bad_Bucket/x", "relative/folder", "file://relative", "gs://bucket/prefix", "s3:/x"]
+)
+def test_malformed_artifacts_url_is_refused_at_load(tmp_path, url):
+    path = tmp_path / "store.yaml"
+    path.write_text(json.dumps(local_config("t-store", artifacts_url=url)))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "artifacts_url" in str(err.value) and "expected file:///absolute/path" in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "s3://aws_moto@my-bucket", "file:///tmp/x", "/tmp/x"])
+def test_artifacts_url_forms(tmp_path, url):
+    path = tmp_path / "store.yaml"
+    path.write_text(json.dumps(local_config("t-store", artifacts_url=url)))
+    assert load_config(path).artifacts_url == url
 
 
 def test_json_schema_describes_the_config():
@@ -364,9 +420,8 @@ def test_cli_schema_prints_json_schema():
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_each_algorithm_accepts_its_options_and_refuses_others(name):
-    from llmeval.config import AlgorithmSection
-
     from llmeval.algorithms import NOT_FROM_YAML, OPTION_RANGES, OPTION_VALUES
+    from llmeval.config import AlgorithmSection
 
     def valid(option: str):
         if option in OPTION_VALUES or option in OPTION_RANGES:

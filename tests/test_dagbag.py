@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import CONFIGS, ROOT, local_config
 
-HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers")
+HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers", "s3fs")
 
 
 def _dagbag(monkeypatch, folder=None):
@@ -119,7 +119,7 @@ def test_only_tuned_branches_have_a_finetune_task(monkeypatch, write_config):
     bag = _dagbag(monkeypatch, write_config.folder)
     mixed, plain = bag.dags["mixed"], bag.dags["plain"]
     assert "tuned_model.finetune" in mixed.task_ids and "model.finetune" not in mixed.task_ids
-    assert mixed.get_task("tuned_model.finetune").downstream_task_ids == {"tuned_model.deploy"}
+    assert mixed.get_task("tuned_model.finetune").downstream_task_ids == {"tuned_model.deploy", "tuned_model.evaluate"}
     assert not any("finetune" in t or t.startswith("tuned_model") for t in plain.task_ids)
 
 
@@ -155,7 +155,7 @@ def test_catalog_asset_schedules_the_dag_on_the_asset(monkeypatch, write_config)
 
 
 def test_every_task_reports_failures_with_model_and_step(monkeypatch):
-    from llmeval.factory import record_task_failure
+    from llmeval.tasks import record_task_failure
 
     for dag in _dagbag(monkeypatch).dags.values():
         for t in dag.tasks:
@@ -182,3 +182,24 @@ def test_pool_per_instance_type_limits_deploys_and_evaluations(monkeypatch, writ
     assert dag.get_task("model.deploy").pool == dag.get_task("model.evaluate").pool == "llmeval-ml.g5.2xlarge"
     assert dag.get_task("model.teardown_endpoint").pool == "default_pool"
     assert "pools are per instance type" in next(iter(bag.import_errors.values()))
+
+
+def test_local_target_under_a_multi_host_executor_needs_one_workers_queue(monkeypatch, write_config):
+    """Model servers are on the worker's 127.0.0.1 and stopped by PID: under CeleryExecutor a
+    local config without `local.queue` is refused (naming the executor); with it, every task
+    of that DAG goes to the one worker's queue. SageMaker configs need nothing."""
+    import yaml
+
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("LLM_EVAL_ARTIFACTS_URL", "s3://shared-bucket/llmeval")  # a store every host sees
+    write_config("spread.yaml", local_config("spread"))
+    write_config("pinned.yaml", local_config("pinned", local={"queue": "host-a"}))
+    write_config("cloud.yaml", yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text()))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    assert set(bag.dags) == {"pinned", "llm-eval-sm-foundation-models"}
+    (error,) = bag.import_errors.values()
+    assert "spread.yaml" in error and "the executor CeleryExecutor runs tasks on several hosts" in error
+    assert "set local.queue" in error
+    assert {t.queue for t in bag.dags["pinned"].tasks} == {"host-a"}
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert "spread" in _dagbag(monkeypatch, write_config.folder).dags

@@ -36,7 +36,7 @@ def _servers_running(names: list[str]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def e2e_run(airflow_db, tmp_path_factory):
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     chat = {
         "output": "[0].generation.content",
@@ -71,7 +71,7 @@ def e2e_run(airflow_db, tmp_path_factory):
     folder = tmp_path_factory.mktemp("configs")
     (folder / "e2e.yaml").write_text(yaml.safe_dump(cfg))
     dag, dag_run = run_dag("e2e-local", folder)
-    return dag_run, run_dir(dag.dag_id, dag_run.run_id)
+    return dag_run, run_folder(dag.dag_id, dag_run.run_id)
 
 
 def test_good_models_are_scored_in_range(e2e_run):
@@ -129,10 +129,10 @@ def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
 
 def test_registry_holds_a_new_version_for_the_selected_model(e2e_run):
     from llmeval.registry import LocalRegistry
-    from llmeval.runtime import registry_dir
+    from llmeval.store import registry_folder
 
     dag_run, folder = e2e_run
-    versions = LocalRegistry(registry_dir()).versions("e2e-local-group")
+    versions = LocalRegistry(registry_folder()).versions("e2e-local-group")
     assert len(versions) == 1 and versions[0].run_id == dag_run.run_id
     assert versions[0].model == json.loads((folder / "selection.json").read_text())["best"]
     assert versions[0].approval_status == "Approved"
@@ -143,4 +143,4 @@ def test_no_model_server_is_left_running(e2e_run):
     _, folder = e2e_run
     assert _servers_running(GOOD + [BAD]) == []
     for name in GOOD + [BAD]:
-        assert (folder / "models" / name / "endpoint.json").exists()  # each was started
+        assert "serving" in (folder / "models" / name / "server.log").read_text()  # each was started, its log kept

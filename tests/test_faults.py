@@ -10,9 +10,8 @@ import pytest
 import yaml
 from conftest import run_dag
 from fault_matrix import record
+from latency_server import LatencyServer
 from sagemaker_fixtures import clients, emulate_processing_job, sagemaker_config
-
-from llmeval.evaluation.latency_server import LatencyServer
 
 pytestmark = pytest.mark.faults
 GOOD, BAD = "fault-good", "fault-bad"
@@ -20,9 +19,10 @@ BAD_ENDPOINT = "llmeval-fault-bad-endpoint"
 
 
 def _run(tmp_path, aws_env, monkeypatch, name, server, bad=None, cfg_extra=None):
-    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
-
-    from llmeval.runtime import run_dir
+    from airflow.providers.amazon.aws.operators.sagemaker import (
+        SageMakerProcessingOperator,
+    )
+    from llmeval.store import run_folder
 
     original = SageMakerProcessingOperator.execute
 
@@ -42,7 +42,7 @@ def _run(tmp_path, aws_env, monkeypatch, name, server, bad=None, cfg_extra=None)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     with server:
         dag, dag_run = run_dag(name, folder)
-    return dag_run, run_dir(dag.dag_id, dag_run.run_id)
+    return dag_run, run_folder(dag.dag_id, dag_run.run_id)
 
 
 def _invariants(aws_env, folder, failed: dict[str, str]) -> dict[str, str]:
@@ -154,9 +154,8 @@ def test_evaluate_times_out_on_the_local_target(tmp_path, airflow_db):
     """The evaluate task exceeds its timeout: its worker process is killed, the model server
     is stopped by teardown, and the report names the model and the step."""
     from conftest import local_config
-
     from llmeval.results import read_model_result
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     chat = {
         "output": "[0].generation.content",
@@ -175,11 +174,11 @@ def test_evaluate_times_out_on_the_local_target(tmp_path, airflow_db):
     dag, dag_run = run_dag("fault-timeout", folder)
     states = {t.task_id: t.state for t in dag_run.get_task_instances()}
     assert states["model.evaluate"] == "failed" and states["model.teardown"] == "success"
-    run_folder = run_dir(dag.dag_id, dag_run.run_id)
-    result = read_model_result(run_folder / "models" / "slow-model", "slow-model")
+    run = run_folder(dag.dag_id, dag_run.run_id)
+    result = read_model_result(run / "models" / "slow-model", "slow-model")
     assert result.failed_step == "evaluate" and "Timeout" in result.error, result.error
     assert _processes(b"llmeval.evaluation") == []  # neither the worker nor the model server is left
-    page = (run_folder / "leaderboard.html").read_text()
+    page = (run / "leaderboard.html").read_text()
     assert "slow-model" in page and "evaluate" in page
     record(
         "evaluate task times out",
@@ -198,7 +197,9 @@ def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch):
     running would be stopped, teardown deletes the endpoint, the good model is intact."""
     import time
 
-    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
+    from airflow.providers.amazon.aws.operators.sagemaker import (
+        SageMakerProcessingOperator,
+    )
 
     original = SageMakerProcessingOperator.execute
 

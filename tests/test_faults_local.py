@@ -14,14 +14,14 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import local_config, run_dag
 from fault_matrix import record
-
 from llmeval.results import read_model_result
-from llmeval.runtime import cache_dir, run_dir
+from llmeval.store import cache_object, run_folder
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 GOOD, BAD = "local-good", "local-bad"
@@ -44,7 +44,7 @@ def _run(tmp_path, name: str, **extra):
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(_config(name, **extra)))
     dag, dag_run = run_dag(name, folder)
-    return dag_run, run_dir(dag.dag_id, dag_run.run_id)
+    return dag_run, run_folder(dag.dag_id, dag_run.run_id)
 
 
 def _processes(*parts: bytes) -> list[int]:
@@ -79,12 +79,29 @@ def _invariants(folder, failed: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _cache_rows() -> int:
-    path = cache_dir() / "responses.sqlite"
+def _rows(path) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(path) as db:
         return db.execute("SELECT count(*) FROM responses").fetchone()[0]
+
+
+def _stored_rows(dag_id: str, model: str, tmp_path) -> int:
+    """Answers in the model's response cache in the run store."""
+    from llmeval import store
+
+    local = tmp_path / f"cache-{dag_id}-{model}.sqlite"
+    cache = cache_object(dag_id, model)
+    return _rows(store.download(cache, local)) if cache.exists() else 0
+
+
+def _live_rows(worker_pid: int) -> int:
+    """Answers in the response cache an evaluation worker is filling (its scratch copy)."""
+    try:
+        cmdline = open(f"/proc/{worker_pid}/cmdline", "rb").read().decode().split("\0")
+    except OSError:
+        return 0
+    return _rows(Path(cmdline[cmdline.index("--cache-dir") + 1]) / "responses.sqlite")
 
 
 def test_model_server_cannot_start(tmp_path, airflow_db, monkeypatch):
@@ -119,19 +136,19 @@ def test_server_throttles_and_nothing_is_lost_or_duplicated(tmp_path, airflow_db
     (folder / "throttle.yaml").write_text(yaml.safe_dump(cfg))
     dag, dag_run = run_dag("fault-local-throttle", folder)
     assert dag_run.state == "success"
-    run_folder = run_dir(dag.dag_id, dag_run.run_id)
-    cells = _invariants(run_folder, {})
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    cells = _invariants(folder, {})
     retried = 0
     for model in (GOOD, BAD):
-        outputs = [json.loads(line) for line in (run_folder / "models" / model / "outputs.jsonl").open()]
+        outputs = [json.loads(line) for line in (folder / "models" / model / "outputs.jsonl").read_text().splitlines()]
         assert len({r["record_id"] for r in outputs}) == len(outputs) == RECORDS
         assert all(r["error"] is None for r in outputs)
         served = re.findall(
-            r"served (\d+) requests, refused (\d+)", (run_folder / "models" / model / "server.log").read_text()
+            r"served (\d+) requests, refused (\d+)", (folder / "models" / model / "server.log").read_text()
         )
         assert int(served[-1][0]) == RECORDS, served  # each record answered exactly once: nothing duplicated
         assert int(served[-1][1]) > 0
-        retries = read_model_result(run_folder / "models" / model, model).generation.retries
+        retries = read_model_result(folder / "models" / model, model).generation.retries
         assert retries >= int(served[-1][1])
         retried += retries
     record(
@@ -145,15 +162,14 @@ def test_server_throttles_and_nothing_is_lost_or_duplicated(tmp_path, airflow_db
 def _kill_mid_generate(victim: bytes, stop: threading.Event, killed: dict) -> None:
     """When the bad model's evaluation worker has stored 6 answers, SIGKILL `victim` (the
     model server's or the worker's process group)."""
-    baseline = None
     while not stop.is_set():
-        if _processes(b"llmeval.evaluation", BAD.encode()):
-            count = _cache_rows()
-            baseline = count if baseline is None else baseline
+        workers = _processes(b"llmeval.evaluation", BAD.encode())
+        if workers:
+            count = _live_rows(workers[0])
             targets = _processes(victim, BAD.encode())
-            if count - baseline >= 6 and targets:
+            if count >= 6 and targets:
                 os.killpg(targets[0], signal.SIGKILL)
-                killed["after_answers"] = count - baseline
+                killed["after_answers"] = count
                 return
         time.sleep(0.05)
 
@@ -168,7 +184,6 @@ KILLS = {  # victim process, the step the report names, what the failure says
 def test_killed_mid_generate_then_the_rerun_resumes_from_the_cache(tmp_path, airflow_db, victim):
     process, step, message = KILLS[victim]
     name = f"fault-local-kill-{victim}"
-    before = _cache_rows()
     stop, killed = threading.Event(), {}
     watcher = threading.Thread(target=_kill_mid_generate, args=(process, stop, killed), daemon=True)
     watcher.start()
@@ -182,7 +197,8 @@ def test_killed_mid_generate_then_the_rerun_resumes_from_the_cache(tmp_path, air
     cells = _invariants(folder, {BAD: step})
     error = read_model_result(folder / "models" / BAD, BAD).error
     assert message in error, error
-    stored = _cache_rows() - before - RECORDS  # the bad model's answers in the cache (the good one: all)
+    assert _stored_rows(name, GOOD, tmp_path) == RECORDS
+    stored = _stored_rows(name, BAD, tmp_path)  # kept in the run store although its worker failed
     assert 6 <= stored < RECORDS
 
     # The re-run (nothing killed) asks the model only for what was not answered before the kill.

@@ -8,9 +8,9 @@ import json
 import boto3
 import pytest
 from conftest import local_config
-
+from llmeval import store
 from llmeval.config import EvalConfig
-from llmeval.targets.local import TRAINING_METRICS, TUNED_DIR, run_finetune, start_endpoint, stop_endpoint
+from llmeval.targets.local import run_finetune, start_endpoint, stop_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +28,16 @@ def test_tiny_finetune_then_serve_the_tuned_model(tmp_path):
         }
     ]
     cfg = EvalConfig.model_validate(local_config("tiny", models=models))
-    metrics_path = run_finetune(cfg, "tiny-tuned", tmp_path)
-    metrics = json.loads(metrics_path.read_text())
+    run = tmp_path / "run"  # the run folder of a local store
+    metrics = run_finetune(cfg, "tiny-tuned", run)
     assert metrics["steps"] == 3 and len(metrics["loss_per_step"]) == 3
     assert all(step["loss"] > 0 for step in metrics["loss_per_step"])
     assert metrics["validation_loss_after"] < metrics["validation_loss_before"]  # it learned something
-    assert (tmp_path / "models" / "tiny-tuned" / TUNED_DIR / "model.safetensors").exists()
-    assert metrics_path.name == TRAINING_METRICS and len(metrics["weights_sha256"]) == 64
+    assert (run / "models" / "tiny-tuned" / store.TUNED / "model.safetensors").exists()  # in the store
+    assert len(metrics["weights_sha256"]) == 64
 
-    state = start_endpoint(cfg, "tiny-tuned", tmp_path)
+    who = "tiny/run-1/tiny-tuned"
+    state = start_endpoint(cfg, "tiny-tuned", run, who)
     try:
         client = boto3.client(
             "sagemaker-runtime",
@@ -55,6 +56,8 @@ def test_tiny_finetune_then_serve_the_tuned_model(tmp_path):
             ].read()
         )
         assert isinstance(answer[0]["generation"]["content"], str) and answer[0]["details"]["generated_tokens"] > 0
-        assert TUNED_DIR in " ".join(open(f"/proc/{state['pid']}/cmdline").read().split("\0"))
+        assert store.TUNED in " ".join(open(f"/proc/{state['pid']}/cmdline").read().split("\0"))
     finally:
-        assert stop_endpoint(cfg, "tiny-tuned", tmp_path) == "stopped"
+        assert stop_endpoint(cfg, "tiny-tuned", who, state, run) == "stopped"
+    assert (run / "models" / "tiny-tuned" / store.SERVER_LOG).exists()  # the server's log is kept
+    assert not (tmp_path / state["scratch"]).exists()

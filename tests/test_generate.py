@@ -4,11 +4,14 @@ concurrency, throttling back-off without loss or duplicates, cache hits on re-ru
 from __future__ import annotations
 
 import pytest
-from helpers import records
-
-from llmeval.evaluation.generate import ResponseCache, Target, build_payload, generate, render_prompt
-from llmeval.evaluation.latency_server import LatencyServer
-
+from helpers import generate, records
+from latency_server import LatencyServer
+from llmeval.evaluation.generate import (
+    ResponseCache,
+    Target,
+    build_payload,
+    render_prompt,
+)
 
 pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 

@@ -12,13 +12,10 @@ import sys
 import time
 
 import pytest
-from helpers import records
-
 from fault_matrix import record
-
-from llmeval.evaluation.generate import ResponseCache, Target, generate
-from llmeval.evaluation.latency_server import LatencyServer
-
+from helpers import generate, records
+from latency_server import LatencyServer
+from llmeval.evaluation.generate import ResponseCache, Target
 
 pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 
@@ -58,11 +55,11 @@ def test_ten_thousand_prompts_with_one_percent_errors_lose_and_duplicate_nothing
 
 CHILD = """
 import os, sys
-from llmeval.evaluation.generate import ResponseCache, Target, generate
+from llmeval.evaluation.generate import ModelClient, ResponseCache, Target, generate_with
 records = [{"record_id": str(i), "model_input": f"prompt {i}", "target_output": "x"} for i in range(int(sys.argv[3]))]
 target = Target("sim", "sim@1", "[0].generated_text", "PROMPT_PLACEHOLDER", {}, endpoint_url=sys.argv[1],
                 region="us-east-1", max_concurrency=16, max_retries=8)
-generate(records, target, "$feature", ResponseCache(__import__("pathlib").Path(sys.argv[2])))
+generate_with(ModelClient(target, "$feature", ResponseCache(__import__("pathlib").Path(sys.argv[2]))), records)
 """
 
 

@@ -11,9 +11,13 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import WORKER_PYTHON, local_config
-
 from llmeval.config import EvalConfig
-from llmeval.targets.local import ENDPOINT_FILE, _is_our_server, start_endpoint, stop_endpoint
+from llmeval.targets.local import (
+    _is_our_server,
+    find_servers,
+    start_endpoint,
+    stop_endpoint,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +26,13 @@ pytestmark = pytest.mark.slow
 def endpoint(tmp_path_factory):
     cfg = EvalConfig.model_validate(local_config())
     run = tmp_path_factory.mktemp("run")
-    state = start_endpoint(cfg, "m-one", run)
+    state = start_endpoint(cfg, "m-one", run, WHO)
     yield cfg, run, state
-    stop_endpoint(cfg, "m-one", run)
-    assert not _is_our_server(state["pid"], "m-one")
+    stop_endpoint(cfg, "m-one", WHO, state, run)
+    assert not _is_our_server(state["pid"], WHO)
+
+
+WHO = "t-local/run-1/m-one"  # the server's owner: dag / run / model
 
 
 def _client(url: str):
@@ -85,8 +92,8 @@ def test_unknown_endpoint_and_bad_payload_are_refused(endpoint):
 def test_binds_loopback_only_and_redeploy_reuses_the_live_server(endpoint):
     cfg, run, state = endpoint
     assert state["url"].startswith("http://127.0.0.1:")
-    assert start_endpoint(cfg, "m-one", run)["pid"] == state["pid"]
-    assert json.loads((run / "models" / "m-one" / ENDPOINT_FILE).read_text())["pid"] == state["pid"]
+    assert start_endpoint(cfg, "m-one", run, WHO, previous=state)["pid"] == state["pid"]
+    assert find_servers(WHO) == [state["pid"]]  # how a teardown without the deploy's XCom finds it
 
 
 def test_input_log_probabilities_match_the_model_and_do_not_depend_on_batching(endpoint):

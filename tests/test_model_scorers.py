@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, WORKER_PYTHON, local_config
-
 from llmeval.config import EvalConfig
 from llmeval.dataset import read_dataset, read_jsonl, write_jsonl
 from llmeval.targets.local import _is_our_server, start_endpoint, stop_endpoint
@@ -108,7 +107,8 @@ def test_robustness_and_stereotyping_go_through_the_cached_client(tmp_path):
     )
     dataset = tmp_path / "dataset.jsonl"
     write_jsonl(dataset, prepared.records)
-    state = start_endpoint(cfg, "m-one", tmp_path / "run")
+    who = "t-scorers/run-1/m-one"
+    state = start_endpoint(cfg, "m-one", tmp_path / "run", who)
     try:
         first = _evaluate(config, dataset, tmp_path / "first", state["url"], tmp_path / "cache")
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -121,8 +121,8 @@ def test_robustness_and_stereotyping_go_through_the_cached_client(tmp_path):
         )
         assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
     finally:
-        stop_endpoint(cfg, "m-one", tmp_path / "run")
-    assert not _is_our_server(state["pid"], "m-one")
+        stop_endpoint(cfg, "m-one", who, state, tmp_path / "run")
+    assert not _is_our_server(state["pid"], who)
 
     result = json.loads((tmp_path / "first" / "results.json").read_text())
     assert result["status"] == "succeeded", result
@@ -157,7 +157,7 @@ import json, sys, time
 from pathlib import Path
 from llmeval.config import AlgorithmSection
 from llmeval.evaluation.generate import ModelClient, ResponseCache, Target, generate_with
-from llmeval.evaluation.latency_server import LatencyServer
+from latency_server import LatencyServer
 from llmeval.evaluation.score import score_outputs
 records = [{"record_id": str(i), "model_input": f"review {i} was fine", "target_output": "fine"} for i in range(40)]
 section = AlgorithmSection.model_validate({"algorithm": "ClassificationAccuracySemanticRobustness",

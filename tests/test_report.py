@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from conftest import local_config
 from helpers import failed, result
-
 from llmeval.config import EvalConfig
-from llmeval.report import ReportInput, write_report
+from llmeval.report import ReportInput, render_html, render_markdown
 from llmeval.results import Score
 from llmeval.selection import select
 
@@ -18,7 +17,10 @@ def _report(tmp_path, results):
     data = ReportInput(
         "demo <pipeline>", "run-1", "qa", results, select(cfg, results), "a registered as grp version 1 (Approved)"
     )
-    return write_report(tmp_path, data)
+    html, md = tmp_path / "leaderboard.html", tmp_path / "summary.md"
+    html.write_text(render_html(data))
+    md.write_text(render_markdown(data))
+    return html, md
 
 
 def test_leaderboard_has_a_chart_per_metric_with_intervals(tmp_path):

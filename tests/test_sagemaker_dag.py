@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 from conftest import run_dag
-from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, clients, emulate_processing_job, sagemaker_config
+from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, clients, sagemaker_config, xcoms
 
 # botocore operations -> the IAM actions that allow them
 S3_ACTIONS = {
@@ -40,7 +40,6 @@ def assert_policy_matches(cfg_dict: dict, calls: list[str]) -> None:
     assert expected == iam_actions(calls), expected ^ iam_actions(calls)
 
 
-from llmeval.evaluation.latency_server import LatencyServer
 
 MODELS = ["sm-alpha", "sm-beta", "sm-gamma"]
 
@@ -77,33 +76,6 @@ def every_request_is_validated(monkeypatch):
     } <= set(seen), set(seen)
 
 
-@pytest.fixture
-def processing_emulator(aws_env, monkeypatch):
-    """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""
-    from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
-
-    original = SageMakerProcessingOperator.execute
-    server = LatencyServer(latency_s=0.001, failing_endpoints=frozenset({"llmeval-sm-gamma-failing"}))
-
-    def execute(self, context):
-        result = original(self, context)
-        emulate_processing_job(self.config, aws_env, server.url)
-        return result
-
-    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
-    with server:
-        yield server
-
-
-def _xcoms(dag_run, task_id: str) -> dict[int, object]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = session.execute(XComModel.get_many(run_id=dag_run.run_id, task_ids=task_id, dag_ids=dag_run.dag_id))
-        return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}
-
-
 def _config(name, models, overrides=None, security=None) -> dict:
     cfg = sagemaker_config(name, models)
     for model, extra in (overrides or {}).items():
@@ -123,12 +95,12 @@ def _run(tmp_path, name, models, airflow_db, overrides=None, security=None):
 def test_three_models_deployed_evaluated_torn_down_and_registered(
     tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
 ):
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     dag, dag_run = _run(tmp_path, "sm-three", MODELS, airflow_db)
     assert_policy_matches(_config("sm-three", MODELS), every_request_is_validated)
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
-    deleted = _xcoms(dag_run, "model.teardown_endpoint")
+    deleted = xcoms(dag_run, "model.teardown_endpoint")
     assert sorted(len(v) for v in deleted.values()) == [3, 3, 3]  # endpoint, endpoint config, model each
     assert all(v[0].startswith("endpoint llm") for v in deleted.values())
     sm, s3 = clients(aws_env)
@@ -146,7 +118,7 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
         "FactualKnowledge/factual_knowledge"
         in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
     )
-    folder = run_dir(dag.dag_id, dag_run.run_id)
+    folder = run_folder(dag.dag_id, dag_run.run_id)
     for model in MODELS:
         result = json.loads((folder / "models" / model / "results.json").read_text())
         assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
@@ -158,7 +130,7 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
 def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     tmp_path, airflow_db, processing_emulator, aws_env
 ):
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     dag, dag_run = _run(
         tmp_path, "sm-fault", MODELS, airflow_db, {"sm-gamma": {"endpoint_name": "llmeval-sm-gamma-failing"}}
@@ -166,10 +138,10 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     states = {(t.task_id, t.map_index): t.state for t in dag_run.get_task_instances()}
     assert states[("model.evaluate", 2)] == "failed" and states[("model.teardown_endpoint", 2)] == "success"
     assert dag_run.state == "failed"  # verdict, after the report
-    assert _xcoms(dag_run, "model.teardown_endpoint")[2][0] == "endpoint llmeval-sm-gamma-failing"
+    assert xcoms(dag_run, "model.teardown_endpoint")[2][0] == "endpoint llmeval-sm-gamma-failing"
     sm, _ = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
-    folder = run_dir(dag.dag_id, dag_run.run_id)
+    folder = run_folder(dag.dag_id, dag_run.run_id)
     selection = json.loads((folder / "selection.json").read_text())
     statuses = {c["model"]: c["status"] for c in selection["ranking"]}
     assert statuses["sm-gamma"] == "failed" and selection["best"] in ("sm-alpha", "sm-beta")
@@ -180,7 +152,7 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
 def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
 ):
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     tuning = {
         "finetuning": {
@@ -202,12 +174,12 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     assert len(jobs) == 1
     job = sm.describe_training_job(TrainingJobName=jobs[0]["TrainingJobName"])
     channels = {c["ChannelName"] for c in job["InputDataConfig"]}
-    assert channels == {"training", "validation", "model", "code"} and job["HyperParameters"]["epoch"] == "2"
+    assert channels == {"training", "validation", "model", "code"} and job["HyperParameters"]["epoch"] == '"2"'
     uploaded = s3.list_objects_v2(Bucket="llmeval-test", Prefix="llmeval/sm-tuned/")["Contents"]
     assert any(o["Key"].endswith("training-data/finetune_qa_validation/finetune_qa_validation.jsonl") for o in uploaded)
-    folder = run_dir(dag.dag_id, dag_run.run_id)
-    deployment = json.loads((folder / "models" / "sm-tuned" / "deployment.json").read_text())
-    assert deployment["container"]["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    container = xcoms(dag_run, "tuned_model.prepare_endpoint", key="container")[0]
+    assert container["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
     tuned = json.loads((folder / "models" / "sm-tuned" / "results.json").read_text())
     assert tuned["metadata"]["training"]["job_name"] == job["TrainingJobName"]
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
@@ -216,7 +188,7 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
 def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):
     """Also: with output_kms_key_id, every object the DAG writes to S3 is SSE-KMS encrypted; and a
     second run is answered from the response cache the first run's jobs kept in S3."""
-    from llmeval.runtime import run_dir
+    from llmeval.store import run_folder
 
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     bedrock = {
@@ -245,10 +217,10 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
         "bedrock_model.evaluate",
         "bedrock_model.collect_results",
     }
-    folder = run_dir(dag.dag_id, dag_run.run_id)
+    folder = run_folder(dag.dag_id, dag_run.run_id)
     result = json.loads((folder / "models" / "sm-claude" / "results.json").read_text())
     assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
-    assert not (folder / "models" / "sm-claude" / "deployment.json").exists()
+    assert xcoms(dag_run, "bedrock_model.collect_results")[0]["model"] == "sm-claude"
     sm, _ = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     assert processing_emulator.requests == 12  # 6 records x (1 SageMaker endpoint + 1 Bedrock model)
@@ -261,7 +233,7 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     _, again = run_dag("sm-bedrock", tmp_path / "configs")
     assert again.state == "success" and processing_emulator.requests == 12  # not one request more
     for model in ("sm-jumpstart", "sm-claude"):
-        result = json.loads((run_dir(dag.dag_id, again.run_id) / "models" / model / "results.json").read_text())
+        result = json.loads((run_folder(dag.dag_id, again.run_id) / "models" / model / "results.json").read_text())
         assert result["generation"]["cache_hits"] == 6, model
     written = []  # by the DAG and its jobs: code and inputs, the registered metrics, the response caches
     _, s3 = clients(aws_env)

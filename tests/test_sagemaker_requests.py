@@ -11,11 +11,10 @@ import pytest
 from aws_model import assert_valid
 from botocore.stub import ANY, Stubber
 from conftest import CONFIGS
-from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients
-
 from llmeval.config import EvalConfig, load_config
 from llmeval.registry import APPROVED, SageMakerModelRegistry
 from llmeval.targets import sagemaker_requests as req
+from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients
 
 RESOLVED = {
     "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1.1-gpu-py310",
@@ -216,7 +215,7 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
     second = registry.register("grp", model.name, "run-1", APPROVED, {}, {})
     assert first.location == second.location
     assert len(sm.list_model_packages(ModelPackageGroupName="grp")["ModelPackageSummaryList"]) == 1
-    deleted = req.delete_endpoint_resources(sm, config, cfg.pipeline.name)
+    deleted = req.delete_endpoint_resources(sm, req.resource_names(config), cfg.pipeline.name)
     assert len(deleted) == 3 and sm.list_endpoints()["Endpoints"] == []
 
 
@@ -228,7 +227,7 @@ def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):
     sm.create_model(**dict(config["Model"], Tags=foreign_tags))
     sm.create_endpoint_config(**dict(config["EndpointConfig"], Tags=foreign_tags))
     sm.create_endpoint(**dict(config["Endpoint"], Tags=foreign_tags))
-    assert req.delete_endpoint_resources(sm, config, cfg.pipeline.name) == []
+    assert req.delete_endpoint_resources(sm, req.resource_names(config), cfg.pipeline.name) == []
     assert len(sm.list_endpoints()["Endpoints"]) == 1 and len(sm.list_models()["Models"]) == 1
 
 
@@ -252,7 +251,7 @@ def test_training_request_matches_the_api_model_and_passes_validation_data(cfg):
     tuned = tuned.model_copy(update={"finetuning": tuned.finetuning.model_copy(update={"parameters": params})})
     job = req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
     request = req.training_config(
-        cfg, tuned, job, ROLE, TRAINING, "s3://b/p/train/", "s3://b/p/validation/", "s3://b/p/out/"
+        cfg, tuned, job, ROLE, TRAINING, "s3://b/p/train/", "s3://b/p/validation/", "s3://b/p/out/", "us-east-1"
     )
     assert_valid(_client(), "CreateTrainingJob", request)
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
@@ -262,13 +261,14 @@ def test_training_request_matches_the_api_model_and_passes_validation_data(cfg):
         "model": TRAINING["model_uri"],
         "code": TRAINING["script_uri"],
     }
-    hyper = request["HyperParameters"]
+    hyper = {k: json.loads(v) for k, v in request["HyperParameters"].items()}  # JSON-encoded, as the SDK does
     assert hyper["epoch"] == "1" and hyper["instruction_tuned"] == "True" and hyper["max_input_length"] == "512"
     assert hyper["sagemaker_program"] == "transfer_learning.py" and "keep_alive_period_in_seconds" not in hyper
+    assert hyper["sagemaker_job_name"] == job and hyper["sagemaker_region"] == "us-east-1"
     assert request["ResourceConfig"] == {
         "InstanceType": "ml.g5.12xlarge",
         "InstanceCount": 1,
-        "VolumeSizeInGB": 100,
+        "VolumeSizeInGB": 30,
         "KeepAlivePeriodInSeconds": 1800,
     }
     assert job == req.training_job_name(cfg.pipeline.name, "manual__2026-11-28T20:15:11.357135+00:00", tuned.name)
@@ -296,7 +296,7 @@ def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
         TRAINING, model_uri=bucket + spec["training_artifact_key"], script_uri=bucket + spec["training_script_key"]
     )
     request = req.training_config(
-        cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None, "s3://llmeval-test/out/"
+        cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None, "s3://llmeval-test/out/", "us-east-1"
     )
     *_, training_op = _operators()
     _execute_twice(training_op, request, check_if_job_exists=False, print_log=False)
@@ -335,6 +335,51 @@ def test_iam_policy_resources_cover_every_name_the_dag_uses(cfg):
     assert by_sid["PassExecutionRole"] == [ROLE]
 
 
+def test_sagemaker_role_policy_covers_what_the_jobs_and_endpoints_touch(cfg):
+    from fnmatch import fnmatch
+
+    from llmeval.iam import sagemaker_role_policy
+
+    prefix = "s3://bkt/prefix"
+    policy = sagemaker_role_policy(cfg, prefix)
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+
+    def allowed(action: str, arn: str) -> bool:
+        return any(
+            action in s["Action"]
+            and any(fnmatch(arn, r) for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+            for s in policy["Statement"]
+        )
+
+    for model in cfg.models:
+        job = req.processing_config(
+            cfg,
+            model,
+            "job",
+            ROLE,
+            "img",
+            f"{prefix}/dag/abc/code/",
+            f"{prefix}/dag/abc/run/",
+            f"{prefix}/dag/abc/results/{model.name}/",
+            "us-east-1",
+            cache_uri=f"{prefix}/dag/cache/{model.name}/responses.sqlite",
+        )
+        s3_uris = [i["S3Input"]["S3Uri"] for i in job["ProcessingInputs"]] + [
+            job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] + "results.json",
+            job["AppSpecification"]["ContainerArguments"][-1],
+        ]
+        for uri in s3_uris:
+            arn = "arn:aws:s3:::" + uri.removeprefix("s3://") + ("x" if uri.endswith("/") else "")
+            assert allowed("s3:GetObject", arn) and allowed("s3:PutObject", arn), uri
+        if model.kind != "bedrock":
+            arn = f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{req.endpoint_name(cfg, model)}"
+            assert allowed("sagemaker:InvokeEndpoint", arn) and allowed("sagemaker:DescribeEndpoint", arn)
+    assert not allowed("sagemaker:InvokeEndpoint", "arn:aws:sagemaker:us-east-1:1:endpoint/someone-elses")
+    assert not allowed("s3:PutObject", "arn:aws:s3:::bkt/other/file")
+    assert allowed("s3:GetObject", "arn:aws:s3:::jumpstart-private-cache-prod-us-east-1/meta/weights.bin")
+    assert "Keys" not in by_sid and "VpcNetworkInterfaces" not in by_sid
+
+
 def test_iam_policy_command(tmp_path):
     import subprocess
     import sys
@@ -352,14 +397,23 @@ def test_iam_policy_command(tmp_path):
             "s3://my-bucket/llm-eval",
             "--role-arn",
             ROLE,
+            "--artifacts-url",
+            "s3://aws_default@my-store/llm-eval-runs",
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
-    policy = json.loads(out.stdout)
+    both = json.loads(out.stdout)
+    policy, role = both["airflow"], both["sagemaker"]
     assert {s["Sid"] for s in policy["Statement"]} >= {"Endpoints", "EvaluationJobs", "FineTuningJobs", "Registry"}
+    store = {s["Sid"]: s for s in policy["Statement"]}["RunStore"]
+    assert store["Resource"] == ["arn:aws:s3:::my-store/llm-eval-runs/*"] and "s3:DeleteObject" in store["Action"]
+    by_sid = {s["Sid"]: s for s in role["Statement"]}
+    assert by_sid["RunInputsResultsCache"]["Resource"] == ["arn:aws:s3:::my-bucket/llm-eval/*"]
+    assert "sagemaker:InvokeEndpoint" in by_sid["InvokeEndpoints"]["Action"]
+    assert all(":endpoint/" in arn for arn in by_sid["InvokeEndpoints"]["Resource"])
     missing = subprocess.run(
         [sys.executable, "-m", "llmeval", "iam-policy", str(CONFIGS / "seed_scenario3_hybrid.yaml")],
         capture_output=True,
@@ -405,7 +459,9 @@ def test_encryption_and_network_options_reach_every_request(cfg):
     assert processing["ProcessingOutputConfig"]["KmsKeyId"] == kms
     assert processing["NetworkConfig"] == {"EnableInterContainerTrafficEncryption": True, "VpcConfig": vpc}
     tuned = secured.model("llama3-8b-tuned")
-    training = req.training_config(secured, tuned, "ft-job", ROLE, TRAINING, "s3://b/t/", None, "s3://b/o/")
+    training = req.training_config(
+        secured, tuned, "ft-job", ROLE, TRAINING, "s3://b/t/", None, "s3://b/o/", "us-east-1"
+    )
     assert_valid(client, "CreateTrainingJob", training)
     assert training["VpcConfig"] == vpc and training["EnableNetworkIsolation"] is True
     assert training["ResourceConfig"]["VolumeKmsKeyId"] == kms and training["OutputDataConfig"]["KmsKeyId"] == kms
@@ -421,9 +477,8 @@ def test_encryption_and_network_options_reach_every_request(cfg):
 
 
 def test_vpc_needs_subnets_and_security_groups_together():
-    from pydantic import ValidationError
-
     from llmeval.config import SecuritySection
+    from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="both subnets and security_group_ids"):
         SecuritySection(subnets=["subnet-0abc1234"])
@@ -483,6 +538,12 @@ def test_teardown_stops_a_training_job_left_running(status, cfg, monkeypatch, tm
             )
         if status == "InProgress":
             stub.add_response("stop_training_job", {}, {"TrainingJobName": "ft-job"})
-        deleted = target.teardown(cfg, cfg.models[0].name, tmp_path, keep=False, training_job="ft-job")
+        # no deployment was handed on: look for the endpoint by name, then for leftovers by prefix
+        endpoint = req.endpoint_name(cfg, cfg.models[0])
+        stub.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint")
+        stub.add_response("list_endpoint_configs", {"EndpointConfigs": []}, {"NameContains": ANY})
+        stub.add_response("list_models", {"Models": []}, {"NameContains": ANY})
+        deleted = target.teardown(cfg, cfg.models[0].name, keep=False, endpoint=None, training_job="ft-job")
         stub.assert_no_pending_responses()
     assert deleted == (["training job ft-job (stopped)"] if status == "InProgress" else [])  # nothing deployed
+    assert endpoint == cfg.models[0].endpoint_name  # looked up by its deterministic name

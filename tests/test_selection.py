@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from conftest import local_config
 from helpers import failed, result
-
 from llmeval.config import EvalConfig
 from llmeval.selection import select
 
@@ -77,7 +76,7 @@ def test_failed_model_is_reported_not_dropped():
     sel = select(_cfg(), [result("a"), failed("b", "deploy", "quota exceeded")])
     b = next(c for c in sel.ranking if c.model == "b")
     assert sel.best == "a" and b.status == "failed" and "deploy failed: quota exceeded" in b.reason
-    assert [c.model for c in sel.failed] == ["b"]
+    assert [c.model for c in sel.ranking if c.status == "failed"] == ["b"]
 
 
 def test_model_missing_a_metric_is_not_selected():

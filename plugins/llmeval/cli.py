@@ -7,22 +7,20 @@ import json
 import sys
 from pathlib import Path
 
-from llmeval.config import ConfigError, json_schema, load_config, load_defaults
+from llmeval.config import json_schema, load_config, load_defaults, load_files
 
 
 def validate(files: list[Path]) -> int:
-    """Print one block per problem; exit status 1 when any file is invalid."""
-    failed = 0
-    for path in files:
-        try:
-            cfg = load_config(path, load_defaults(path.parent))
-        except ConfigError as exc:
-            failed += 1
-            print(f"INVALID {path} ({len(exc.problems)} problem(s))")
-            for problem in exc.problems:
-                print(f"  {problem}")
-            continue
+    """Print one block per problem; exit status 1 when any file is invalid. The files are
+    checked together, as the factory loads a folder: one pipeline name per DAG."""
+    good, bad = load_files(files)
+    for exc in bad:
+        print(f"INVALID {exc.problems[0].file} ({len(exc.problems)} problem(s))")
+        for problem in exc.problems:
+            print(f"  {problem}")
+    for path, cfg in good:
         print(f"ok      {path}: DAG {cfg.pipeline.name!r}, target {cfg.target}, {len(cfg.models)} model(s)")
+    failed = len({exc.problems[0].file for exc in bad})
     if failed:
         print(f"{failed} of {len(files)} config(s) invalid", file=sys.stderr)
     return 1 if failed else 0
@@ -34,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("validate", help="validate config files")
     check.add_argument("files", nargs="+", type=Path)
     sub.add_parser("schema", help="print the config JSON Schema")
-    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy of a SageMaker config's DAG")
+    iam = sub.add_parser(
+        "iam-policy",
+        help="print the least-privilege IAM policies of a SageMaker config's DAG: the Airflow side's "
+        "(the connection's identity; on MWAA the environment's execution role) and the SageMaker execution role's",
+    )
     iam.add_argument("config", type=Path)
     iam.add_argument("--s3-prefix", help="default: the config's sagemaker.s3_prefix")
     iam.add_argument("--role-arn", default="*", help="the SageMaker execution role the DAG passes")
+    iam.add_argument("--artifacts-url", help="the run store, when on S3 (default: the config's artifacts_url)")
+    iam.add_argument(
+        "--principal", choices=("both", "airflow", "sagemaker"), default="both", help="which policy to print"
+    )
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.files)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if not prefix:
             print("error: give --s3-prefix (the config has no sagemaker.s3_prefix)", file=sys.stderr)
             return 2
-        print(render(cfg, prefix, args.role_arn))
+        print(render(cfg, prefix, args.role_arn, args.principal, args.artifacts_url))
         return 0
     print(json.dumps(json_schema(), indent=2))
     return 0

@@ -13,7 +13,6 @@ error for that config file; the other configs still produce their DAGs.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -23,69 +22,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, get_current_context, task, task_group
 
-from llmeval.config import ConfigError, EvalConfig, configs_dir, load_folder
-from llmeval.runtime import CONFIGS_DIR
+from llmeval import runtime, targets
+from llmeval.config import ConfigError, EvalConfig, Problem, configs_dir, load_folder
+from llmeval.tasks import GROUPS, current_run, model_xcom, record_task_failure
 
 log = logging.getLogger("llmeval.factory")
-
-
-def current_run() -> tuple[Path, str, dict[str, Any]]:
-    """(run folder, run id, params) of the running task."""
-    from llmeval.runtime import run_dir
-
-    ctx = get_current_context()
-    run_id = ctx["run_id"]
-    return run_dir(ctx["dag"].dag_id, run_id), run_id, ctx["params"]
-
-
-def run_ids() -> tuple[str, str]:
-    """(dag id, run id) of the running task."""
-    ctx = get_current_context()
-    return ctx["dag"].dag_id, ctx["run_id"]
-
-
-def label(model: str) -> None:
-    """Show the model's name as the mapped task's index in the UI."""
-    get_current_context()["model_label"] = model
-
-
-def guarded(step: str, model: str, body, first: bool = False):
-    """Run a step's body; on failure record the step and error for selection and the report.
-    The first failure of a model's branch is kept (it is the cause); `first` marks the step
-    that starts the branch, which clears what an earlier try of this run left."""
-    from llmeval.results import FAILURE_FILE, RESULTS_FILE, write_failure
-    from llmeval.runtime import model_dir
-    from llmeval.steps import run_config
-
-    run_folder, _, params = current_run()
-    folder = model_dir(run_folder, model)
-    if first:
-        for stale in (RESULTS_FILE, FAILURE_FILE):
-            (folder / stale).unlink(missing_ok=True)
-    try:
-        return body(run_config(run_folder), run_folder, params)
-    except Exception as exc:
-        write_failure(folder, model, step, f"{type(exc).__name__}: {exc}")
-        raise
-
-
-def record_task_failure(context: dict[str, Any]) -> None:
-    """Failure callback: name the model and the step in the log and in the model's folder
-    (operator tasks cannot record it themselves)."""
-    from llmeval.results import write_failure
-    from llmeval.runtime import model_dir, run_dir
-
-    ti = context["ti"]
-    group, _, step = ti.task_id.rpartition(".")
-    if not group or ti.map_index < 0:
-        log.error("LLM evaluation %s: step %s failed", ti.dag_id, ti.task_id)
-        return
-    kinds = {"model": "foundation", "tuned_model": "tuned", "bedrock_model": "bedrock"}
-    planned = ti.xcom_pull(task_ids=f"{kinds.get(group, 'foundation')}_models") or []
-    model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
-    error = context.get("exception")
-    log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
-    write_failure(model_dir(run_dir(ti.dag_id, ti.run_id), model), model, step, f"{type(error).__name__}: {error}")
 
 
 def _params(cfg: EvalConfig) -> dict[str, Param]:
@@ -136,9 +77,20 @@ def _doc(cfg: EvalConfig, source: Path) -> str:
     )
 
 
+def _results(run: Any, frozen: EvalConfig, target: targets.Target, models: list[str]) -> list:
+    """Each model's result: the summary its branch handed on by XCom, else the failure its
+    branch recorded in the run store."""
+    from llmeval.steps import model_result
+
+    ti = get_current_context()["ti"]
+    return [model_result(run.folder, m, model_xcom(ti, frozen.model(m).kind, target.result_task, m)) for m in models]
+
+
 def build_dag(cfg: EvalConfig, source: Path) -> DAG:
-    target = importlib.import_module(f"llmeval.targets.{cfg.target}")
-    config_path = str(source)
+    target = targets.get(cfg.target)
+    problems = target.validate(cfg)
+    if problems:
+        raise ConfigError([Problem(str(source), None, "target", p) for p in problems])
 
     schedule: Any = cfg.schedule
     if cfg.catalog_asset:
@@ -161,16 +113,20 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             "retry_delay": timedelta(seconds=30),
             "retry_exponential_backoff": True,
             "on_failure_callback": record_task_failure,
+            **({"queue": cfg.local.queue} if cfg.target == "local" and cfg.local.queue else {}),
         },
     ) as dag:
 
         @task
         def preprocess() -> dict[str, Any]:
-            """Freeze the config for this run and prepare the prompt dataset of its catalog version."""
+            """Freeze this DAG's config for the run (later tasks read the frozen copy, never the
+            YAML) and prepare the prompt dataset of the run's catalog version in the run store."""
+            from llmeval import store
             from llmeval.steps import prepare_run
 
-            run_folder, _, params = current_run()
             ctx = get_current_context()
+            folder = store.run_folder(ctx["dag"].dag_id, ctx["run_id"], cfg.artifacts_url)
+            params = ctx["params"]
             when = ctx.get("logical_date") or ctx["dag_run"].run_after
             published = [
                 e.extra.get("catalog_version")
@@ -179,34 +135,29 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 if e.extra and e.extra.get("catalog_version")
             ]
             version = params.get("catalog_version") or (published[-1] if published else when.strftime("%Y-%m-%d"))
-            return prepare_run(Path(config_path), run_folder, params.get("num_records"), version)
+            prepared = prepare_run(cfg, folder, params.get("num_records"), version)
+            return {**prepared, "run_folder": str(folder)}
 
         @task
         def plan(prepared: dict[str, Any]) -> list[str]:
             """The models this run evaluates (the `models` Param)."""
-            from llmeval.steps import plan_models, run_config
+            from llmeval.steps import plan_models
 
-            run_folder, _, params = current_run()
-            models = plan_models(run_config(run_folder), params.get("models"))
+            run = current_run()
+            models = plan_models(run.config(), run.params.get("models"))
             log.info("evaluating %d model(s) on %d records: %s", len(models), prepared["records"], models)
             return models
 
         @task
         def split(models: list[str], kind: str) -> list[str]:
             """The planned models of one kind: foundation, tuned (finetuning block) or bedrock."""
-            from llmeval.steps import run_config
+            frozen = current_run().config()
+            return [m for m in models if frozen.model(m).kind == kind]
 
-            run_folder, _, _ = current_run()
-            cfg_now = run_config(run_folder)
-            return [m for m in models if cfg_now.model(m).kind == kind]
-
-        groups = {
-            "foundation": ("model", "deploy -> evaluate -> teardown for one foundation model."),
-            "tuned": (
-                "tuned_model",
-                "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block.",
-            ),
-            "bedrock": ("bedrock_model", "evaluate one Bedrock model (nothing to deploy or tear down)."),
+        docs = {
+            "foundation": "deploy -> evaluate -> teardown for one foundation model.",
+            "tuned": "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block.",
+            "bedrock": "evaluate one Bedrock model (nothing to deploy or tear down).",
         }
 
         @task(trigger_rule="all_done")
@@ -214,51 +165,69 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             """Rank the models by the selection policy; failed models are listed, not dropped."""
             from llmeval.steps import select_best
 
-            run_folder, _, _ = current_run()
-            return select_best(run_folder, models).to_dict()
+            run = current_run()
+            frozen = run.config()
+            return select_best(frozen, run.folder, _results(run, frozen, target, models)).to_dict()
 
         @task
-        def register(selection: dict[str, Any]) -> dict[str, Any]:
+        def register(selection: dict[str, Any], models: list[str]) -> dict[str, Any]:
             """Register the selected model with its metrics and approval status."""
-            from llmeval.steps import register_best, run_config
+            from llmeval.selection import Selection
+            from llmeval.steps import register_best
 
-            run_folder, run_id, params = current_run()
-            registry = target.registry(run_config(run_folder), run_folder)
+            run = current_run()
+            frozen = run.config()
             return register_best(
-                run_folder,
-                registry,
-                run_id,
-                enabled=bool(params.get("register", True)),
-                dag_id=get_current_context()["dag"].dag_id,
+                frozen,
+                run.folder,
+                target.registry(frozen, run),
+                run.run_id,
+                Selection.from_dict(selection),
+                _results(run, frozen, target, models),
+                run.catalog_version,
+                enabled=bool(run.params.get("register", True)),
+                dag_id=run.dag_id,
             )
 
         @task(trigger_rule="all_done")
         def report(models: list[str]) -> str:
             """Write the leaderboard (HTML + Markdown) whatever happened upstream."""
+            from llmeval.selection import Selection
             from llmeval.steps import write_run_report
 
-            run_folder, run_id, _ = current_run()
-            return str(write_run_report(run_folder, run_id, models, get_current_context()["dag"].dag_id))
+            run, ti = current_run(), get_current_context()["ti"]
+            frozen = run.config()
+            selection = ti.xcom_pull(task_ids="select")
+            page = write_run_report(
+                frozen,
+                run.folder,
+                run.run_id,
+                _results(run, frozen, target, models),
+                run.catalog_version,
+                Selection.from_dict(selection) if selection else None,
+                ti.xcom_pull(task_ids="register"),
+                run.dag_id,
+            )
+            return str(page)
 
         @task(trigger_rule="all_done")
         def verdict(models: list[str]) -> None:
             """Fail the run when a model or the registration failed, after the report (for alerting)."""
-            from llmeval.steps import collect_results
-
-            run_folder, _, _ = current_run()
+            run, ti = current_run(), get_current_context()["ti"]
+            frozen = run.config()
             problems = [
                 f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
-                for r in collect_results(run_folder, models)
+                for r in _results(run, frozen, target, models)
                 if not r.succeeded
             ]
-            if (run_folder / "selection.json").exists() and not (run_folder / "registration.json").exists():
+            if ti.xcom_pull(task_ids="select") and ti.xcom_pull(task_ids="register") is None:
                 problems.append("the register step failed (see its log); nothing was registered")
             if problems:
                 raise RuntimeError("; ".join(problems))
 
         models = plan(preprocess())
         chosen = select(models)
-        for kind, (group_id, doc) in groups.items():
+        for kind, group_id in GROUPS.items():
             if not any(m.kind == kind for m in cfg.models):
                 continue
             names = split.override(task_id=f"{kind}_models")(models, kind=kind)
@@ -266,9 +235,9 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             def steps(model_name: str, kind: str = kind) -> None:
                 target.model_steps(cfg, model_name, kind)
 
-            steps.__doc__ = doc
+            steps.__doc__ = docs[kind]
             task_group(group_id=group_id)(steps).expand(model_name=names) >> chosen
-        registered = register(chosen)
+        registered = register(chosen, models)
         written = report(models)
         registered >> written >> verdict(models)
     return dag
@@ -303,16 +272,16 @@ def _report_import_errors(errors: list[ConfigError]) -> None:
 
 def load_dags(folder: Path | None = None) -> dict[str, DAG]:
     """DAGs for every valid config in `folder` (default: $LLM_EVAL_CONFIGS_DIR or include/configs)."""
-    good, bad = load_folder(folder or configs_dir(CONFIGS_DIR))
+    good, bad = load_folder(folder or configs_dir(runtime.configs_dir()))
     dags: dict[str, DAG] = {}
     for path, cfg in good:
         try:
             dag = build_dag(cfg, path)
             dag.validate()
             dags[cfg.pipeline.name] = dag
+        except ConfigError as exc:
+            bad.append(exc)
         except Exception as exc:  # whatever Airflow rejects stays this config's error
-            from llmeval.config import Problem
-
             bad.append(ConfigError([Problem(str(path), None, "", f"{type(exc).__name__}: {exc}")]))
     if bad:
         _report_import_errors(bad)

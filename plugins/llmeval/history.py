@@ -1,6 +1,6 @@
 """Run history per config: the scores of every model on every prompt-catalog version.
 
-One JSON file per catalog version under `artifacts/history/<dag id>/`, so re-running a
+One JSON object per catalog version under `history/<dag id>/` in the run store, so re-running a
 version (a backfill, a retry) replaces that version's entry instead of duplicating it.
 The trend page draws each metric over catalog versions, one line per model.
 """
@@ -11,20 +11,15 @@ import json
 import time
 from dataclasses import asdict
 from html import escape
-from pathlib import Path
 from typing import Any
 
-from llmeval.results import ModelResult, Score, write_json_atomic
-from llmeval.runtime import artifacts_root, safe_segment
-
-TREND_FILE = "trend.html"
+from llmeval import store
+from llmeval.results import ModelResult, Score
 
 
-def history_dir(dag_id: str) -> Path:
-    return artifacts_root() / "history" / safe_segment(dag_id)
-
-
-def record(dag_id: str, catalog_version: str, run_id: str, results: list[ModelResult]) -> Path:
+def record(
+    dag_id: str, catalog_version: str, run_id: str, results: list[ModelResult], artifacts_url: str | None = None
+) -> Any:
     entry = {
         "catalog_version": catalog_version,
         "run_id": run_id,
@@ -34,20 +29,22 @@ def record(dag_id: str, catalog_version: str, run_id: str, results: list[ModelRe
             for r in results
         },
     }
-    path = history_dir(dag_id) / f"{safe_segment(catalog_version)}.json"
-    write_json_atomic(path, json.dumps(entry, indent=2, sort_keys=True))
+    path = store.history_folder(dag_id, artifacts_url) / f"{store.safe_segment(catalog_version)}.json"
+    store.write_text(path, json.dumps(entry, indent=2, sort_keys=True))
     return path
 
 
-def entries(dag_id: str) -> list[dict[str, Any]]:
-    folder = history_dir(dag_id)
+def entries(dag_id: str, artifacts_url: str | None = None) -> list[dict[str, Any]]:
+    folder = store.history_folder(dag_id, artifacts_url)
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
     return sorted(found, key=lambda e: e["catalog_version"])
 
 
-def scores_on(dag_id: str, catalog_version: str, model: str) -> dict[str, Score] | None:
+def scores_on(
+    dag_id: str, catalog_version: str, model: str, artifacts_url: str | None = None
+) -> dict[str, Score] | None:
     """A model's recorded scores on one catalog version, if it was evaluated on it."""
-    path = history_dir(dag_id) / f"{safe_segment(catalog_version)}.json"
+    path = store.history_folder(dag_id, artifacts_url) / f"{store.safe_segment(catalog_version)}.json"
     if not path.exists():
         return None
     recorded = json.loads(path.read_text())["models"].get(model)
@@ -95,9 +92,9 @@ def _line_chart(metric: str, versions: list[str], series: dict[str, list[float |
     return "".join(parts)
 
 
-def write_trend(dag_id: str) -> Path:
+def write_trend(dag_id: str, artifacts_url: str | None = None) -> Any:
     """The trend page: every metric over catalog versions, one line per model."""
-    history = entries(dag_id)
+    history = entries(dag_id, artifacts_url)
     versions = [e["catalog_version"] for e in history]
     metrics = sorted({m for e in history for r in e["models"].values() for m in r["metrics"]})
     models = sorted({name for e in history for name in e["models"]})
@@ -112,9 +109,8 @@ def write_trend(dag_id: str) -> Path:
         series = {m: [_value(e, m, metric) for e in history] for m in models}
         out.append(f"<h2>{escape(metric)}</h2>{_line_chart(metric, versions, series)}")
     out.append("</body></html>")
-    path = history_dir(dag_id) / TREND_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out), encoding="utf-8")
+    path = store.history_folder(dag_id, artifacts_url) / store.TREND
+    store.write_text(path, "\n".join(out))
     return path
 
 

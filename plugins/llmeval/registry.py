@@ -8,14 +8,14 @@ the version that run already created instead of adding another.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from llmeval.store import split_s3_uri
 
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"
@@ -60,10 +60,14 @@ class Registry(ABC):
 
 
 class LocalRegistry(Registry):
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    """Model Registry's shape in the run store: a folder per group, a JSON object per version.
+    A version number is claimed by creating its object only if it does not exist yet (O_EXCL
+    locally, a conditional PUT on S3), so two runs registering at once get two numbers."""
 
-    def _group_dir(self, group: str) -> Path:
+    def __init__(self, root: Any):
+        self.root = root
+
+    def _group_dir(self, group: str) -> Any:
         if not group or "/" in group or group.startswith("."):
             raise ValueError(f"invalid model package group name {group!r}")
         return self.root / group
@@ -84,12 +88,12 @@ class LocalRegistry(Registry):
         metrics: dict[str, Any],
         metadata: dict[str, Any],
     ) -> ModelVersion:
+        from llmeval.store import create_new
+
         if approval_status not in (APPROVED, PENDING, REJECTED):
             raise ValueError(f"approval status must be {APPROVED}, {PENDING} or {REJECTED}")
         folder = self._group_dir(group)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
             existing = self.versions(group)
             for version in existing:
                 if version.run_id == run_id:
@@ -99,10 +103,9 @@ class LocalRegistry(Registry):
             version = ModelVersion(
                 group, number, model, run_id, approval_status, metrics, metadata, time.time(), str(path)
             )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(version), indent=2, sort_keys=True))
-            tmp.replace(path)
-            return version
+            if create_new(path, json.dumps(asdict(version), indent=2, sort_keys=True)):
+                return version
+            # another run took this number between our listing and our write: list again
 
 
 def _metadata_value(value: Any) -> str:
@@ -185,7 +188,7 @@ class SageMakerModelRegistry(Registry):
         for existing in self.versions(group):
             if existing.run_id == _metadata_value(run_id):
                 return existing
-        bucket, _, prefix = self.s3_prefix.removeprefix("s3://").partition("/")
+        bucket, prefix = split_s3_uri(self.s3_prefix)
         key = "/".join(
             p for p in (prefix, "registry", group, _metadata_value(run_id).replace(":", "_"), "model_quality.json") if p
         )
@@ -206,6 +209,8 @@ class SageMakerModelRegistry(Registry):
             }
         )
         container = self.container_of(model)  # None: a Bedrock model, registered by its model id
+        if container and "Image" not in container:  # a JumpStart model package: registered by reference too
+            container = None
         inference = (
             {
                 "InferenceSpecification": {

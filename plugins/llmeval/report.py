@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
-from pathlib import Path
 
 from llmeval.results import ModelResult, Score
 from llmeval.selection import Selection
@@ -191,14 +190,6 @@ def render_markdown(data: ReportInput) -> str:
         vals = " | ".join(_fmt(c.metrics.get(r["metric"])) for r in sel.rules)
         lines.append(f"| {i} | {c.model} | {c.status} | {_fmt(c.composite)} | {vals} | {c.reason} |")
     return "\n".join(lines) + "\n"
-
-
-def write_report(folder: Path, data: ReportInput) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    html, md = folder / "leaderboard.html", folder / "summary.md"
-    html.write_text(render_html(data), encoding="utf-8")
-    md.write_text(render_markdown(data), encoding="utf-8")
-    return html, md
 
 
 def render_model_html(result: ModelResult, samples: list[dict] | None = None, limit: int = 20) -> str:

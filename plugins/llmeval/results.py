@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmeval.store import FAILURE, RESULTS
+
 SCHEMA_VERSION = 1
-RESULTS_FILE = "results.json"
-FAILURE_FILE = "failure.json"
 
 
 @dataclass
@@ -113,6 +113,7 @@ class ModelResult:
 
 
 def write_json_atomic(path: Path, text: str) -> None:
+    """Write a local file aside, then rename it: readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -120,24 +121,16 @@ def write_json_atomic(path: Path, text: str) -> None:
 
 
 def write_result(model_dir: Path, result: ModelResult) -> Path:
-    path = model_dir / RESULTS_FILE
+    path = model_dir / RESULTS
     write_json_atomic(path, result.to_json())
     return path
 
 
-def write_failure(model_dir: Path, model: str, step: str, error: str) -> None:
-    """Record that `step` failed for `model`; read back by `read_model_result`. The first
-    failure of a model is kept: later steps fail because of it and would hide the cause."""
-    if (model_dir / FAILURE_FILE).exists():
-        return
-    payload = {"model": model, "step": step, "error": error[-4000:]}
-    write_json_atomic(model_dir / FAILURE_FILE, json.dumps(payload, indent=2))
-
-
-def read_model_result(model_dir: Path, model: str) -> ModelResult:
-    """The model's result; a failed result when it has none (naming the step if known)."""
-    results = model_dir / RESULTS_FILE
-    failure = model_dir / FAILURE_FILE
+def read_model_result(model_dir: Any, model: str) -> ModelResult:
+    """The model's result in a folder (local or in the run store); a failed result when it
+    has none (naming the step if a failure was recorded)."""
+    results = model_dir / RESULTS
+    failure = model_dir / FAILURE
     if results.exists():
         return ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))
     if failure.exists():

@@ -1,29 +1,59 @@
-"""Where things live at run time: project folders, the worker Python, run artifacts.
+"""Where things live on a host: the project's include/ folder and the worker Python.
 
-Every location has an environment variable so deployments can move it; the defaults
-fit a checkout of this repository.
+Run artifacts are not here: they live in the run store (`llmeval.store`). Every location
+has an environment variable so deployments can move it; the defaults fit a checkout of
+this repository and an MWAA-style layout (include/ inside the DAGs folder).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PLUGINS_DIR = PACKAGE_DIR.parent
 PROJECT_DIR = PLUGINS_DIR.parent
-CONFIGS_DIR = PROJECT_DIR / "include" / "configs"
-DATA_DIR = PROJECT_DIR / "include" / "data"
-ALGORITHMS_DIR = PROJECT_DIR / "include" / "algorithms"  # users' custom algorithm modules
+INCLUDE_DIR_ENV = "LLM_EVAL_INCLUDE_DIR"
 
 
-def artifacts_root() -> Path:
-    return Path(os.environ.get("LLM_EVAL_ARTIFACTS_DIR") or PROJECT_DIR / "artifacts")
+def include_dir() -> Path:
+    """`LLM_EVAL_INCLUDE_DIR`, else `include/` in the DAGs folder (MWAA: dags/ and plugins.zip
+    are deployed apart), else `include/` beside plugins/ (a checkout)."""
+    configured = os.environ.get(INCLUDE_DIR_ENV)
+    if configured:
+        return Path(configured)
+    dags_folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    if dags_folder and (Path(dags_folder) / "include").is_dir():
+        return Path(dags_folder) / "include"
+    return PROJECT_DIR / "include"
+
+
+def configs_dir() -> Path:
+    return include_dir() / "configs"
+
+
+def data_dir() -> Path:
+    return include_dir() / "data"
+
+
+def algorithms_dir() -> Path:
+    """Users' custom algorithm modules."""
+    return include_dir() / "algorithms"
+
+
+SINGLE_HOST_EXECUTORS = ("LocalExecutor", "SequentialExecutor", "DebugExecutor")
+
+
+def multi_host_executors() -> list[str]:
+    """The configured executors that run tasks on several hosts (Celery, Kubernetes, Edge...)."""
+    from airflow.configuration import conf
+
+    names = [e.strip().split(".")[-1] for e in conf.get("core", "executor", fallback="").split(",") if e.strip()]
+    return [e.split(":")[-1] for e in names if e.split(":")[-1] not in SINGLE_HOST_EXECUTORS]
 
 
 def worker_python() -> str:
-    """The worker environment's interpreter (fmeval, torch, transformers)."""
+    """The worker environment's interpreter (fmeval, torch, transformers): local target only."""
     configured = os.environ.get("LLM_EVAL_WORKER_PYTHON")
     if configured:
         return configured
@@ -35,31 +65,9 @@ def worker_python() -> str:
     return str(default)
 
 
-def safe_segment(value: str) -> str:
-    """A run id or name made safe as one path segment (no separators, no '..')."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.+-]+", "_", value).strip(".")
-    return cleaned or "_"
-
-
-def run_dir(dag_id: str, run_id: str) -> Path:
-    return artifacts_root() / "runs" / safe_segment(dag_id) / safe_segment(run_id)
-
-
-def model_dir(run_folder: Path, model: str) -> Path:
-    return run_folder / "models" / safe_segment(model)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLM_EVAL_CACHE_DIR") or artifacts_root() / "cache")
-
-
-def registry_dir() -> Path:
-    return artifacts_root() / "registry"
-
-
 def resolve_data_path(location: str) -> Path:
-    """Dataset location: absolute path, file:// URI, or relative to include/data."""
+    """A local dataset location: absolute path, file:// URI, or relative to include/data."""
     if location.startswith("file://"):
         return Path(location.removeprefix("file://"))
     path = Path(location)
-    return path if path.is_absolute() else DATA_DIR / path
+    return path if path.is_absolute() else data_dir() / path

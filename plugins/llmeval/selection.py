@@ -31,10 +31,6 @@ class Selection:
     rules: list[dict[str, Any]]
     ranking: list[Candidate]
 
-    @property
-    def failed(self) -> list[Candidate]:
-        return [c for c in self.ranking if c.status == "failed"]
-
     def to_dict(self) -> dict[str, Any]:
         return {"best": self.best, "rules": self.rules, "ranking": [asdict(c) for c in self.ranking]}
 

@@ -1,70 +1,79 @@
-"""The target-agnostic steps of a run, as plain functions over the run folder.
+"""The target-agnostic steps of a run, as plain functions over the run's store folder.
 
-The factory wraps them in Airflow tasks; tests call them directly. A run folder holds
-config.json (the resolved config, frozen for the run), dataset.jsonl, one folder per
-model (results.json or failure.json), selection.json, registration.json and the report.
+The factory wraps them in Airflow tasks and hands them what other tasks returned (the
+frozen config, the models' results, the selection); tests call them directly. What they
+write to the run folder is for people and later runs (the names are in `llmeval.store`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmeval.config import EvalConfig, load_config, load_defaults
-from llmeval.dataset import read_dataset, write_jsonl
+from llmeval import store
+from llmeval.config import EvalConfig
+from llmeval.dataset import read_dataset
 from llmeval.registry import APPROVED, PENDING, REJECTED, Registry
-from llmeval.report import ReportInput, write_report
-from llmeval.results import ModelResult, read_model_result, write_json_atomic
-from llmeval.runtime import model_dir, resolve_data_path
+from llmeval.report import ReportInput, render_html, render_markdown
+from llmeval.results import ModelResult, read_model_result
+from llmeval.runtime import resolve_data_path
 from llmeval.selection import Selection, champion_gate, select
 
 log = logging.getLogger("llmeval.steps")
 
 
-def run_config(run_folder: Path) -> EvalConfig:
-    return EvalConfig.model_validate_json((run_folder / "config.json").read_text(encoding="utf-8"))
+def _dataset_file(location: str, scratch: Path) -> Path:
+    """A local file with the dataset: include/data, a local path, or a copy of a remote object."""
+    if "://" in location and not location.startswith("file://"):
+        from airflow.sdk import ObjectStoragePath
+
+        return store.download(ObjectStoragePath(location), scratch / "dataset-source.jsonl")
+    return resolve_data_path(location)
 
 
-def run_info(run_folder: Path) -> dict[str, Any]:
-    return json.loads((run_folder / "run.json").read_text(encoding="utf-8"))
-
-
-def prepare_run(config_path: Path, run_folder: Path, num_records: int | None, catalog_version: str) -> dict[str, Any]:
+def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catalog_version: str) -> dict[str, Any]:
     """Freeze the config for the run and write the prepared dataset of this catalog version."""
-    cfg = load_config(config_path, load_defaults(config_path.parent))
-    run_folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_folder / "config.json", cfg.model_dump_json(indent=2))
-    write_json_atomic(run_folder / "run.json", json.dumps({"catalog_version": catalog_version}))
+    try:
+        store.write_text(run_folder / store.CONFIG, cfg.model_dump_json(indent=2))
+    except Exception as exc:
+        raise PermissionError(
+            f"cannot write to the run store at {store.describe(run_folder)}: {type(exc).__name__}: {exc}. "
+            "Check the URL (LLM_EVAL_ARTIFACTS_URL or the config's artifacts_url), that the bucket exists, "
+            "and that the connection's role may s3:PutObject, s3:GetObject and s3:ListBucket there"
+        ) from exc
     ds = cfg.dataset
     limit = num_records if num_records is not None else cfg.num_records
-    source = resolve_data_path(ds.input_data_location.replace("{catalog_version}", catalog_version))
+    location = ds.input_data_location.replace("{catalog_version}", catalog_version)
     pairs = {"sent_more_input": ds.sent_more_input_key, "sent_less_input": ds.sent_less_input_key}
-    prepared = read_dataset(
-        source,
-        ds.model_input_key,
-        ds.target_output_key,
-        ds.category_key,
-        limit,
-        text_columns={name: column for name, column in pairs.items() if column},
-    )
-    write_jsonl(run_folder / "dataset.jsonl", prepared.records)
-    write_json_atomic(run_folder / "bad_rows.json", json.dumps(prepared.bad_rows, indent=2))
+    with tempfile.TemporaryDirectory(prefix="llmeval-") as scratch:
+        prepared = read_dataset(
+            _dataset_file(location, Path(scratch)),
+            ds.model_input_key,
+            ds.target_output_key,
+            ds.category_key,
+            limit,
+            text_columns={name: column for name, column in pairs.items() if column},
+        )
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in prepared.records)
+    store.write_text(run_folder / store.DATASET, lines)
+    store.write_text(run_folder / store.BAD_ROWS, json.dumps(prepared.bad_rows, indent=2))
     log.info(
-        "dataset %s: %d records from %s (%d bad rows skipped%s)",
+        "dataset %s: %d records from %s (%d bad rows skipped%s); run folder %s",
         ds.dataset_name,
         len(prepared.records),
-        source,
+        location,
         len(prepared.bad_rows),
         f", limited to {limit}" if limit else "",
+        store.describe(run_folder),
     )
     return {
         "records": len(prepared.records),
         "bad_rows": len(prepared.bad_rows),
-        "source": str(source),
+        "source": location,
         "catalog_version": catalog_version,
     }
 
@@ -79,50 +88,66 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
     return [n for n in names if n in requested]
 
 
-def collect_results(run_folder: Path, models: list[str]) -> list[ModelResult]:
-    return [read_model_result(model_dir(run_folder, m), m) for m in models]
+def model_result(run_folder: Any, model: str, summary: dict[str, Any] | None) -> ModelResult:
+    """A model's result: the summary its evaluation handed on, else what the store says
+    (the failure a step recorded, or that nothing was written)."""
+    if summary:
+        return ModelResult.from_dict(summary)
+    return read_model_result(store.model_folder(run_folder, model), model)
 
 
-def select_best(run_folder: Path, models: list[str]) -> Selection:
-    cfg = run_config(run_folder)
-    results = collect_results(run_folder, models)
+def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) -> Selection:
     selection = select(cfg, results)
-    write_json_atomic(run_folder / "selection.json", json.dumps(selection.to_dict(), indent=2))
+    store.write_text(run_folder / store.SELECTION, json.dumps(selection.to_dict(), indent=2))
     for cand in selection.ranking:
         level = logging.WARNING if cand.status == "failed" else logging.INFO
         log.log(level, "%s: %s (composite %s) %s", cand.model, cand.status, cand.composite, cand.reason)
     return selection
 
 
-def gate_decision(cfg: EvalConfig, registry: Registry, run_folder: Path, dag_id: str, best: ModelResult):
-    """The champion gate for the selected model, on this run's catalog version."""
+def gate_decision(
+    cfg: EvalConfig,
+    registry: Registry,
+    dag_id: str,
+    catalog_version: str,
+    best: ModelResult,
+    results: list[ModelResult],
+):
+    """The champion gate for the selected model, on this run's catalog version: the champion's
+    scores from this run when it was evaluated here, else from the history in the store."""
     from llmeval.history import scores_on
 
     champion = registry.latest_approved(cfg.registry_group) if cfg.registry.gate else None
     champion_scores = None
     if champion is not None:
-        evaluated = read_model_result(model_dir(run_folder, champion.model), champion.model)
-        if evaluated.succeeded and (run_folder / "models" / champion.model).exists():
-            champion_scores = evaluated.scores_by_metric()
+        here = next((r for r in results if r.model == champion.model and r.succeeded), None)
+        if here is not None:
+            champion_scores = here.scores_by_metric()
         else:
-            champion_scores = scores_on(dag_id, run_info(run_folder)["catalog_version"], champion.model)
+            champion_scores = scores_on(dag_id, catalog_version, champion.model, cfg.artifacts_url)
     return champion_gate(cfg.registry.gate, best, champion.model if champion else None, champion_scores)
 
 
 def register_best(
-    run_folder: Path, registry: Registry, run_id: str, enabled: bool = True, dag_id: str = ""
+    cfg: EvalConfig,
+    run_folder: Any,
+    registry: Registry,
+    run_id: str,
+    selection: Selection,
+    results: list[ModelResult],
+    catalog_version: str,
+    enabled: bool = True,
+    dag_id: str = "",
 ) -> dict[str, Any]:
     """Register the selected model, gated against the champion; the outcome is saved."""
-    cfg = run_config(run_folder)
-    selection = Selection.from_dict(json.loads((run_folder / "selection.json").read_text()))
     if not enabled:
         outcome: dict[str, Any] = {"registered": False, "reason": "registration disabled for this run"}
     elif selection.best is None:
         outcome = {"registered": False, "reason": "no model was eligible for selection"}
     else:
-        best = read_model_result(model_dir(run_folder, selection.best), selection.best)
+        best = next(r for r in results if r.model == selection.best)
         model = cfg.model(selection.best)
-        decision = gate_decision(cfg, registry, run_folder, dag_id or cfg.pipeline.name, best)
+        decision = gate_decision(cfg, registry, dag_id or cfg.pipeline.name, catalog_version, best, results)
         log.info("champion gate: %s", decision.reason)
         status = APPROVED if cfg.registry.approval == "auto" else PENDING
         if not decision.passed:
@@ -135,7 +160,7 @@ def register_best(
             "pipeline": cfg.pipeline.name,
             "selection_composite": next(c.composite for c in selection.ranking if c.model == selection.best),
             "records_evaluated": best.generation.records_evaluated,
-            "catalog_version": run_info(run_folder)["catalog_version"],
+            "catalog_version": catalog_version,
             "gate": decision.reason[:250],
         }
         training = best.metadata.get("training")
@@ -155,47 +180,51 @@ def register_best(
             log.info("registered %s as %s v%d (%s)", selection.best, version.group, version.version, status)
         else:
             outcome = {"registered": False, "reason": decision.reason, "gate": asdict(decision)}
-    write_json_atomic(run_folder / "registration.json", json.dumps(outcome, indent=2, default=str))
+    store.write_text(run_folder / store.REGISTRATION, json.dumps(outcome, indent=2, default=str))
     return outcome
 
 
-def _registration_text(run_folder: Path) -> str:
-    path = run_folder / "registration.json"
-    if not path.exists():
+def registration_text(outcome: dict[str, Any] | None) -> str:
+    if outcome is None:
         return "register step did not complete"
-    info = json.loads(path.read_text())
-    if not info.get("registered"):
-        return f"not registered: {info.get('reason')}"
-    gate = info.get("gate", {}).get("reason")
-    text = f"{info['model']} registered as {info['group']} version {info['version']} ({info['approval_status']})"
+    if not outcome.get("registered"):
+        return f"not registered: {outcome.get('reason')}"
+    gate = outcome.get("gate", {}).get("reason")
+    text = (
+        f"{outcome['model']} registered as {outcome['group']} version {outcome['version']} "
+        f"({outcome['approval_status']})"
+    )
     return f"{text}; champion gate: {gate}" if gate else text
 
 
-def write_run_report(run_folder: Path, run_id: str, models: list[str], dag_id: str = "") -> Path:
+def write_run_report(
+    cfg: EvalConfig,
+    run_folder: Any,
+    run_id: str,
+    results: list[ModelResult],
+    catalog_version: str,
+    selection: Selection | None = None,
+    registration: dict[str, Any] | None = None,
+    dag_id: str = "",
+) -> Any:
     """The leaderboard; also records the run in the history and redraws the trend page."""
     from llmeval import history
 
-    cfg = run_config(run_folder)
     dag_id = dag_id or cfg.pipeline.name
-    version = run_info(run_folder)["catalog_version"]
-    results = collect_results(run_folder, models)
-    history.record(dag_id, version, run_id, results)
-    trend = history.write_trend(dag_id)
-    selection_file = run_folder / "selection.json"
-    if selection_file.exists():
-        selection = Selection.from_dict(json.loads(selection_file.read_text()))
-    else:
-        selection = select(cfg, results)
+    history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url)
+    history.write_trend(dag_id, cfg.artifacts_url)
     data = ReportInput(
         title=cfg.pipeline.name,
         run_id=run_id,
         dataset=cfg.dataset.dataset_name,
         results=results,
-        selection=selection,
-        registration=_registration_text(run_folder),
-        catalog_version=version,
-        trend_link=os.path.relpath(trend, run_folder),
+        selection=selection or select(cfg, results),
+        registration=registration_text(registration),
+        catalog_version=catalog_version,
+        trend_link=f"../../../history/{store.safe_segment(dag_id)}/{store.TREND}",
     )
-    html, md = write_report(run_folder, data)
-    log.info("leaderboard: %s\n%s", html, md.read_text())
-    return html
+    html, md = render_html(data), render_markdown(data)
+    store.write_text(run_folder / store.LEADERBOARD, html)
+    store.write_text(run_folder / store.SUMMARY, md)
+    log.info("leaderboard: %s\n%s", store.describe(run_folder / store.LEADERBOARD), md)
+    return run_folder / store.LEADERBOARD

@@ -26,7 +26,12 @@ from pathlib import Path
 from llmeval.config import EvalConfig, ModelSection, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
 from llmeval.evaluation import cache_sync
-from llmeval.evaluation.generate import ModelClient, ResponseCache, Target, generate_with
+from llmeval.evaluation.generate import (
+    ModelClient,
+    ResponseCache,
+    Target,
+    generate_with,
+)
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
 from llmeval.results import GenerationStats, ModelResult, write_result

@@ -12,16 +12,11 @@ import logging
 import os
 from pathlib import Path
 
+from llmeval.store import split_s3_uri
+
 log = logging.getLogger("llmeval.cache")
 
 KMS_ENV = "LLM_EVAL_S3_KMS_KEY"  # SSE-KMS key for the pushed cache object
-
-
-def _split(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"cache URI must be s3://bucket/key, got {uri!r}")
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def pull(uri: str, path: Path) -> bool:
@@ -29,7 +24,7 @@ def pull(uri: str, path: Path) -> bool:
     import boto3
     from botocore.exceptions import ClientError
 
-    bucket, key = _split(uri)
+    bucket, key = split_s3_uri(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         boto3.client("s3").download_file(bucket, key, str(path))
@@ -46,7 +41,7 @@ def push(path: Path, uri: str) -> None:
     """Upload the (closed) cache file to `uri`."""
     import boto3
 
-    bucket, key = _split(uri)
+    bucket, key = split_s3_uri(uri)
     extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": os.environ[KMS_ENV]} if os.environ.get(KMS_ENV) else {}
     boto3.client("s3").upload_file(str(path), bucket, key, ExtraArgs=extra or None)
     log.info("response cache pushed to %s (%d bytes)", uri, path.stat().st_size)

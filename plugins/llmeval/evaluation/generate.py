@@ -155,7 +155,8 @@ class Target:
 
 def _retryable(exc: Exception) -> tuple[bool, bool]:
     """(retry?, was it throttling?) for an invocation error."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, ReadTimeoutError
+    from botocore.exceptions import ClientError, ReadTimeoutError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
         return True, False
@@ -338,17 +339,6 @@ class ModelClient:
                 f"in the response {json.dumps(answer['response'])[:300]}"
             )
         return float(value)
-
-
-def generate(
-    records: list[dict[str, Any]],
-    target: Target,
-    prompt_template: str,
-    cache: ResponseCache,
-    invoker: Invoker | None = None,
-) -> list[dict[str, Any]]:
-    """One output row per input record, in input order; failed records carry `error`."""
-    return generate_with(ModelClient(target, prompt_template, cache, invoker), records)
 
 
 def generate_with(client: ModelClient, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

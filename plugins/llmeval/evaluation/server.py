@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-in-flight", type=int, default=64, help="more concurrent requests get 429")
+    parser.add_argument("--owner", default="", help="the run and model it serves: how a teardown finds it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve(args.model_id, set(args.endpoint_name), args.ready_file, args.port, args.max_batch, args.max_in_flight)

@@ -1,9 +1,12 @@
 """Local target: deploy = start a local model server, evaluate = run the evaluation entry
-point in the worker environment, teardown = stop the server (by its recorded PID).
+point in the worker environment, teardown = stop the server.
 
-No Airflow import here: the factory wraps these functions in tasks. The server's PID is
-written to the model's folder before anything can fail, so teardown finds it whatever
-happened in between, and a re-run deploy reuses a live server instead of starting two.
+No Airflow import at module level: the factory wraps these functions in tasks. What a
+step needs from another moves by XCom (the server's URL, PID and owner) or through the
+run store (config, dataset, results, the tuned model, the response cache); each step works
+in a scratch folder of its own. The servers listen on 127.0.0.1 and are stopped by PID, so
+a model's steps must run on one host: under an executor with several hosts the config
+names the queue of one worker (`local.queue`), else it is refused at load.
 """
 
 from __future__ import annotations
@@ -11,22 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.request
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from llmeval import store
 from llmeval.config import EvalConfig
-from llmeval.runtime import ALGORITHMS_DIR, PLUGINS_DIR, cache_dir, model_dir, worker_python
+from llmeval.runtime import PLUGINS_DIR, algorithms_dir, worker_python
 
 log = logging.getLogger("llmeval.local")
 
 READY_TIMEOUT_S = 900  # first start converts the GGUF model (~30-60 s) after imports
-ENDPOINT_FILE = "endpoint.json"
-TUNED_DIR = "finetuned"
 TRAINING_METRICS = "training_metrics.json"
 MAX_IN_FLIGHT_ENV = "LLM_EVAL_SERVER_MAX_IN_FLIGHT"  # local server: more concurrent requests get 429
 
@@ -34,7 +40,7 @@ MAX_IN_FLIGHT_ENV = "LLM_EVAL_SERVER_MAX_IN_FLIGHT"  # local server: more concur
 def worker_env() -> dict[str, str]:
     """Environment for worker processes: offline, dummy AWS credentials for the local server."""
     env = dict(os.environ)
-    paths = (str(PLUGINS_DIR), str(ALGORITHMS_DIR), env.get("PYTHONPATH", ""))
+    paths = (str(PLUGINS_DIR), str(algorithms_dir()), env.get("PYTHONPATH", ""))
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.setdefault("AWS_ACCESS_KEY_ID", "local")
@@ -47,13 +53,28 @@ def endpoint_name(cfg: EvalConfig, model: str) -> str:
     return cfg.model(model).endpoint_name or model
 
 
-def _is_our_server(pid: int, endpoint: str) -> bool:
-    """True when `pid` is alive and is the server we started for `endpoint` (not a reused PID)."""
+def owner(dag_id: str, run_id: str, model: str) -> str:
+    """What a server is started for: a teardown without its deploy's XCom finds it by this."""
+    return f"{dag_id}/{run_id}/{model}"
+
+
+def _cmdline(pid: int) -> list[bytes]:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
-    return b"llmeval.evaluation.server" in cmdline and endpoint.encode() in cmdline
+        return []
+
+
+def _is_our_server(pid: int, who: str) -> bool:
+    """True when `pid` is alive and is the server started for `who` (not a reused PID)."""
+    cmdline = _cmdline(pid)
+    return b"llmeval.evaluation.server" in cmdline and who.encode() in cmdline
+
+
+def find_servers(who: str) -> list[int]:
+    """PIDs of the live servers started for `who` on this host."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if _is_our_server(pid, who)]
 
 
 def _ping(url: str) -> bool:
@@ -71,22 +92,22 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, Any]:
-    """Start (or reuse) the model's server; return its endpoint description."""
-    folder = model_dir(run_folder, model)
-    folder.mkdir(parents=True, exist_ok=True)
+def start_endpoint(cfg: EvalConfig, model: str, run_folder: Any, who: str, previous: dict | None = None) -> dict:
+    """Start (or reuse) the model's server; return its endpoint description (for XCom)."""
     name = endpoint_name(cfg, model)
-    state_file = folder / ENDPOINT_FILE
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        if state.get("url") and _is_our_server(state["pid"], name) and _ping(state["url"]):
-            log.info("reusing live server pid %s for %s at %s", state["pid"], name, state["url"])
-            return state
-        stop_server(state_file)
-    ready = folder / "server-ready.json"
-    ready.unlink(missing_ok=True)
-    log_path = folder / "server.log"
-    served = str(folder / TUNED_DIR) if cfg.model(model).finetuning else cfg.model(model).model_id
+    if previous and previous.get("url") and _is_our_server(previous["pid"], who) and _ping(previous["url"]):
+        log.info("reusing live server pid %s for %s at %s", previous["pid"], name, previous["url"])
+        return previous
+    stop_servers(who)
+    scratch = Path(tempfile.mkdtemp(prefix="llmeval-server-"))
+    served = cfg.model(model).model_id
+    if cfg.model(model).finetuning:  # the tuned model, from the run store
+        tuned = scratch / store.TUNED
+        store.download_tree(store.model_folder(run_folder, model) / store.TUNED, tuned)
+        if not (tuned / "config.json").exists():
+            raise FileNotFoundError(f"no fine-tuned model in {store.describe(store.model_folder(run_folder, model))}")
+        served = str(tuned)
+    ready, log_path = scratch / "server-ready.json", scratch / store.SERVER_LOG
     cmd = [
         worker_python(),
         "-m",
@@ -99,6 +120,8 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
         str(ready),
         "--max-in-flight",
         os.environ.get(MAX_IN_FLIGHT_ENV, "64"),
+        "--owner",
+        who,
     ]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
@@ -110,8 +133,7 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    state = {"model": model, "endpoint_name": name, "pid": proc.pid, "url": None, "log": str(log_path)}
-    state_file.write_text(json.dumps(state))
+    state = {"model": model, "endpoint_name": name, "pid": proc.pid, "url": None, "owner": who, "scratch": str(scratch)}
     log.info("started model server pid %d for %s (log %s)", proc.pid, name, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
@@ -123,33 +145,33 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Path) -> dict[str, A
             time.sleep(0.5)
         state["url"] = json.loads(ready.read_text())["url"]
     except BaseException:
-        stop_server(state_file)
+        stop_servers(who)
+        shutil.rmtree(scratch, ignore_errors=True)
         raise
-    state_file.write_text(json.dumps(state))
     log.info("endpoint %s is serving at %s", name, state["url"])
     return state
 
 
-def stop_server(state_file: Path, grace_s: float = 15.0) -> bool:
-    """Stop the server recorded in `state_file`; True if one was running."""
-    if not state_file.exists():
-        return False
-    state = json.loads(state_file.read_text())
-    pid, name = state["pid"], state["endpoint_name"]
-    if not _is_our_server(pid, name):
-        log.info("server pid %s for %s is not running", pid, name)
+def stop_server(pid: int, who: str, grace_s: float = 15.0) -> bool:
+    """Stop the server `pid` if it is the one started for `who`; True if it was running."""
+    if not _is_our_server(pid, who):
         return False
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while _is_our_server(pid, name) and time.monotonic() < deadline:
+    while _is_our_server(pid, who) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.2)
-    if _is_our_server(pid, name):
+    if _is_our_server(pid, who):
         log.warning("server pid %s did not stop in %.0fs: killing", pid, grace_s)
         os.killpg(pid, signal.SIGKILL)
     _reap(pid)
-    log.info("stopped model server pid %s (%s)", pid, name)
+    log.info("stopped model server pid %s (%s)", pid, who)
     return True
+
+
+def stop_servers(who: str) -> int:
+    """Stop every live server started for `who` on this host; how many there were."""
+    return sum(stop_server(pid, who) for pid in find_servers(who))
 
 
 def _reap(pid: int) -> None:
@@ -160,44 +182,59 @@ def _reap(pid: int) -> None:
         pass
 
 
-def stop_endpoint(cfg: EvalConfig, model: str, run_folder: Path, keep: bool = False) -> str:
-    state_file = model_dir(run_folder, model) / ENDPOINT_FILE
+def stop_endpoint(
+    cfg: EvalConfig, model: str, who: str, state: dict | None, run_folder: Any, keep: bool = False
+) -> str:
+    """Stop the model's server (the one its deploy handed on, else any started for `who`)
+    and keep its log in the run store."""
     if keep or not cfg.model(model).cleanup_endpoint:
-        log.warning("keeping endpoint for %s running (cleanup disabled); state in %s", model, state_file)
+        log.warning("keeping the server of %s running (cleanup disabled): pid %s", model, (state or {}).get("pid"))
         return "kept"
-    return "stopped" if stop_server(state_file) else "not running"
+    stopped = stop_server(state["pid"], who) if state else False
+    stopped = stop_servers(who) > 0 or stopped  # also a server whose deploy never handed its PID on
+    if state and state.get("scratch"):
+        server_log = Path(state["scratch"]) / store.SERVER_LOG
+        if server_log.exists():
+            store.write_bytes(store.model_folder(run_folder, model) / store.SERVER_LOG, server_log.read_bytes())
+        shutil.rmtree(state["scratch"], ignore_errors=True)
+    return "stopped" if stopped else "not running"
 
 
-def run_finetune(cfg: EvalConfig, model: str, run_folder: Path) -> Path:
-    """Fine-tune the model on this machine; the tuned model is saved in the model's folder."""
+def run_finetune(cfg: EvalConfig, model: str, run_folder: Any) -> dict[str, Any]:
+    """Fine-tune the model on this machine; the tuned model goes to the model's folder in the
+    run store. Returns the training metrics (loss per step, weights digest)."""
     from llmeval.runtime import resolve_data_path
 
     spec = cfg.model(model)
     tuning = spec.finetuning
     params = tuning.parameters
-    out = model_dir(run_folder, model) / TUNED_DIR
-    cmd = [
-        worker_python(),
-        "-m",
-        "llmeval.evaluation.finetune",
-        "--model-id",
-        spec.model_id,
-        "--train",
-        str(resolve_data_path(tuning.train_data_path)),
-        "--output-dir",
-        str(out),
-        "--epochs",
-        str(params.epoch),
-        "--max-input-length",
-        str(params.max_input_length),
-        "--instruction-tuned" if params.instruction_tuned else "--no-instruction-tuned",
-    ]
-    if tuning.validation_data_path:
-        cmd += ["--validation", str(resolve_data_path(tuning.validation_data_path))]
-    for key, value in (params.model_extra or {}).items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
-    stream_command(cmd, f"fine-tune of {model}")
-    return out / TRAINING_METRICS
+    with tempfile.TemporaryDirectory(prefix="llmeval-finetune-") as scratch:
+        out = Path(scratch) / store.TUNED
+        cmd = [
+            worker_python(),
+            "-m",
+            "llmeval.evaluation.finetune",
+            "--model-id",
+            spec.model_id,
+            "--train",
+            str(resolve_data_path(tuning.train_data_path)),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            str(params.epoch),
+            "--max-input-length",
+            str(params.max_input_length),
+            "--instruction-tuned" if params.instruction_tuned else "--no-instruction-tuned",
+        ]
+        if tuning.validation_data_path:
+            cmd += ["--validation", str(resolve_data_path(tuning.validation_data_path))]
+        for key, value in (params.model_extra or {}).items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        stream_command(cmd, f"fine-tune of {model}")
+        dest = store.model_folder(run_folder, model) / store.TUNED
+        store.upload_tree(out, dest)
+        log.info("tuned model saved to %s", store.describe(dest))
+        return json.loads((out / TRAINING_METRICS).read_text())
 
 
 def stream_command(cmd: list[str], what: str) -> None:
@@ -228,91 +265,150 @@ def stream_command(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"{what} exited with {proc.returncode}:\n" + "\n".join(tail))
 
 
-def run_evaluation(cfg: EvalConfig, model: str, run_folder: Path, endpoint: dict[str, Any]) -> Path:
-    """Run the evaluation entry point for one model, streaming its log into the task log."""
-    out = model_dir(run_folder, model)
-    cmd = [
-        worker_python(),
-        "-m",
-        "llmeval.evaluation",
-        "--config",
-        str(run_folder / "config.json"),
-        "--model",
-        model,
-        "--dataset",
-        str(run_folder / "dataset.jsonl"),
-        "--output-dir",
-        str(out),
-        "--endpoint-name",
-        endpoint["endpoint_name"],
-        "--endpoint-url",
-        endpoint["url"],
-        "--cache-dir",
-        str(cache_dir()),
-    ]
-    metrics = out / TUNED_DIR / TRAINING_METRICS
-    if cfg.model(model).finetuning and metrics.exists():
-        digest = json.loads(metrics.read_text())["weights_sha256"]
-        cmd += [
-            "--training-metrics",
-            str(metrics),
-            "--model-identity",
-            f"{cfg.model(model).model_id}+tuned:{digest[:16]}",
+def run_evaluation(
+    cfg: EvalConfig,
+    model: str,
+    run_folder: Any,
+    endpoint: dict[str, Any],
+    cache: Any,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the evaluation entry point for one model in a scratch folder, streaming its log
+    into the task log; its outputs and the response cache go back to the run store, also
+    when it fails. Returns the result summary (results.json)."""
+    with tempfile.TemporaryDirectory(prefix="llmeval-evaluate-") as tmp:
+        scratch = Path(tmp)
+        out, cache_file = scratch / "out", scratch / "cache" / store.RESPONSE_CACHE
+        store.download(run_folder / store.CONFIG, scratch / store.CONFIG)
+        store.download(run_folder / store.DATASET, scratch / store.DATASET)
+        if cache.exists():
+            store.download(cache, cache_file)
+        cmd = [
+            worker_python(),
+            "-m",
+            "llmeval.evaluation",
+            "--config",
+            str(scratch / store.CONFIG),
+            "--model",
+            model,
+            "--dataset",
+            str(scratch / store.DATASET),
+            "--output-dir",
+            str(out),
+            "--endpoint-name",
+            endpoint["endpoint_name"],
+            "--endpoint-url",
+            endpoint["url"],
+            "--cache-dir",
+            str(cache_file.parent),
         ]
-    stream_command(cmd, f"evaluation of {model}")
-    return out / "results.json"
+        if training:
+            (scratch / TRAINING_METRICS).write_text(json.dumps(training))
+            cmd += [
+                "--training-metrics",
+                str(scratch / TRAINING_METRICS),
+                "--model-identity",
+                f"{cfg.model(model).model_id}+tuned:{training['weights_sha256'][:16]}",
+            ]
+        try:
+            stream_command(cmd, f"evaluation of {model}")
+        finally:
+            if out.exists():
+                store.upload_tree(out, store.model_folder(run_folder, model))
+            if cache_file.exists():
+                _checkpoint(cache_file)
+                store.write_bytes(cache, cache_file.read_bytes())
+        return json.loads((out / store.RESULTS).read_text())
+
+
+def _checkpoint(database: Path) -> None:
+    """Fold SQLite's write-ahead log into the database file (a killed worker leaves answers
+    there), so the one file pushed to the store holds every answer."""
+    with closing(sqlite3.connect(database)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 # --------------------------------------------------------------------------- Airflow tasks
 
 
-def registry(cfg: EvalConfig, run_folder: Path):
-    from llmeval.registry import LocalRegistry
-    from llmeval.runtime import registry_dir
+class LocalTarget:
+    result_task = "evaluate"
 
-    return LocalRegistry(registry_dir())
+    def validate(self, cfg: EvalConfig) -> list[str]:
+        """Refuse a local config under an executor with several hosts unless it names the
+        queue of one worker (its servers are on 127.0.0.1 and stopped by PID)."""
+        from llmeval.runtime import multi_host_executors
 
+        multi_host = multi_host_executors()
+        if multi_host and not cfg.local.queue:
+            return [
+                f"the local target runs its model servers on the worker's 127.0.0.1 and stops them by PID, so a "
+                f"model's deploy, evaluate and teardown must run on one host; the executor {multi_host[0]} runs "
+                f"tasks on several hosts: set local.queue to a queue that one worker serves "
+                f"(airflow celery worker --queues NAME), or use the SageMaker target"
+            ]
+        return []
 
-def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
-    """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task group."""
-    from airflow.sdk import task
+    def registry(self, cfg: EvalConfig, run: Any):
+        from llmeval.registry import LocalRegistry
 
-    from llmeval.factory import guarded, label
+        return LocalRegistry(store.registry_folder(cfg.artifacts_url))
 
-    @task(map_index_template="{{ model_label }}")
-    def deploy(model: str) -> dict[str, Any]:
-        """Start a local model server that speaks the SageMaker runtime API."""
-        label(model)
+    def model_steps(self, cfg: EvalConfig, model_name: Any, kind: str) -> None:
+        """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task group."""
+        from airflow.sdk import get_current_context, task
 
-        return guarded("deploy", model, lambda cfg, run, _: start_endpoint(cfg, model, run), first=kind != "tuned")
+        from llmeval.tasks import GROUPS, current_run, guarded, label
 
-    timeout = timedelta(seconds=cfg.task_timeout_s)
+        def who(model: str) -> str:
+            ti = get_current_context()["ti"]
+            return owner(ti.dag_id, ti.run_id, model)
 
-    @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
-    def evaluate(model: str, endpoint: dict[str, Any]) -> str:
-        """Generate with the model, then score the outputs (the evaluation entry point)."""
-        label(model)
-        return str(guarded("evaluate", model, lambda cfg, run, _: run_evaluation(cfg, model, run, endpoint)))
+        @task(map_index_template="{{ model_label }}")
+        def deploy(model: str) -> dict[str, Any]:
+            """Start a local model server that speaks the SageMaker runtime API."""
+            label(model)
+            return guarded(
+                "deploy",
+                model,
+                lambda cfg, run: start_endpoint(cfg, model, run.folder, who(model)),
+                first=kind != "tuned",
+            )
 
-    @task(map_index_template="{{ model_label }}")
-    def teardown(model: str) -> str:
-        """Stop the model's server, whatever happened upstream."""
-        label(model)
-        from llmeval.factory import current_run
-        from llmeval.steps import run_config
+        timeout = timedelta(seconds=cfg.task_timeout_s)
 
-        run_folder, _, params = current_run()
-        return stop_endpoint(run_config(run_folder), model, run_folder, bool(params.get("keep_endpoints")))
+        @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
+        def evaluate(model: str, endpoint: dict[str, Any], training: dict[str, Any] | None) -> dict[str, Any]:
+            """Generate with the model, then score the outputs (the evaluation entry point)."""
+            label(model)
 
-    @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
-    def finetune(model: str) -> str:
-        """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
-        label(model)
-        return str(guarded("finetune", model, lambda cfg, run, _: run_finetune(cfg, model, run), first=True))
+            def body(cfg: EvalConfig, run: Any) -> dict[str, Any]:
+                cache = store.cache_object(run.dag_id, model, cfg.artifacts_url)
+                return run_evaluation(cfg, model, run.folder, endpoint, cache, training)
 
-    endpoint = deploy(model_name)
-    if kind == "tuned":
-        finetune(model_name) >> endpoint
-    done = evaluate(model_name, endpoint)
-    stop = teardown(model_name)
-    done >> stop.as_teardown(setups=endpoint)
+            return guarded("evaluate", model, body)
+
+        @task(map_index_template="{{ model_label }}")
+        def teardown(model: str) -> str:
+            """Stop the model's server, whatever happened upstream: the one its deploy handed
+            on, else any this run started for the model on this host."""
+            label(model)
+            run, ti = current_run(), get_current_context()["ti"]
+            state = ti.xcom_pull(task_ids=f"{GROUPS[kind]}.deploy", map_indexes=ti.map_index)
+            keep = bool(run.params.get("keep_endpoints"))
+            return stop_endpoint(run.config(), model, who(model), state, run.folder, keep)
+
+        @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
+        def finetune(model: str) -> dict[str, Any]:
+            """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
+            label(model)
+            return guarded("finetune", model, lambda cfg, run: run_finetune(cfg, model, run.folder), first=True)
+
+        deploy_task = deploy(model_name)
+        training = None
+        if kind == "tuned":
+            training = finetune(model_name)
+            training >> deploy_task
+        done = evaluate(model_name, deploy_task, training)
+        stop = teardown(model_name)
+        done >> stop.as_teardown(setups=deploy_task)

@@ -14,20 +14,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
-import subprocess
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+from llmeval import store
 from llmeval.config import EvalConfig
-from llmeval.runtime import ALGORITHMS_DIR, PACKAGE_DIR, PLUGINS_DIR, model_dir, worker_python
+from llmeval.runtime import PACKAGE_DIR, algorithms_dir
 from llmeval.targets import sagemaker_requests as req
 
 log = logging.getLogger("llmeval.sagemaker")
-
-DEPLOYMENT_FILE = "deployment.json"
-TRAINING_FILE = "training_metrics.json"
 
 
 def _hook(cfg: EvalConfig):
@@ -76,26 +71,12 @@ def s3_prefix(cfg: EvalConfig) -> str:
 def resolve_jumpstart(
     cfg: EvalConfig, model_id: str, version: str, instance_type: str, region: str, training: bool = False
 ) -> dict:
-    """Inference (or training) image, artifacts and settings of a JumpStart model (worker env)."""
-    creds = _hook(cfg).get_credentials(region_name=region)
-    env = dict(os.environ, PYTHONPATH=str(PLUGINS_DIR), AWS_DEFAULT_REGION=region)
-    env.update(AWS_ACCESS_KEY_ID=creds.access_key, AWS_SECRET_ACCESS_KEY=creds.secret_key)
-    if creds.token:
-        env["AWS_SESSION_TOKEN"] = creds.token
-    cmd = [
-        worker_python(),
-        "-m",
-        "llmeval.jumpstart",
-        *(["--training"] if training else []),
-        model_id,
-        version,
-        region,
-        instance_type,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=PLUGINS_DIR)
-    if out.returncode != 0:
-        raise RuntimeError(f"JumpStart lookup of {model_id}@{version} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Inference (or training) image, artifacts and settings of a JumpStart model, read from
+    the JumpStart spec files with the connection's credentials (no SageMaker SDK needed)."""
+    from llmeval import jumpstart
+
+    s3 = _s3(cfg).get_client_type(region_name=region)
+    return jumpstart.resolve(model_id, version, region, instance_type, training, s3_client=s3).as_dict()
 
 
 def _data_uri(cfg: EvalConfig, location: str, prefix: str) -> str:
@@ -131,6 +112,7 @@ def prepare_training(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
         _data_uri(cfg, tuning.train_data_path, prefix),
         validation,
         f"{prefix}/training-output/{model_name}/",
+        region,
     )
 
 
@@ -146,45 +128,45 @@ def _training_summary(job: dict[str, Any], base_model: str) -> dict[str, Any]:
     return summary
 
 
-def prepare(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_id: str) -> dict[str, Any]:
+def prepare(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The deployment description (handed on by XCom): region, the endpoint operator's
+    config, the container to register, and the training job of a tuned model."""
     model = cfg.model(model_name)
     region = cfg.sagemaker.region or _hook(cfg).conn_region_name
     resolved = resolve_jumpstart(
         cfg, model.model_id, model.model_version, model.deployment_config.instance_type, region
     )
-    folder = model_dir(run_folder, model_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    training = None
     if model.finetuning:  # deploy the tuned weights with the base model's inference container
         job = _hook(cfg).describe_training_job(req.training_job_name(dag_id, run_id, model_name))
         training = _training_summary(job, model.model_id)
         resolved = dict(resolved, model_data=training["artifact"])
-        (folder / TRAINING_FILE).write_text(json.dumps(training, indent=2, default=str))
+    req.check_eula(model, resolved)  # a gated model without its EULA accepted: refused before anything exists
     endpoint = req.endpoint_config(cfg, model, resolved, role_arn(cfg))
-    state = {"region": region, "endpoint": endpoint, "container": req.container(resolved)}
-    (folder / DEPLOYMENT_FILE).write_text(json.dumps(state, indent=2))
     log.info(
         "%s: %s on %s x%d as endpoint %s",
         model_name,
-        resolved["image_uri"],
+        resolved.get("image_uri") or resolved.get("model_package_arn"),
         model.deployment_config.instance_type,
         model.deployment_config.num_instances,
         endpoint["Endpoint"]["EndpointName"],
     )
-    return state
+    container = req.container(resolved, model.eula_accepted)
+    return {"region": region, "endpoint": endpoint, "container": container, "training": training}
 
 
-def stage(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_id: str, region: str) -> dict:
-    """Upload the code and the run's inputs; return the Processing job request."""
+def stage(cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id: str, region: str) -> dict:
+    """Upload the code and the run's inputs (from the run store); return the Processing job request."""
     s3 = _s3(cfg)
     prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
-    bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+    bucket, key_prefix = store.split_s3_uri(prefix)
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         key = f"{key_prefix}/code/llmeval/{path.relative_to(PACKAGE_DIR)}"
         s3.load_file(str(path), key, bucket_name=bucket, replace=True)
-    for path in sorted(ALGORITHMS_DIR.glob("*.py")):  # users' custom algorithms, importable in the job
+    for path in sorted(algorithms_dir().glob("*.py")):  # users' custom algorithms, importable in the job
         s3.load_file(str(path), f"{key_prefix}/code/{path.name}", bucket_name=bucket, replace=True)
-    for name in ("config.json", "dataset.jsonl"):
-        s3.load_file(str(run_folder / name), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
+    for name in (store.CONFIG, store.DATASET):
+        s3.load_bytes((run_folder / name).read_bytes(), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
     job = req.processing_job_name(dag_id, run_id, model_name)
     return req.processing_config(
         cfg,
@@ -200,16 +182,19 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Path, dag_id: str, run_i
     )
 
 
-def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict[str, Any]) -> str:
-    """Copy the job's results into the run folder; record why there are none."""
-    from llmeval.results import read_model_result, write_failure
+def collect(
+    cfg: EvalConfig, model_name: str, run_folder: Any, processing: dict[str, Any], training: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Copy the job's results into the run store; return the result summary, or raise why
+    there is none."""
+    from llmeval.results import ModelResult
 
-    folder = model_dir(run_folder, model_name)
+    folder = store.model_folder(run_folder, model_name)
     uri = processing["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
-    bucket, _, key_prefix = uri.removeprefix("s3://").partition("/")
+    bucket, key_prefix = store.split_s3_uri(uri)
     s3 = _s3(cfg)
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
-    if not any(k.endswith("results.json") for k in keys):
+    if not any(k.endswith(store.RESULTS) for k in keys):
         job = req.stop_job_if_running(_hook(cfg).conn, "processing", processing["ProcessingJobName"])
         if job is None:
             reason = "the job was never created"
@@ -217,54 +202,50 @@ def collect(cfg: EvalConfig, model_name: str, run_folder: Path, processing: dict
             reason = "the evaluate task ended while the job was running (timeout?): job stopped"
         else:
             reason = job.get("FailureReason") or f"job {job['ProcessingJobStatus']} without results.json"
-        write_failure(folder, model_name, "evaluate", f"processing job {processing['ProcessingJobName']}: {reason}")
-        raise RuntimeError(reason)
+        raise RuntimeError(f"processing job {processing['ProcessingJobName']}: {reason}")
+    summary: dict[str, Any] = {}
     for key in keys:
-        target = folder / key[len(key_prefix) :].lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(s3.get_key(key, bucket_name=bucket).get()["Body"].read())
-    result = read_model_result(folder, model_name)
-    result.outputs_location = f"{uri}outputs.jsonl"
-    if (folder / TRAINING_FILE).exists():
-        result.metadata["training"] = json.loads((folder / TRAINING_FILE).read_text())
-    (folder / "results.json").write_text(result.to_json())
-    return str(folder / "results.json")
+        name = key[len(key_prefix) :].lstrip("/")
+        data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
+        if name == store.RESULTS:
+            summary = json.loads(data)
+        else:
+            store.write_bytes(folder / name, data)
+    result = ModelResult.from_dict(summary)
+    result.outputs_location = f"{uri}{store.OUTPUTS}"
+    if training:
+        result.metadata["training"] = training
+    store.write_text(folder / store.RESULTS, result.to_json())
+    if not result.succeeded:
+        raise RuntimeError(f"{model_name} failed at {result.failed_step}: {result.error}")
+    return json.loads(result.to_json())
 
 
 def teardown(
-    cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool, training_job: str | None = None
+    cfg: EvalConfig,
+    model_name: str,
+    keep: bool,
+    endpoint: dict[str, Any] | None,
+    training_job: str | None = None,
 ) -> list[str]:
     """Stop the model's fine-tuning job if its task ended with the job running; delete the
-    endpoint, endpoint config and model this pipeline created."""
+    endpoint, endpoint config and model this pipeline created: the ones its deploy handed on
+    by XCom, else the ones found by the endpoint's deterministic name and the ownership tag."""
+    conn = _hook(cfg).conn
     stopped = []
-    job = training_job and req.stop_job_if_running(_hook(cfg).conn, "training", training_job)
+    job = training_job and req.stop_job_if_running(conn, "training", training_job)
     if job and job["TrainingJobStatus"] == "InProgress":
         stopped.append(f"training job {training_job} (stopped)")
-    return stopped + _delete_endpoint(cfg, model_name, run_folder, keep)
-
-
-def _delete_endpoint(cfg: EvalConfig, model_name: str, run_folder: Path, keep: bool) -> list[str]:
-    state_file = model_dir(run_folder, model_name) / DEPLOYMENT_FILE
-    if not state_file.exists():
-        log.info("%s was never prepared: nothing to delete", model_name)
-        return []
     if keep or not cfg.model(model_name).cleanup_endpoint:
         log.warning("keeping the endpoint of %s (cleanup disabled): it keeps costing money", model_name)
-        return []
-    endpoint = json.loads(state_file.read_text())["endpoint"]
-    return req.delete_endpoint_resources(_hook(cfg).conn, endpoint, cfg.pipeline.name)
-
-
-def registry(cfg: EvalConfig, run_folder: Path):
-    from llmeval.registry import SageMakerModelRegistry
-
-    def container_of(model: str) -> dict[str, Any] | None:
-        deployment = model_dir(run_folder, model) / DEPLOYMENT_FILE  # none for Bedrock models
-        return json.loads(deployment.read_text())["container"] if deployment.exists() else None
-
-    return SageMakerModelRegistry(
-        _hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of, req.s3_encryption(cfg)
-    )
+        return stopped
+    if endpoint:
+        names = req.resource_names(endpoint)
+    else:
+        name = req.endpoint_name(cfg, cfg.model(model_name))
+        log.info("%s: no deployment handed on; looking for endpoint %s and what it owns", model_name, name)
+        names = req.discover_resources(conn, name, cfg.pipeline.name, model_name)
+    return stopped + req.delete_endpoint_resources(conn, names, cfg.pipeline.name)
 
 
 # --------------------------------------------------------------------------- operators
@@ -287,6 +268,9 @@ def _operators():
             conn = self.hook.conn
             name = self.config["Endpoint"]["EndpointName"]
             status = req.endpoint_status(conn, name)
+            if status is not None:  # never reuse (or wait for) another pipeline's endpoint
+                tags = {t["Key"]: t["Value"] for t in self.config["Endpoint"].get("Tags", [])}
+                req.check_owner(conn, name, tags[req.OWNER_TAG])
             if status == "InService":
                 self.log.info("endpoint %s is already InService: reusing it", name)
                 return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
@@ -332,10 +316,51 @@ def _operators():
     return ReusingEndpointOperator, ReusingProcessingOperator, ReusingTrainingOperator
 
 
-def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
-    from airflow.sdk import task
+class SageMakerTarget:
+    result_task = "collect_results"
 
-    from llmeval.factory import guarded, label, run_ids
+    def validate(self, cfg: EvalConfig) -> list[str]:
+        """Any executor works (every step's state is in AWS, XCom or the run store) as long as
+        the run store is shared: under an executor with several hosts, the implicit local
+        folder is refused (an explicit file:// URL is taken to be a shared mount)."""
+        import os
+
+        from llmeval.runtime import multi_host_executors
+
+        multi_host = multi_host_executors()
+        if multi_host and not (cfg.artifacts_url or os.environ.get(store.ARTIFACTS_URL_ENV)):
+            return [
+                f"the executor {multi_host[0]} runs tasks on several hosts, and the run store is this host's "
+                f"folder {store.configured_url()}: set {store.ARTIFACTS_URL_ENV} (or the config's artifacts_url) "
+                "to s3://[conn_id@]bucket/prefix, or to a file:// path every worker mounts"
+            ]
+        return []
+
+    def registry(self, cfg: EvalConfig, run: Any):
+        """SageMaker Model Registry; a model's container is what its deploy handed on by XCom."""
+        from airflow.sdk import get_current_context
+
+        from llmeval.registry import SageMakerModelRegistry
+        from llmeval.tasks import model_xcom
+
+        ti = get_current_context()["ti"]
+
+        def container_of(model: str) -> dict[str, Any] | None:  # None: a Bedrock model
+            kind = cfg.model(model).kind
+            return None if kind == "bedrock" else model_xcom(ti, kind, "prepare_endpoint", model, key="container")
+
+        return SageMakerModelRegistry(
+            _hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of, req.s3_encryption(cfg)
+        )
+
+    def model_steps(self, cfg: EvalConfig, model_name: Any, kind: str) -> None:
+        _model_steps(cfg, model_name, kind)
+
+
+def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
+    from airflow.sdk import get_current_context, task
+
+    from llmeval.tasks import GROUPS, guarded, label
 
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
     # Control-plane steps are retried with exponential back-off (throttling, capacity); the
@@ -349,15 +374,19 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     timeout = timedelta(seconds=min(cfg.task_timeout_s, cfg.sagemaker.max_runtime_s + 3600))
     endpoint_op, processing_op, training_op = _operators()
 
+    def own(task_name: str) -> Any:
+        """What this model's `task_name` handed on (same mapped index), or None."""
+        ti = get_current_context()["ti"]
+        return ti.xcom_pull(task_ids=f"{GROUPS[kind]}.{task_name}", map_indexes=ti.map_index)
+
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")
     def prepare_endpoint(model: str) -> dict[str, Any]:
         """Resolve the JumpStart model and name its model, endpoint config and endpoint."""
         label(model)
-        dag_id, run_id = run_ids()
         return guarded(
             "deploy",
             model,
-            lambda cfg, run, _: prepare(cfg, model, run, dag_id, run_id),
+            lambda cfg, run: prepare(cfg, model, run.dag_id, run.run_id),
             first=kind == "foundation",
         )
 
@@ -365,11 +394,10 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     def prepare_training_job(model: str) -> dict[str, Any]:
         """Resolve the JumpStart training specs and upload the training data."""
         label(model)
-        dag_id, run_id = run_ids()
         return guarded(
             "finetune",
             model,
-            lambda cfg, run, _: prepare_training(cfg, model, dag_id, run_id),
+            lambda cfg, run: prepare_training(cfg, model, run.dag_id, run.run_id),
             first=True,
         )
 
@@ -377,34 +405,40 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
         """Upload the evaluation code, config and dataset; build the Processing job request."""
         label(model)
-        dag_id, run_id = run_ids()
         return guarded(
             "evaluate",
             model,
-            lambda cfg, run, _: stage(
-                cfg, model, run, dag_id, run_id, region or cfg.sagemaker.region or _hook(cfg).conn_region_name
+            lambda cfg, run: stage(
+                cfg,
+                model,
+                run.folder,
+                run.dag_id,
+                run.run_id,
+                region or cfg.sagemaker.region or _hook(cfg).conn_region_name,
             ),
             first=kind == "bedrock",
         )
 
     @task(trigger_rule="all_done", map_index_template="{{ model_label }}")
-    def collect_results(model: str, processing: dict[str, Any]) -> str:
-        """Copy the evaluation results from S3 into the run folder (or record why there are none)."""
+    def collect_results(model: str, processing: dict[str, Any]) -> dict[str, Any]:
+        """Copy the evaluation results from S3 into the run store (or record why there are none)."""
         label(model)
-        return guarded("evaluate", model, lambda cfg, run, _: collect(cfg, model, run, processing))
+        training = (own("prepare_endpoint") or {}).get("training") if kind == "tuned" else None
+        return guarded("evaluate", model, lambda cfg, run: collect(cfg, model, run.folder, processing, training))
 
     @task(map_index_template="{{ model_label }}", **retried)
     def teardown_endpoint(model: str) -> list[str]:
         """Delete the endpoint, endpoint config and model this pipeline created (and stop a
         fine-tuning job still running), whatever happened."""
-        from llmeval.factory import current_run, run_ids
-        from llmeval.steps import run_config
+        from llmeval.tasks import current_run
 
         label(model)
-        run_folder, _, params = current_run()
-        cfg_run = run_config(run_folder)
-        job = req.training_job_name(*run_ids(), model) if cfg_run.model(model).finetuning else None
-        return teardown(cfg_run, model, run_folder, bool(params.get("keep_endpoints")), job)
+        run = current_run()
+        frozen = run.config()
+        job = req.training_job_name(run.dag_id, run.run_id, model) if frozen.model(model).finetuning else None
+        prepared = own("prepare_endpoint")
+        endpoint = prepared.get("endpoint") if isinstance(prepared, dict) else None
+        return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job)
 
     def evaluation_job(staged: Any):
         """The Processing job running the evaluation entry point (deferrable, not retried)."""

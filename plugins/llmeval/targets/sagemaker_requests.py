@@ -9,6 +9,7 @@ creating it twice. Every resource this project creates carries the tag
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from typing import Any
@@ -67,21 +68,40 @@ def s3_encryption(cfg: EvalConfig) -> dict[str, str]:
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key} if key else {}
 
 
-def container(resolved: dict[str, Any]) -> dict[str, Any]:
-    """A CreateModel container for a resolved JumpStart model (prefix or tarball artifacts)."""
+def container(resolved: dict[str, Any], accept_eula: bool | None = None) -> dict[str, Any]:
+    """A CreateModel container for a resolved JumpStart model, as the SDK builds it: a model
+    package, or the image with prefix artifacts (with the EULA answer when the config gives
+    one) or a tarball."""
+    if resolved.get("model_package_arn"):
+        return {"ModelPackageName": resolved["model_package_arn"]}
     spec: dict[str, Any] = {"Image": resolved["image_uri"], "Environment": dict(resolved.get("environment") or {})}
     data = resolved.get("model_data")
     if isinstance(data, str) and data.endswith("/"):
-        spec["ModelDataSource"] = {"S3DataSource": {"S3Uri": data, "S3DataType": "S3Prefix", "CompressionType": "None"}}
+        source: dict[str, Any] = {"S3Uri": data, "S3DataType": "S3Prefix", "CompressionType": "None"}
+        if accept_eula is not None:
+            source["ModelAccessConfig"] = {"AcceptEula": accept_eula}
+        spec["ModelDataSource"] = {"S3DataSource": source}
     elif data:
         spec["ModelDataUrl"] = data
     return spec
 
 
+def check_eula(model: ModelSection, resolved: dict[str, Any]) -> None:
+    """Refuse a gated model whose EULA the config does not accept, before anything is created."""
+    if resolved.get("gated") and not model.eula_accepted:
+        eula = resolved.get("eula_key")
+        raise PermissionError(
+            f"{model.name}: {model.model_id} {resolved.get('version', '')} is gated behind its end-user license "
+            f"agreement{f' (s3://jumpstart-cache-prod-<region>/{eula})' if eula else ''}: read it, then set "
+            "accept_eula: true on the model (or evaluation_config.custom_attributes.accept_eula: true)"
+        )
+
+
 def endpoint_config(cfg: EvalConfig, model: ModelSection, resolved: dict[str, Any], role_arn: str) -> dict[str, Any]:
-    """The provider's SageMakerEndpointOperator config: Model, EndpointConfig and Endpoint."""
+    """The provider's SageMakerEndpointOperator config: Model, EndpointConfig and Endpoint,
+    with what JumpStartModel.deploy would send plus the project's names, tags, KMS and VPC."""
     name = endpoint_name(cfg, model)
-    spec = container(resolved)
+    spec = container(resolved, model.eula_accepted)
     model_name = aws_name(f"{name[:40]}-model", repr(sorted(spec.items())))
     deployment = model.deployment_config
     config_name = aws_name(f"{name[:40]}-cfg", model_name, deployment.instance_type, str(deployment.num_instances))
@@ -89,24 +109,25 @@ def endpoint_config(cfg: EvalConfig, model: ModelSection, resolved: dict[str, An
     security = cfg.sagemaker.security
     model_request: dict[str, Any] = {
         "ModelName": model_name,
-        "PrimaryContainer": spec,
+        **({"Containers": [spec]} if "ModelPackageName" in spec else {"PrimaryContainer": spec}),
         "ExecutionRoleArn": role_arn,
         "Tags": resource_tags,
     }
     if security.vpc_config:
         model_request["VpcConfig"] = security.vpc_config
-    if security.enable_network_isolation:
+    if security.enable_network_isolation or resolved.get("network_isolation"):
         model_request["EnableNetworkIsolation"] = True
+    variant: dict[str, Any] = {
+        "VariantName": "AllTraffic",
+        "ModelName": model_name,
+        "InitialVariantWeight": 1,
+        "InitialInstanceCount": deployment.num_instances,
+        "InstanceType": deployment.instance_type,
+        **(resolved.get("deploy_settings") or {}),
+    }
     endpoint_config_request: dict[str, Any] = {
         "EndpointConfigName": config_name,
-        "ProductionVariants": [
-            {
-                "VariantName": "AllTraffic",
-                "ModelName": model_name,
-                "InstanceType": deployment.instance_type,
-                "InitialInstanceCount": deployment.num_instances,
-            }
-        ],
+        "ProductionVariants": [variant],
         "Tags": resource_tags,
     }
     if security.volume_kms_key_id:
@@ -164,41 +185,96 @@ def missing_parts(client: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _owned(client: Any, arn: str, pipeline: str) -> bool:
-    found = client.list_tags(ResourceArn=arn).get("Tags", [])
-    return any(t["Key"] == OWNER_TAG and t["Value"] == pipeline for t in found)
+    return _tagged(client, arn).get(OWNER_TAG) == pipeline
 
 
-def delete_endpoint_resources(client: Any, config: dict[str, Any], pipeline: str) -> list[str]:
-    """Delete the endpoint, its config and its model, only where this pipeline created them."""
-    deleted: list[str] = []
-    steps = [
-        (
-            "endpoint",
-            client.describe_endpoint,
-            "EndpointArn",
-            client.delete_endpoint,
-            {"EndpointName": config["Endpoint"]["EndpointName"]},
-        ),
+def check_owner(client: Any, endpoint: str, pipeline: str) -> None:
+    """Refuse to reuse an endpoint that another pipeline (or a person) created."""
+    found = describe_or_none(client.describe_endpoint, EndpointName=endpoint)
+    if found and not _owned(client, found["EndpointArn"], pipeline):
+        owner = _tagged(client, found["EndpointArn"]).get(OWNER_TAG)
+        raise RuntimeError(
+            f"endpoint {endpoint} exists but was not created by pipeline {pipeline} "
+            f"({f'its {OWNER_TAG} tag says {owner!r}' if owner else f'it has no {OWNER_TAG} tag'}): not reusing it; "
+            "give this model another endpoint_name"
+        )
+
+
+DELETE_ORDER = ("endpoint", "endpoint config", "model")
+
+
+def resource_names(config: dict[str, Any]) -> dict[str, list[str]]:
+    """The names in an endpoint operator config (what the deploy step handed on by XCom)."""
+    return {
+        "endpoint": [config["Endpoint"]["EndpointName"]],
+        "endpoint config": [config["EndpointConfig"]["EndpointConfigName"]],
+        "model": [config["Model"]["ModelName"]],
+    }
+
+
+def _tagged(client: Any, arn: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in client.list_tags(ResourceArn=arn).get("Tags", [])}
+
+
+def discover_resources(client: Any, endpoint: str, pipeline: str, model: str) -> dict[str, list[str]]:
+    """What this pipeline created for a model's endpoint, found without the deploy's XCom:
+    the endpoint by its deterministic name, its config and model as it names them, and
+    configs or models left without an endpoint by their name prefix and ownership tags."""
+    found: dict[str, list[str]] = {"endpoint": [], "endpoint config": [], "model": []}
+    live = describe_or_none(client.describe_endpoint, EndpointName=endpoint)
+    if live:
+        found["endpoint"].append(endpoint)
+        found["endpoint config"].append(live["EndpointConfigName"])
+        config = describe_or_none(client.describe_endpoint_config, EndpointConfigName=live["EndpointConfigName"])
+        found["model"] += [v["ModelName"] for v in (config or {}).get("ProductionVariants", [])]
+    searches = [
         (
             "endpoint config",
+            "list_endpoint_configs",
+            "EndpointConfigs",
+            "EndpointConfigName",
+            "EndpointConfigArn",
+            "cfg",
+        ),
+        ("model", "list_models", "Models", "ModelName", "ModelArn", "model"),
+    ]
+    for kind, call, listed, name_key, arn_key, suffix in searches:
+        stem = _stem(f"{endpoint[:40]}-{suffix}")
+        for page in client.get_paginator(call).paginate(NameContains=stem):
+            for item in page[listed]:
+                if item[name_key] in found[kind] or not item[name_key].startswith(stem):
+                    continue
+                tags = _tagged(client, item[arn_key])
+                if tags.get(OWNER_TAG) == pipeline and tags.get("llmeval:model") == model:
+                    found[kind].append(item[name_key])
+    return found
+
+
+def delete_endpoint_resources(client: Any, names: dict[str, list[str]], pipeline: str) -> list[str]:
+    """Delete endpoints, endpoint configs and models by name, only where this pipeline created them."""
+    calls = {
+        "endpoint": (client.describe_endpoint, "EndpointArn", client.delete_endpoint, "EndpointName"),
+        "endpoint config": (
             client.describe_endpoint_config,
             "EndpointConfigArn",
             client.delete_endpoint_config,
-            {"EndpointConfigName": config["EndpointConfig"]["EndpointConfigName"]},
+            "EndpointConfigName",
         ),
-        ("model", client.describe_model, "ModelArn", client.delete_model, {"ModelName": config["Model"]["ModelName"]}),
-    ]
-    for kind, describe, arn_key, delete, key in steps:
-        found = describe_or_none(describe, **key)
-        name = next(iter(key.values()))
-        if found is None:
-            log.info("%s %s does not exist", kind, name)
-        elif not _owned(client, found[arn_key], pipeline):
-            log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
-        else:
-            delete(**key)
-            deleted.append(f"{kind} {name}")
-            log.info("deleted %s %s", kind, name)
+        "model": (client.describe_model, "ModelArn", client.delete_model, "ModelName"),
+    }
+    deleted: list[str] = []
+    for kind in DELETE_ORDER:
+        describe, arn_key, delete, key = calls[kind]
+        for name in names.get(kind, []):
+            found = describe_or_none(describe, **{key: name})
+            if found is None:
+                log.info("%s %s does not exist", kind, name)
+            elif not _owned(client, found[arn_key], pipeline):
+                log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
+            else:
+                delete(**{key: name})
+                deleted.append(f"{kind} {name}")
+                log.info("deleted %s %s", kind, name)
     return deleted
 
 
@@ -285,6 +361,22 @@ def processing_config(
     return request
 
 
+def training_hyperparameters(model: ModelSection, resolved: dict[str, Any]) -> dict[str, str]:
+    """The spec's defaults (with instance variants), then the config's values: the seed's keys
+    and any other parameter (`keep_alive_period_in_seconds` is a resource setting, not one)."""
+    params = model.finetuning.parameters
+    extra = {k: v for k, v in (params.model_extra or {}).items() if k != "keep_alive_period_in_seconds"}
+    values = {k: str(v) for k, v in (resolved.get("hyperparameters") or {}).items()}
+    values.update(
+        epoch=str(params.epoch),
+        max_input_length=str(params.max_input_length),
+        instruction_tuned=str(params.instruction_tuned),
+        chat_dataset=str(params.chat_dataset),
+        **{k: str(v) for k, v in extra.items()},
+    )
+    return values
+
+
 def training_config(
     cfg: EvalConfig,
     model: ModelSection,
@@ -294,19 +386,20 @@ def training_config(
     train_uri: str,
     validation_uri: str | None,
     output_uri: str,
+    region: str,
 ) -> dict[str, Any]:
-    """A JumpStart fine-tuning job: the model's training image, script and pretrained weights,
-    the seed's parameters as hyperparameters, and the train / validation channels."""
+    """A JumpStart fine-tuning job as JumpStartEstimator.fit sends it: the model's training
+    image, script and pretrained weights (a gated model's through its environment, with the
+    EULA accepted), hyperparameters JSON-encoded as the SDK's framework estimators do, metric
+    definitions, the spec's network isolation; plus the project's name, tags, KMS and VPC."""
+    check_eula(model, resolved)
     params = model.finetuning.parameters
-    extra = dict(params.model_extra or {})
-    keep_alive = extra.pop("keep_alive_period_in_seconds", None)
-    hyper = {k: str(v) for k, v in (resolved.get("hyperparameters") or {}).items()}
+    keep_alive = (params.model_extra or {}).get("keep_alive_period_in_seconds")
+    hyper = {k: json.dumps(v) for k, v in training_hyperparameters(model, resolved).items()}
     hyper.update(
-        epoch=str(params.epoch),
-        max_input_length=str(params.max_input_length),
-        instruction_tuned=str(params.instruction_tuned),
-        chat_dataset=str(params.chat_dataset),
-        **{k: str(v) for k, v in extra.items()},
+        sagemaker_container_log_level="20",  # the SDK's logging.INFO, unquoted
+        sagemaker_job_name=json.dumps(job_name),
+        sagemaker_region=json.dumps(region),
     )
 
     def channel(name: str, uri: str) -> dict[str, Any]:
@@ -316,11 +409,13 @@ def training_config(
     channels = [channel("training", train_uri)]
     if validation_uri:
         channels.append(channel("validation", validation_uri))
-    channels += [channel("model", resolved["model_uri"]), channel("code", resolved["script_uri"])]
+    if resolved.get("model_uri"):  # a gated model's weights come through SageMakerGatedModelS3Uri instead
+        channels.append(channel("model", resolved["model_uri"]))
+    channels.append(channel("code", resolved["script_uri"]))
     resources: dict[str, Any] = {
         "InstanceType": params.instance_type,
         "InstanceCount": params.num_instances,
-        "VolumeSizeInGB": 100,
+        "VolumeSizeInGB": 30,  # the SDK's default
     }
     if keep_alive is not None:  # SageMaker warm pools: the next job reuses the instances
         resources["KeepAlivePeriodInSeconds"] = int(keep_alive)
@@ -330,19 +425,29 @@ def training_config(
         output["KmsKeyId"] = security.output_kms_key_id
     if security.volume_kms_key_id:
         resources["VolumeKmsKeyId"] = security.volume_kms_key_id
+    algorithm: dict[str, Any] = {"TrainingImage": resolved["image_uri"], "TrainingInputMode": "File"}
+    if resolved.get("metric_definitions"):
+        algorithm["MetricDefinitions"] = resolved["metric_definitions"]
+    environment = dict(resolved.get("environment") or {})
+    if resolved.get("gated"):
+        environment["accept_eula"] = "true"  # checked above: the config accepts it
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "AlgorithmSpecification": {"TrainingImage": resolved["image_uri"], "TrainingInputMode": "File"},
+        "AlgorithmSpecification": algorithm,
         "RoleArn": role_arn,
         "HyperParameters": hyper,
         "InputDataConfig": channels,
         "OutputDataConfig": output,
         "ResourceConfig": resources,
         "StoppingCondition": {"MaxRuntimeInSeconds": cfg.sagemaker.max_runtime_s},
-        "EnableNetworkIsolation": security.enable_network_isolation,
-        "EnableInterContainerTrafficEncryption": security.enable_inter_container_traffic_encryption,
         "Tags": tags(cfg, model.name),
     }
+    if environment:
+        request["Environment"] = environment
+    if security.enable_network_isolation or resolved.get("network_isolation"):
+        request["EnableNetworkIsolation"] = True
+    if security.enable_inter_container_traffic_encryption:
+        request["EnableInterContainerTrafficEncryption"] = True
     if security.vpc_config:
         request["VpcConfig"] = security.vpc_config
     return request

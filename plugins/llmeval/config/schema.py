@@ -1,43 +1,24 @@
-"""Typed evaluation configs: load YAML, validate, and explain what is wrong.
-
-The seed solution's configs (pipeline / dataset / models / algorithms) load unchanged;
-everything new is an additive key with a default. Errors name the file, the YAML line,
-the field path and what was expected.
-"""
+"""The config schema: pydantic models for every section, with the checks that need no
+knowledge of the target (names, metric references, schedules). The seed solution's configs
+load unchanged; everything new is an additive key with a default."""
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import jmespath
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, offline_algorithms, option_problem
+from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
+from llmeval.config.errors import FieldProblem
+from llmeval.config.target_checks import check_target
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
-DEFAULTS_FILE = "defaults.yaml"
-CONFIGS_DIR_ENV = "LLM_EVAL_CONFIGS_DIR"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
 AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
-LOCAL_MODELS = ("smollm2-135m-instruct",)
-LOCAL_HYPERPARAMETERS = {"learning_rate", "max_steps", "batch_size", "lora_rank", "seed"}
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class FieldProblem(ValueError):
-    """A model-level check that knows which field (relative to the model) is wrong."""
-
-    def __init__(self, loc: tuple[Any, ...], message: str):
-        super().__init__(message)
-        self.loc = loc
 
 
 class _Strict(BaseModel):
@@ -152,6 +133,20 @@ class ModelSection(_Strict):
     cleanup_endpoint: bool = True
     finetuning: FinetuningSection | None = None
     register_config: RegisterSection | None = None
+    accept_eula: bool | None = Field(
+        None,
+        description="Accept the model's end-user license (gated JumpStart models such as Meta Llama): it goes into "
+        "the deploy (ModelAccessConfig) and the fine-tuning job. Also read from evaluation_config.custom_attributes."
+        "accept_eula, where the seed's configs put it.",
+    )
+
+    @property
+    def eula_accepted(self) -> bool | None:
+        """True/False when the config says, None when it is silent."""
+        if self.accept_eula is not None:
+            return self.accept_eula
+        said = self.evaluation_config.custom_attributes.get("accept_eula")
+        return None if said is None else str(said).lower() == "true"
 
     @property
     def kind(self) -> str:
@@ -336,6 +331,16 @@ class SageMakerSection(_Strict):
     )
 
 
+class LocalSection(_Strict):
+    queue: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Local target under an executor with several hosts (Celery, Kubernetes): the queue of the "
+        "one worker that runs every task of this DAG. Model servers listen on 127.0.0.1 and are stopped by PID, "
+        "so a model's deploy, evaluate and teardown must run on one host.",
+    )
+
+
 class EvalConfig(_Strict):
     """One evaluation pipeline: becomes one Airflow DAG."""
 
@@ -363,9 +368,22 @@ class EvalConfig(_Strict):
     max_failed_ratio: float = Field(
         0.1, ge=0, le=1, description="A model whose generations fail for more than this share of records fails."
     )
+    artifacts_url: str | None = Field(
+        None,
+        description="Root of the run store for this pipeline (wins over LLM_EVAL_ARTIFACTS_URL): file:///path, "
+        "s3://bucket/prefix or s3://conn_id@bucket/prefix. Default: the environment's, else the local artifacts/.",
+    )
     selection: SelectionSection = SelectionSection()
     registry: RegistrySection = RegistrySection()
     sagemaker: SageMakerSection = SageMakerSection()
+    local: LocalSection = LocalSection()
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        from llmeval.store import check_url
+
+        return value if value is None else check_url(value)
 
     @field_validator("schedule")
     @classmethod
@@ -377,7 +395,9 @@ class EvalConfig(_Strict):
                 f"unknown preset {value!r}; expected a cron expression or one of {', '.join(SCHEDULE_PRESETS)}"
             )
         try:
-            from croniter import croniter  # Airflow's dependency; absent in the worker environment
+            from croniter import (
+                croniter,  # Airflow's dependency; absent in the worker environment
+            )
         except ImportError:
             return value
         if not croniter.is_valid(value):
@@ -389,41 +409,28 @@ class EvalConfig(_Strict):
         if self.schedule and self.catalog_asset:
             raise FieldProblem(("catalog_asset",), "use either schedule or catalog_asset, not both")
         seen: dict[str, int] = {}
+        endpoints: dict[str, int] = {}
         for i, model in enumerate(self.models):
             if model.name in seen:
                 raise FieldProblem(
                     ("models", i, "name"), f"duplicate model name {model.name!r} (also models[{seen[model.name]}])"
                 )
             seen[model.name] = i
+            endpoint = model.endpoint_name or (model.name if self.target == "local" else None)
+            if endpoint and model.kind != "bedrock":
+                if endpoint in endpoints:
+                    raise FieldProblem(
+                        ("models", i, "endpoint_name"),
+                        f"endpoint {endpoint!r} is also models[{endpoints[endpoint]}]'s: each model needs its own "
+                        "endpoint (one would be evaluated on the other's, and one teardown would delete both)",
+                    )
+                endpoints[endpoint] = i
             if model.model_provider == "bedrock" and model.finetuning:
                 raise FieldProblem(
                     ("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning"
                 )
-            if self.target == "local" and model.model_provider not in (None, "local"):
-                raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
-            extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
-            if self.target == "local" and extra - LOCAL_HYPERPARAMETERS:
-                raise FieldProblem(
-                    ("models", i, "finetuning", "parameters", sorted(extra - LOCAL_HYPERPARAMETERS)[0]),
-                    f"the local fine-tune does not know this parameter; it accepts the seed's keys and "
-                    f"{', '.join(sorted(LOCAL_HYPERPARAMETERS))}",
-                )
-            if self.target == "local" and model.model_id not in LOCAL_MODELS:
-                raise FieldProblem(
-                    ("models", i, "model_id"),
-                    f"{model.model_id!r} is not a local model; expected one of {', '.join(LOCAL_MODELS)}",
-                )
-        if self.sagemaker.pool_prefix:
-            for kind in ("foundation", "tuned"):
-                types = {m.deployment_config.instance_type for m in self.models if m.kind == kind}
-                if len(types) > 1:
-                    raise FieldProblem(
-                        ("sagemaker", "pool_prefix"),
-                        f"pools are per instance type, and the {kind} models use several ({', '.join(sorted(types))}); "
-                        "split them into configs by instance type or drop pool_prefix",
-                    )
+        check_target(self)
         names = [a.name for a in self.algorithms]
-        self._check_algorithms_can_run()
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
@@ -437,36 +444,6 @@ class EvalConfig(_Strict):
                 raise FieldProblem(loc, f"{source} is not among this config's algorithms ({', '.join(names)})")
         return self
 
-    def _check_algorithms_can_run(self) -> None:
-        """Refuse, before any deploy, what cannot run: Hub downloads when offline, and
-        PromptStereotyping without sentence pairs or a log-probability path."""
-        offline = self.target == "local" or not self.sagemaker.hub_access
-        where = "on the local target" if self.target == "local" else "with sagemaker.hub_access false"
-        for i, section in enumerate(self.algorithms):
-            spec = ALGORITHMS.get(section.name)
-            reason = spec.hub_download if spec and offline else None
-            if reason:
-                raise FieldProblem(
-                    ("algorithms", i, "algorithm"),
-                    f"{section.name}: {reason}, so it cannot run {where}; "
-                    f"algorithms that run offline: {', '.join(offline_algorithms())}",
-                )
-            if section.name != "PromptStereotyping":
-                continue
-            if not self.dataset.sent_more_input_key:
-                raise FieldProblem(
-                    ("dataset", "sent_more_input_key"),
-                    "PromptStereotyping compares sentence pairs: name the dataset columns with "
-                    "sent_more_input_key and sent_less_input_key",
-                )
-            for j, model in enumerate(self.models):
-                if not model.evaluation_config.log_probability:
-                    raise FieldProblem(
-                        ("models", j, "evaluation_config", "log_probability"),
-                        "PromptStereotyping needs each sentence's log probability: give the JMESPath to it in "
-                        "the response, e.g. sum([0].details.prefill[1:].logprob) for TGI-based endpoints",
-                    )
-
     def model(self, name: str) -> ModelSection:
         for model in self.models:
             if model.name == name:
@@ -478,207 +455,3 @@ class EvalConfig(_Strict):
         if self.registry.model_package_group_name:
             return self.registry.model_package_group_name
         return re.sub(r"[^a-zA-Z0-9-]+", "-", self.pipeline.name).strip("-")[:63]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field or '<top>'}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; `problems` holds one entry per mistake."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node on the path `loc`."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
-            key = next((k for k, _ in node.value if k.value == part), None)
-            if match is None:
-                return line
-            line, node = (key.start_mark.line + 1 if key is not None else line), match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
-def _expected(error: dict[str, Any]) -> str:
-    msg = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return "unknown key (check its spelling and indentation)"
-    if error["type"] == "missing":
-        return "required key is missing"
-    return f"{msg} (got {error['input']!r})" if error["type"] != "value_error" and "input" in error else msg
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_yaml(path: Path) -> tuple[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")])
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"cannot read file ({exc.strerror})")])
-    try:
-        return text, yaml.load(text, Loader=_SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark:
-            reason += f" ({context} started at line {context_mark.line + 1})"
-        raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")])
-
-
-def load_defaults(folder: Path) -> dict[str, Any]:
-    path = folder / DEFAULTS_FILE
-    if not path.exists():
-        return {}
-    _, data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(str(path), 1, "", "expected a mapping of default keys")])
-    return data
-
-
-SECRET_KEY = re.compile(
-    r"(^|_)(secret|password|passwd|api_?key|access_?key(_id)?|private_?key|session_?token|auth_?token|token|"
-    r"credentials?)($|_)",
-    re.IGNORECASE,
-)
-SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
-
-
-def _secrets(node: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
-    """Keys that look like credentials, and values that look like AWS access keys."""
-    found: list[tuple[tuple[Any, ...], str]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(key, str) and SECRET_KEY.search(key) and value not in (None, "", {}, []):
-                found.append(
-                    (
-                        loc + (key,),
-                        "looks like a credential: configs must not hold secrets; keep them "
-                        "in an Airflow Connection or Variable",
-                    )
-                )
-            else:
-                found += _secrets(value, loc + (key,))
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            found += _secrets(item, loc + (i,))
-    elif isinstance(node, str) and SECRET_VALUE.search(node):
-        found.append((loc, "contains what looks like an AWS access key id: keep credentials in an Airflow Connection"))
-    return found
-
-
-def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> EvalConfig:
-    """Load and validate one config file; raise ConfigError naming file, line and field."""
-    path = Path(path)
-    text, data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(str(path), 1, "", "expected a mapping with pipeline, dataset, models, algorithms")])
-    secrets = _secrets(data)
-    if secrets:
-        root = yaml.compose(text, Loader=_SafeLoader)
-        raise ConfigError([Problem(str(path), _line_of(root, loc), _field_path(loc), msg) for loc, msg in secrets])
-    if defaults:
-        data = _deep_merge(defaults, data)
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as exc:
-        root = yaml.compose(text, Loader=_SafeLoader)
-        problems = []
-        for err in exc.errors():
-            loc = _yaml_loc(err["loc"])
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, FieldProblem):
-                loc += cause.loc
-            problems.append(Problem(str(path), _line_of(root, loc), _field_path(loc), _expected(err)))
-        raise ConfigError(problems) from None
-
-
-def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union/tag entries (e.g. 'function-after[...]') that are not YAML keys."""
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-
-
-def configs_dir(default: Path) -> Path:
-    return Path(os.environ.get(CONFIGS_DIR_ENV) or default)
-
-
-def config_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.y*ml") if p.name != DEFAULTS_FILE and p.suffix in (".yaml", ".yml"))
-
-
-def load_folder(folder: Path) -> tuple[list[tuple[Path, EvalConfig]], list[ConfigError]]:
-    """Every config in `folder`: the valid ones and one ConfigError per broken file."""
-    good: list[tuple[Path, EvalConfig]] = []
-    bad: list[ConfigError] = []
-    try:
-        defaults = load_defaults(folder)
-    except ConfigError as exc:
-        return [], [exc]
-    names: dict[str, Path] = {}
-    for path in config_files(folder):
-        try:
-            cfg = load_config(path, defaults)
-        except ConfigError as exc:
-            bad.append(exc)
-            continue
-        if cfg.pipeline.name in names:
-            bad.append(
-                ConfigError(
-                    [
-                        Problem(
-                            str(path),
-                            None,
-                            "pipeline.name",
-                            f"{cfg.pipeline.name!r} is already used by {names[cfg.pipeline.name]}",
-                        )
-                    ]
-                )
-            )
-            continue
-        names[cfg.pipeline.name] = path
-        good.append((path, cfg))
-    return good, bad
-
-
-def json_schema() -> dict[str, Any]:
-    return EvalConfig.model_json_schema()

@@ -1,0 +1,101 @@
+"""What a config's target can and cannot run, checked at load before any resource exists:
+local models and fine-tune parameters on the local target, algorithms that need the Hugging
+Face Hub when offline, PromptStereotyping's inputs, one pool per instance type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmeval.algorithms import ALGORITHMS, offline_algorithms
+from llmeval.config.errors import FieldProblem
+
+if TYPE_CHECKING:
+    from llmeval.config.schema import EvalConfig
+
+LOCAL_MODELS = ("smollm2-135m-instruct",)
+GATED_FAMILIES = ("meta-textgeneration", "meta-vlm", "meta-textgenerationneuron")  # JumpStart's Llama: EULA-gated
+LOCAL_HYPERPARAMETERS = {"learning_rate", "max_steps", "batch_size", "lora_rank", "seed"}
+
+
+def check_target(cfg: EvalConfig) -> None:
+    """Raise FieldProblem for the first thing the config's target cannot run."""
+    if cfg.target == "local":
+        _check_local_models(cfg)
+    else:
+        _check_eulas(cfg)
+    if cfg.sagemaker.pool_prefix:
+        _check_one_pool_per_kind(cfg)
+    _check_algorithms_can_run(cfg)
+
+
+def _check_local_models(cfg: EvalConfig) -> None:
+    for i, model in enumerate(cfg.models):
+        if model.model_provider not in (None, "local"):
+            raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
+        extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
+        if extra - LOCAL_HYPERPARAMETERS:
+            raise FieldProblem(
+                ("models", i, "finetuning", "parameters", sorted(extra - LOCAL_HYPERPARAMETERS)[0]),
+                f"the local fine-tune does not know this parameter; it accepts the seed's keys and "
+                f"{', '.join(sorted(LOCAL_HYPERPARAMETERS))}",
+            )
+        if model.model_id not in LOCAL_MODELS:
+            raise FieldProblem(
+                ("models", i, "model_id"),
+                f"{model.model_id!r} is not a local model; expected one of {', '.join(LOCAL_MODELS)}",
+            )
+
+
+def _check_eulas(cfg: EvalConfig) -> None:
+    """A model of a family JumpStart gates behind a EULA needs the config to accept it (the
+    deploy step checks every other model against its spec before creating anything)."""
+    for i, model in enumerate(cfg.models):
+        gated = model.kind != "bedrock" and model.model_id.startswith(GATED_FAMILIES)
+        if gated and not model.eula_accepted:
+            raise FieldProblem(
+                ("models", i, "accept_eula"),
+                f"{model.model_id} is gated behind its end-user license agreement (EULA): read it, then accept it "
+                "with accept_eula: true on the model (or evaluation_config.custom_attributes.accept_eula: true)",
+            )
+
+
+def _check_one_pool_per_kind(cfg: EvalConfig) -> None:
+    for kind in ("foundation", "tuned"):
+        types = {m.deployment_config.instance_type for m in cfg.models if m.kind == kind}
+        if len(types) > 1:
+            raise FieldProblem(
+                ("sagemaker", "pool_prefix"),
+                f"pools are per instance type, and the {kind} models use several ({', '.join(sorted(types))}); "
+                "split them into configs by instance type or drop pool_prefix",
+            )
+
+
+def _check_algorithms_can_run(cfg: EvalConfig) -> None:
+    """Hub downloads when offline, and PromptStereotyping without sentence pairs or a
+    log-probability path."""
+    offline = cfg.target == "local" or not cfg.sagemaker.hub_access
+    where = "on the local target" if cfg.target == "local" else "with sagemaker.hub_access false"
+    for i, section in enumerate(cfg.algorithms):
+        spec = ALGORITHMS.get(section.name)
+        reason = spec.hub_download if spec and offline else None
+        if reason:
+            raise FieldProblem(
+                ("algorithms", i, "algorithm"),
+                f"{section.name}: {reason}, so it cannot run {where}; "
+                f"algorithms that run offline: {', '.join(offline_algorithms())}",
+            )
+        if section.name != "PromptStereotyping":
+            continue
+        if not cfg.dataset.sent_more_input_key:
+            raise FieldProblem(
+                ("dataset", "sent_more_input_key"),
+                "PromptStereotyping compares sentence pairs: name the dataset columns with "
+                "sent_more_input_key and sent_less_input_key",
+            )
+        for j, model in enumerate(cfg.models):
+            if not model.evaluation_config.log_probability:
+                raise FieldProblem(
+                    ("models", j, "evaluation_config", "log_probability"),
+                    "PromptStereotyping needs each sentence's log probability: give the JMESPath to it in "
+                    "the response, e.g. sum([0].details.prefill[1:].logprob) for TGI-based endpoints",
+                )
