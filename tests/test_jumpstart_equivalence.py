@@ -1,0 +1,193 @@
+"""The project's SageMaker requests equal what the SageMaker SDK's JumpStart classes send for
+the same model, instance type and config: `JumpStartModel(...).deploy(accept_eula=...)` and
+`JumpStartEstimator(..., environment={"accept_eula": "true"}).fit(...)`, captured in the
+worker environment (tests/sdk_requests.py), on spec documents written for these tests from
+the SDK's spec schema (tests/data/jumpstart). Field by field, except what is listed below."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import CONFIGS, ROOT, WORKER_PYTHON
+from sagemaker_fixtures import JUMPSTART_FIXTURES
+
+from llmeval import jumpstart
+from llmeval.config import EvalConfig, load_config
+from llmeval.targets import sagemaker_requests as req
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+TRAIN, VALIDATION, OUTPUT = "s3://b/train/", "s3://b/validation/", "s3://b/out/"
+# What the project sends differently on purpose:
+NAMES = {"ModelName", "EndpointConfigName", "EndpointName"}  # deterministic from (config, model, run)
+PROJECT_ONLY = {"Tags"}  # the llmeval:pipeline ownership tag instead of the SDK's model-id tags
+TRAINING_EXCEPTIONS = {
+    "Tags",
+    "StoppingCondition",  # the config's sagemaker.max_runtime_s (the SDK: 24 h)
+    "DebugHookConfig",  # the project enables neither SageMaker Debugger
+    "ProfilerConfig",  # nor the Profiler
+}
+
+
+@pytest.fixture(autouse=True)
+def local_specs(monkeypatch):
+    monkeypatch.setenv(jumpstart.MANIFEST_DIR_ENV, str(JUMPSTART_FIXTURES))
+    monkeypatch.setenv(jumpstart.SPECS_DIR_ENV, str(JUMPSTART_FIXTURES))
+
+
+@functools.cache
+def _sdk(*args: str) -> dict[str, dict]:
+    env = dict(
+        os.environ,
+        AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE=str(JUMPSTART_FIXTURES),
+        AWS_JUMPSTART_SPECS_LOCAL_ROOT_DIR_OVERRIDE=str(JUMPSTART_FIXTURES),
+    )
+    done = subprocess.run(
+        [WORKER_PYTHON, str(ROOT / "tests" / "sdk_requests.py"), *args], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: params for name, params in calls if name != "DescribeModelPackage"}
+
+
+def _model(model_id: str, instance_type: str, **extra) -> dict:
+    return {
+        "name": "candidate",
+        "model_id": model_id,
+        "model_version": "*",
+        "deployment_config": {"instance_type": instance_type, "num_instances": 1},
+        **extra,
+    }
+
+
+def _cfg(model: dict) -> EvalConfig:
+    return EvalConfig.model_validate(_cfg_dict(model))
+
+
+def _cfg_dict(model: dict) -> dict:
+    return {
+        "pipeline": {"name": "equivalence"},
+        "dataset": {
+            "dataset_name": "qa",
+            "input_data_location": "qa.jsonl",
+            "model_input_key": "q",
+            "target_output_key": "a",
+        },
+        "models": [model],
+        "algorithms": [{"algorithm": "FactualKnowledge"}],
+        "sagemaker": {"region": REGION},
+    }
+
+
+def _without(request: dict, keys: set[str]) -> dict:
+    return {k: v for k, v in request.items() if k not in keys}
+
+
+def assert_deploy_equals_sdk(cfg: EvalConfig, model_name: str) -> dict:
+    model = cfg.model(model_name)
+    instance_type = model.deployment_config.instance_type
+    resolved = jumpstart.resolve(model.model_id, model.model_version, REGION, instance_type).as_dict()
+    ours = req.endpoint_config(cfg, model, resolved, ROLE)
+    eula = ["--accept-eula"] if model.eula_accepted else []
+    sdk = _sdk("deploy", model.model_id, model.model_version, REGION, instance_type, *eula)
+    assert _without(ours["Model"], NAMES | PROJECT_ONLY) == _without(sdk["CreateModel"], NAMES | PROJECT_ONLY)
+    (our_variant,) = ours["EndpointConfig"]["ProductionVariants"]
+    (sdk_variant,) = sdk["CreateEndpointConfig"]["ProductionVariants"]
+    assert _without(our_variant, NAMES) == _without(sdk_variant, NAMES)
+    assert _without(ours["EndpointConfig"], NAMES | PROJECT_ONLY | {"ProductionVariants"}) == _without(
+        sdk["CreateEndpointConfig"], NAMES | PROJECT_ONLY | {"ProductionVariants"}
+    )
+    assert set(ours["Endpoint"]) - PROJECT_ONLY == set(sdk["CreateEndpoint"]) - PROJECT_ONLY
+    return ours
+
+
+def assert_training_equals_sdk(cfg: EvalConfig, model_name: str) -> dict:
+    model = cfg.model(model_name)
+    instance_type = model.finetuning.parameters.instance_type
+    resolved = jumpstart.resolve(model.model_id, model.model_version, REGION, instance_type, training=True).as_dict()
+    ours = req.training_config(cfg, model, "reference-job", ROLE, resolved, TRAIN, VALIDATION, OUTPUT, REGION)
+    hyper = json.dumps(req.training_hyperparameters(model, resolved))
+    eula = ["--accept-eula"] if model.eula_accepted else []
+    sdk = _sdk(
+        "fit", model.model_id, model.model_version, REGION, instance_type, TRAIN, VALIDATION, OUTPUT, hyper, *eula
+    )
+    assert _without(ours, TRAINING_EXCEPTIONS) == _without(sdk["CreateTrainingJob"], TRAINING_EXCEPTIONS)
+    return ours
+
+
+def test_open_weights_model():
+    ours = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-mistral-7b-instruct", "ml.g5.2xlarge")), "candidate")
+    container = ours["Model"]["PrimaryContainer"]
+    assert "ModelAccessConfig" not in container["ModelDataSource"]["S3DataSource"]  # no EULA asked, none given
+    assert "SAGEMAKER_PROGRAM" not in container["Environment"]  # not required for the model class
+
+
+def test_gated_model_with_its_eula_accepted():
+    cfg = _cfg(_model("meta-textgeneration-llama-3-8b-instruct", "ml.g5.2xlarge", accept_eula=True))
+    ours = assert_deploy_equals_sdk(cfg, "candidate")
+    source = ours["Model"]["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]
+    assert source["ModelAccessConfig"] == {"AcceptEula": True}
+    assert source["S3Uri"].startswith("s3://jumpstart-private-cache-prod-us-east-1/")
+    variant = ours["EndpointConfig"]["ProductionVariants"][0]
+    assert (
+        variant["ContainerStartupHealthCheckTimeoutInSeconds"] == variant["ModelDataDownloadTimeoutInSeconds"] == 3600
+    )
+
+
+def test_instance_variants_on_a_multi_gpu_type():
+    ours = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-mistral-7b-instruct", "ml.g5.12xlarge")), "candidate")
+    assert ours["Model"]["PrimaryContainer"]["Environment"]["SM_NUM_GPUS"] == "4"
+
+
+def test_model_package_model():
+    cfg = _cfg(_model("meta-textgeneration-llama-2-7b-f", "ml.g5.2xlarge", accept_eula=True))
+    ours = assert_deploy_equals_sdk(cfg, "candidate")
+    assert ours["Model"]["Containers"][0]["ModelPackageName"].startswith("arn:aws:sagemaker:us-east-1:865070037744:")
+
+
+def test_trainable_gated_model():
+    tuning = {
+        "train_data_path": "finetune_qa_train.jsonl",
+        "parameters": {"instance_type": "ml.g5.12xlarge", "epoch": 2, "instruction_tuned": True},
+    }
+    cfg = _cfg(_model("meta-textgeneration-llama-3-8b", "ml.g5.2xlarge", accept_eula=True, finetuning=tuning))
+    ours = assert_training_equals_sdk(cfg, "candidate")
+    assert ours["Environment"]["accept_eula"] == "true"
+    assert ours["Environment"]["SageMakerGatedModelS3Uri"].startswith("s3://jumpstart-private-cache-prod-us-east-1/")
+    assert [c["ChannelName"] for c in ours["InputDataConfig"]] == ["training", "validation", "code"]  # no model channel
+    assert ours["HyperParameters"]["per_device_train_batch_size"] == '"2"'  # the ml.g5.12xlarge variant
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("seed_*.yaml")))
+def test_the_seed_configs_send_what_the_sdk_sends(config):
+    cfg = load_config(CONFIGS / config)
+    checked = 0
+    for model in cfg.models:
+        if model.kind == "bedrock":
+            continue
+        if model.finetuning:
+            assert_training_equals_sdk(cfg, model.name)
+        else:
+            assert_deploy_equals_sdk(cfg, model.name)
+        checked += 1
+    assert checked >= 1
+
+
+def test_a_gated_model_without_eula_acceptance_is_refused_before_anything_is_created(tmp_path):
+    from llmeval.config import ConfigError
+
+    path = tmp_path / "gated.yaml"
+    path.write_text(json.dumps(_cfg_dict(_model("meta-textgeneration-llama-3-8b-instruct", "ml.g5.2xlarge"))))
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.accept_eula: meta-textgeneration-llama-3-8b-instruct is gated"
+    ):
+        load_config(path)
+    # a gated model the config's naming does not reveal: refused at the deploy step, before any request
+    cfg = _cfg(_model("huggingface-llm-mistral-7b-instruct", "ml.g5.2xlarge"))
+    resolved = dict(jumpstart.resolve("huggingface-llm-mistral-7b-instruct", "*", REGION, "ml.g5.2xlarge").as_dict())
+    with pytest.raises(PermissionError, match="candidate: huggingface-llm-mistral-7b-instruct .*is gated"):
+        req.check_eula(cfg.model("candidate"), dict(resolved, gated=True, eula_key="fmhMetadata/eula/x.txt"))
