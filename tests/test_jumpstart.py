@@ -24,7 +24,9 @@ if scope == "inference":
     out = dict(
         image_uri=image_uris.retrieve(framework=None, image_scope="inference", instance_type=instance_type, **kw),
         model_data=model_uris.retrieve(model_scope="inference", instance_type=instance_type, **kw),
-        environment=environment_variables.retrieve_default(instance_type=instance_type, **kw),
+        environment=environment_variables.retrieve_default(  # what JumpStartModel uses: the model class's
+            instance_type=instance_type, include_aws_sdk_env_vars=False, **kw
+        ),
     )
 else:
     out = dict(

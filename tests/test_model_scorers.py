@@ -181,7 +181,7 @@ with LatencyServer(latency_s=0.05, capacity=16, throttle_rate=0.1, seed=3) as se
 
 def test_robustness_calls_are_concurrent_cached_and_never_duplicated(tmp_path):
     """40 records x (1 + 3 perturbations) against a simulated endpoint that throttles 10%."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugins"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "tests")]))
     out = subprocess.run(
         [WORKER_PYTHON, "-c", CONCURRENT_ROBUSTNESS, str(tmp_path / "c.sqlite")],
         capture_output=True,

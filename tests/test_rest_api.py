@@ -149,7 +149,7 @@ def test_trigger_a_subset_with_params_and_read_the_results(airflow_server):
 
     state = _wait(finished, 600, f"run {run_id}", None, home / "standalone.log")
     assert state == "success"
-    from llmeval.runtime import safe_segment
+    from llmeval.store import safe_segment
 
     folder = home / "artifacts" / "runs" / DAG_ID / safe_segment(run_id)
     assert sorted(p.name for p in (folder / "models").iterdir()) == ["rest-b"]
