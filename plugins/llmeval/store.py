@@ -8,7 +8,7 @@ Paths are Airflow `ObjectStoragePath`s, imported on first use: never at DAG pars
 
 Layout (every name is a constant below):
 
-    runs/<dag>/<run>/            config.json run.json dataset.jsonl bad_rows.json
+    runs/<dag>/<run>/            config.json dataset.jsonl bad_rows.json
                                  selection.json registration.json leaderboard.html summary.md
     runs/<dag>/<run>/models/<m>/ results.json failure.json outputs.jsonl records.jsonl report.html
                                  finetuned/ and server.log (local target)
@@ -37,7 +37,6 @@ ARTIFACTS_DIR_ENV = "LLM_EVAL_ARTIFACTS_DIR"
 
 # a run's folder
 CONFIG = "config.json"
-RUN_INFO = "run.json"
 DATASET = "dataset.jsonl"
 BAD_ROWS = "bad_rows.json"
 SELECTION = "selection.json"

@@ -35,6 +35,7 @@ from llmeval.evaluation.generate import (
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
 from llmeval.results import GenerationStats, ModelResult, write_result
+from llmeval.store import MODEL_REPORT, OUTPUTS, RECORDS
 
 log = logging.getLogger("llmeval.evaluation")
 
@@ -99,7 +100,7 @@ def _generate_and_score(
     out = args.output_dir
     started = time.perf_counter()
     rows = generate_with(client, records)
-    write_jsonl(out / "outputs.jsonl", rows)
+    write_jsonl(out / OUTPUTS, rows)
     answered = [r for r in rows if r["error"] is None]
     latencies = [r["latency_ms"] for r in answered if not r["cached"]] or [r["latency_ms"] for r in answered]
     stats = GenerationStats(
@@ -118,7 +119,7 @@ def _generate_and_score(
         model=model.name,
         status="succeeded",
         generation=stats,
-        outputs_location=str(out / "outputs.jsonl"),
+        outputs_location=str(out / OUTPUTS),
         metadata={
             "model_id": model.model_id,
             "model_version": model.model_version,
@@ -138,8 +139,8 @@ def _generate_and_score(
         )
         if not answered:
             return result
-    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / "records.jsonl"), client)
-    write_jsonl(out / "records.jsonl", scored)
+    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / RECORDS), client)
+    write_jsonl(out / RECORDS, scored)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):
         result.status, result.failed_step = "failed", "score"
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)  # SageMaker stops a job with SIGTERM: unwind, so the cache is kept
     result = run(args)
     path = write_result(args.output_dir, result)
-    records = args.output_dir / "records.jsonl"
+    records = args.output_dir / RECORDS
     samples = read_jsonl(records) if records.exists() else []
-    (args.output_dir / "report.html").write_text(render_model_html(result, samples), encoding="utf-8")
+    (args.output_dir / MODEL_REPORT).write_text(render_model_html(result, samples), encoding="utf-8")
     log.info("wrote %s (status %s)", path, result.status)
     print(json.dumps({"results": str(path), "status": result.status}))
     return 0 if result.succeeded else 3
