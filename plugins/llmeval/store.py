@@ -201,7 +201,7 @@ def download_tree(src: Any, local: Path) -> list[str]:
         return copied
     for item in src.rglob("*"):
         if item.is_file():
-            name = item.relative_to(src).as_posix() if hasattr(item, "relative_to") else item.name
+            name = item.relative_to(src).as_posix()
             target = local / name
             target.parent.mkdir(parents=True, exist_ok=True)
             with item.open("rb") as fin, open(target, "wb") as fout:

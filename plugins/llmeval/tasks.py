@@ -42,11 +42,7 @@ class CurrentRun:
 
     def config(self) -> EvalConfig:
         """The config frozen for this run by `preprocess` (never the YAML as it is now)."""
-        return run_config(self.folder)
-
-
-def run_config(run_folder: Any) -> EvalConfig:
-    return EvalConfig.model_validate_json((run_folder / store.CONFIG).read_text(encoding="utf-8"))
+        return EvalConfig.model_validate_json((self.folder / store.CONFIG).read_text(encoding="utf-8"))
 
 
 def open_folder(url: str) -> Any:
