@@ -20,7 +20,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO_DAG ?= llm-eval-local-demo
 PYTEST_ARGS ?=
 
-.PHONY: env worker-env model-cache airflow-db demo test faults validate schema benchmarks clean
+.PHONY: env worker-env model-cache services airflow-db demo test faults validate schema benchmarks clean
 
 env:  ## Airflow environment (+ test tools)
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(VENV) requirements-dev.txt requirements.txt
@@ -30,6 +30,9 @@ worker-env:  ## worker environment: fmeval, torch (CPU), transformers, the packa
 
 model-cache: worker-env  ## convert the packaged GGUF model to safetensors once (~30 s)
 	@cd plugins && ../$(WORKER_VENV)/bin/python -c "from llmeval.evaluation.local_models import resolve_model_dir as r; print('>> model cache:', r('smollm2-135m-instruct'))"
+
+services:  ## PostgreSQL and Redis from the OS packages (the distributed-Airflow tests start their own)
+	@scripts/ensure_services.sh
 
 airflow-db: env
 	@test -f $(AIRFLOW_HOME)/airflow.db || (echo ">> creating the Airflow database in $(AIRFLOW_HOME)" && airflow db migrate > /dev/null)
@@ -42,10 +45,10 @@ demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow d
 	  report=$$(ls -td $(LLM_EVAL_ARTIFACTS_DIR)/runs/$(DEMO_DAG)/*/ 2>/dev/null | head -1); \
 	  test -n "$$report" && cat $$report/summary.md && echo ">> leaderboard: $${report}leaderboard.html"; exit $$rc
 
-test: env worker-env model-cache  ## the whole test suite
+test: env worker-env model-cache services  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-faults: env worker-env model-cache  ## the fault-injection tests; prints the fault matrix
+faults: env worker-env model-cache services  ## the fault-injection tests; prints the fault matrix
 	$(VENV)/bin/python -m pytest -m faults -q -p no:warnings
 
 validate: env

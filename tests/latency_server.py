@@ -41,7 +41,8 @@ class LatencyServer:
         self.lock = threading.Lock()
         self.requests = 0
         self.throttled = 0
-        self.answered: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()  # prompt -> answers given
+        self.by_endpoint: Counter[str] = Counter()  # endpoint (or Bedrock model) -> answers given
         self.max_in_flight = self._in_flight = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -97,6 +98,7 @@ class LatencyServer:
             with self.lock:
                 self._in_flight -= 1
                 self.answered[str(inputs)] += 1
+                self.by_endpoint[path.split("/")[2]] += 1
         text = f"answer to: {inputs}"
         if bedrock:  # the Anthropic messages shape Bedrock returns
             return (

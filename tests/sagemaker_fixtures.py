@@ -10,6 +10,9 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -47,14 +50,8 @@ def aws_env(moto_url, monkeypatch):
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).read()
     _, s3 = clients(moto_url)
     s3.create_bucket(Bucket=BUCKET)
-    _jumpstart_bucket(s3)
-    conn = {
-        "conn_type": "aws",
-        "login": "test",
-        "password": "test",
-        "extra": {"region_name": REGION, "endpoint_url": moto_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", json.dumps(conn))
+    jumpstart_bucket(s3)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", moto_connection(moto_url))
     monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", ROLE)
     monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_S3_PREFIX", f"s3://{BUCKET}/llmeval")
     monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE", IMAGE)
@@ -63,7 +60,13 @@ def aws_env(moto_url, monkeypatch):
     return moto_url
 
 
-def _jumpstart_bucket(s3) -> None:
+def moto_connection(moto_url: str) -> str:
+    """The Airflow connection `aws_moto` (as AIRFLOW_CONN_AWS_MOTO) for the moto server."""
+    extra = {"region_name": REGION, "endpoint_url": moto_url}
+    return json.dumps({"conn_type": "aws", "login": "test", "password": "test", "extra": extra})
+
+
+def jumpstart_bucket(s3) -> None:
     """Stand-in for the public JumpStart bucket: the fixture model's artifacts and scripts."""
     spec_file = JUMPSTART_FIXTURES / "community_models" / "huggingface-llm-test-7b" / "specs_v1.2.0.json"
     spec = json.loads(spec_file.read_text())
@@ -175,8 +178,16 @@ def processing_emulator(aws_env, monkeypatch):
     server = LatencyServer(latency_s=0.001, failing_endpoints=frozenset({"llmeval-sm-gamma-failing"}))
 
     def execute(self, context):
+        from airflow.sdk.exceptions import AirflowException
+        from moto.sagemaker.models import sagemaker_backends
+
         result = original(self, context)
-        emulate_processing_job(self.config, aws_env, server.url)
+        try:
+            emulate_processing_job(self.config, aws_env, server.url)
+        except RuntimeError as exc:  # as SageMaker reports it: the job Failed, with the reason
+            job = sagemaker_backends["123456789012"][REGION].processing_jobs[self.config["ProcessingJobName"]]
+            job.processing_job_status, job.failure_reason = "Failed", str(exc)[-1000:]
+            raise AirflowException(f"SageMaker job failed because {job.failure_reason}") from None
         return result
 
     monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
@@ -193,3 +204,92 @@ def xcoms(dag_run, task_id: str, key: str = "return_value") -> dict[int, object]
             XComModel.get_many(run_id=dag_run.run_id, task_ids=task_id, dag_ids=dag_run.dag_id, key=key)
         )
         return {row.map_index: XComModel.deserialize_value(row) for (row,) in rows}
+
+
+class EmulatedJobs:
+    """SageMaker as a deployment sees it, for processes outside this one (an Airflow stack):
+    while active, a Processing job that the in-process moto server creates stays InProgress
+    until its container command has run here (at most `parallel` at once), then turns
+    Completed, or Failed with the container's error as FailureReason. A second job with a
+    running job's name is refused, as SageMaker does. Endpoint creations and deletions are
+    recorded in `endpoint_events` as (monotonic time, +1 or -1, name)."""
+
+    def __init__(self, moto_url: str, runtime_url: str, parallel: int = 2):
+        self.moto_url, self.runtime_url = moto_url, runtime_url
+        self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="processing-job")
+        self.endpoint_events: list[tuple[float, int, str]] = []
+        self.jobs_started: list[str] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        from moto.sagemaker import responses
+
+        self._originals = {
+            name: getattr(responses.SageMakerResponse, name)
+            for name in ("create_processing_job", "create_endpoint", "delete_endpoint")
+        }
+        emulator = self
+
+        def create_processing_job(response):
+            name = response._get_param("ProcessingJobName")
+            jobs = response.sagemaker_backend.processing_jobs
+            if name in jobs and jobs[name].processing_job_status == "InProgress":
+                from moto.sagemaker.exceptions import ValidationError
+
+                raise ValidationError(message=f"Job name must be unique: {name} is running")
+            result = emulator._originals["create_processing_job"](response)
+            job = jobs[name]
+            job.processing_job_status = "InProgress"
+            request = json.loads(response.body)
+            with emulator.lock:
+                emulator.jobs_started.append(name)
+            emulator.pool.submit(emulator._run, job, request)
+            return result
+
+        def create_endpoint(response):
+            result = emulator._originals["create_endpoint"](response)
+            emulator._event(+1, response._get_param("EndpointName"))
+            return result
+
+        def delete_endpoint(response):
+            result = emulator._originals["delete_endpoint"](response)
+            emulator._event(-1, response._get_param("EndpointName"))
+            return result
+
+        responses.SageMakerResponse.create_processing_job = create_processing_job
+        responses.SageMakerResponse.create_endpoint = create_endpoint
+        responses.SageMakerResponse.delete_endpoint = delete_endpoint
+        return self
+
+    def __exit__(self, *exc):
+        from moto.sagemaker import responses
+
+        for name, original in self._originals.items():
+            setattr(responses.SageMakerResponse, name, original)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _event(self, delta: int, name: str) -> None:
+        with self.lock:
+            self.endpoint_events.append((time.monotonic(), delta, name))
+
+    def _run(self, job, request: dict) -> None:
+        if job.processing_job_status != "InProgress":  # stopped while queued
+            return
+        try:
+            emulate_processing_job(request, self.moto_url, self.runtime_url)
+            status, reason = "Completed", None
+        except Exception as exc:  # the job's failure, as SageMaker reports it
+            status, reason = "Failed", str(exc)[-1000:]
+        if job.processing_job_status == "InProgress":
+            job.processing_job_status = status
+            if reason:
+                job.failure_reason = reason
+
+    @staticmethod
+    def max_live(events: list[tuple[float, int, str]]) -> int:
+        """The most endpoints alive at once over `events` (from `endpoint_events`)."""
+        live = peak = 0
+        for _, delta, _ in sorted(events):
+            live += delta
+            peak = max(peak, live)
+        return peak

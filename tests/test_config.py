@@ -582,3 +582,26 @@ def test_custom_algorithm_classes(tmp_path):
         cfg["algorithms"] = [{"algorithm": bad}]
         with pytest.raises(ConfigError, match="expected custom:<module path>:<class name>"):
             load_config(_write(tmp_path, yaml.safe_dump(cfg)))
+
+
+def test_end_date_before_start_date_is_refused(write_config):
+    from llmeval.config import ConfigError, load_config
+
+    path = write_config("dates.yaml", local_config("dates", start_date="2026-02-01", end_date="2026-01-01"))
+    with pytest.raises(ConfigError, match=r"end_date.*2026-01-01 is before start_date 2026-02-01"):
+        load_config(path)
+
+
+def test_endpoint_quotas_need_instance_types_and_positive_counts(write_config):
+    import yaml
+    from llmeval.config import ConfigError, load_config
+
+    cfg = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
+    cfg["sagemaker"] = {"endpoint_quotas": {"g5.2xlarge": 2}}
+    with pytest.raises(ConfigError, match=r"sagemaker\.endpoint_quotas"):
+        load_config(write_config("bad-type.yaml", cfg))
+    cfg["sagemaker"] = {"endpoint_quotas": {"ml.g5.2xlarge": 0}}
+    with pytest.raises(ConfigError, match=r"sagemaker\.endpoint_quotas\.ml\.g5\.2xlarge"):
+        load_config(write_config("zero.yaml", cfg))
+    cfg["sagemaker"] = {"endpoint_quotas": {"ml.g5.2xlarge": 2}}
+    assert load_config(write_config("good.yaml", cfg)).sagemaker.endpoint_quotas == {"ml.g5.2xlarge": 2}

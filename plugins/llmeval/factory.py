@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, get_current_context, task, task_group
+from airflow.sdk import DAG, Param, get_current_context, get_parsing_context, task, task_group
 
 from llmeval import runtime, targets
 from llmeval.config import ConfigError, EvalConfig, Problem, configs_dir, load_folder
@@ -102,6 +102,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
         description=cfg.pipeline.description or f"LLM evaluation from {source.name}",
         schedule=schedule,
         start_date=datetime.fromisoformat(cfg.start_date).replace(tzinfo=timezone.utc),
+        end_date=datetime.fromisoformat(cfg.end_date).replace(tzinfo=timezone.utc) if cfg.end_date else None,
         catchup=cfg.catchup,
         max_active_runs=1,
         tags=["llm-eval", cfg.target, *cfg.pipeline.tags],
@@ -271,8 +272,12 @@ def _report_import_errors(errors: list[ConfigError]) -> None:
 
 
 def load_dags(folder: Path | None = None) -> dict[str, DAG]:
-    """DAGs for every valid config in `folder` (default: $LLM_EVAL_CONFIGS_DIR or include/configs)."""
+    """DAGs for every valid config in `folder` (default: $LLM_EVAL_CONFIGS_DIR or include/configs).
+    When a worker parses the file to run one task, only that task's DAG is built."""
     good, bad = load_folder(folder or configs_dir(runtime.configs_dir()))
+    running = get_parsing_context().dag_id
+    if running is not None:
+        good = [(path, cfg) for path, cfg in good if cfg.pipeline.name == running]
     dags: dict[str, DAG] = {}
     for path, cfg in good:
         try:

@@ -5,10 +5,10 @@ load unchanged; everything new is an additive key with a default."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import jmespath
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints, field_validator, model_validator
 
 from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
 from llmeval.config.errors import FieldProblem
@@ -317,11 +317,32 @@ class SageMakerSection(_Strict):
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
     tags: dict[str, str] = {}
     security: SecuritySection = SecuritySection()
-    retries: int = Field(2, ge=0, le=10, description="Retries (exponential back-off) of deploy, finetune, teardown.")
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries (exponential back-off) of deploy, finetune, evaluate and teardown. A retry re-attaches "
+        "to the job or endpoint its earlier try started (deterministic names): nothing runs twice.",
+    )
+    retry_delay_s: int = Field(30, ge=1, le=3600, description="First retry delay; doubles at each retry.")
+    deferrable: bool = Field(
+        True,
+        description="Wait for endpoints and jobs in the triggerer (no worker slot held). False: wait on the worker "
+        "(for deployments without a triggerer).",
+    )
+    poll_interval_s: int = Field(30, ge=1, le=600, description="How often endpoint and job status is checked.")
     hub_access: bool = Field(
         True,
         description="The Processing job can download from the Hugging Face Hub (internet or a mirror). "
         "False: algorithms that need the Hub are refused when the config loads, before any endpoint exists.",
+    )
+    endpoint_quotas: dict[Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")], PositiveInt] = (
+        Field(
+            {},
+            description="At most this many live endpoints per instance type (your account's quota) across every DAG "
+            "sharing the run store: deploy waits for a lease, teardown gives it back. Pools bound running tasks, "
+            "not live endpoints.",
+        )
     )
     pool_prefix: str | None = Field(
         None,
@@ -352,6 +373,11 @@ class EvalConfig(_Strict):
     schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
     catchup: bool = Field(False, description="Create runs for missed schedule intervals since the start date.")
     start_date: str = Field("2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First schedule date (UTC).")
+    end_date: str | None = Field(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="Last schedule date (UTC): no scheduled run after it; backfills stay possible up to it.",
+    )
     catalog_asset: str | None = Field(
         None,
         pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
@@ -408,6 +434,8 @@ class EvalConfig(_Strict):
     def _cross_checks(self) -> EvalConfig:
         if self.schedule and self.catalog_asset:
             raise FieldProblem(("catalog_asset",), "use either schedule or catalog_asset, not both")
+        if self.end_date and self.end_date < self.start_date:
+            raise FieldProblem(("end_date",), f"end_date {self.end_date} is before start_date {self.start_date}")
         seen: dict[str, int] = {}
         endpoints: dict[str, int] = {}
         for i, model in enumerate(self.models):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
 from llmeval.runtime import PACKAGE_DIR, algorithms_dir
+from llmeval.targets import endpoint_leases as leases
 from llmeval.targets import sagemaker_requests as req
 
 log = logging.getLogger("llmeval.sagemaker")
@@ -245,7 +246,12 @@ def teardown(
         name = req.endpoint_name(cfg, cfg.model(model_name))
         log.info("%s: no deployment handed on; looking for endpoint %s and what it owns", model_name, name)
         names = req.discover_resources(conn, name, cfg.pipeline.name, model_name)
-    return stopped + req.delete_endpoint_resources(conn, names, cfg.pipeline.name)
+    deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name)
+    model = cfg.model(model_name)
+    instance_type, name = model.deployment_config.instance_type, req.endpoint_name(cfg, model)
+    if instance_type in cfg.sagemaker.endpoint_quotas and leases.give_back(cfg.artifacts_url, instance_type, name):
+        deleted.append(f"{instance_type} endpoint lease of {name}")
+    return stopped + deleted
 
 
 # --------------------------------------------------------------------------- operators
@@ -259,14 +265,27 @@ def _operators():
         SageMakerProcessingOperator,
         SageMakerTrainingOperator,
     )
+    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRescheduleException
     from airflow.providers.amazon.aws.utils import trim_none_values
 
     class ReusingEndpointOperator(SageMakerEndpointOperator):
-        """Reuse an InService endpoint; create only the parts that do not exist yet."""
+        """Reuse an InService endpoint; create only the parts that do not exist yet. Under an
+        endpoint quota for its instance type, wait (rescheduled) until a lease is free."""
+
+        def __init__(self, *, endpoint_quotas: dict[str, int], artifacts_url: str | None, **kwargs):
+            super().__init__(**kwargs)
+            self.endpoint_quotas, self.artifacts_url = endpoint_quotas, artifacts_url
 
         def execute(self, context):
             conn = self.hook.conn
             name = self.config["Endpoint"]["EndpointName"]
+            instance_type = self.config["EndpointConfig"]["ProductionVariants"][0]["InstanceType"]
+            quota = self.endpoint_quotas.get(instance_type)
+            exists = lambda endpoint: req.endpoint_status(conn, endpoint) is not None  # noqa: E731
+            if quota and leases.take(self.artifacts_url, instance_type, quota, name, exists) is None:
+                retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.check_interval)
+                raise AirflowRescheduleException(reschedule_date=retry_at)
             status = req.endpoint_status(conn, name)
             if status is not None:  # never reuse (or wait for) another pipeline's endpoint
                 tags = {t["Key"]: t["Value"] for t in self.config["Endpoint"].get("Tags", [])}
@@ -284,15 +303,57 @@ def _operators():
             return super().execute(context)
 
     class ReusingProcessingOperator(SageMakerProcessingOperator):
-        """A completed job with the same (deterministic) name is the result: not run twice."""
+        """A job with the same (deterministic) name is this model's evaluation: a retry (say,
+        after its worker died) waits for it or reuses its outputs, and never runs it twice."""
 
         def execute(self, context):
             name = self.config["ProcessingJobName"]
             job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
-            if job and job["ProcessingJobStatus"] == "Completed":
-                self.log.info("processing job %s already completed: reusing its outputs", name)
+            status = job and job["ProcessingJobStatus"]
+            if status in ("InProgress", "Stopping"):
+                self.log.info("processing job %s is %s (started by an earlier try): waiting for it", name, status)
+                if self.deferrable:
+                    self.defer(
+                        trigger=SageMakerTrigger(
+                            job_name=name,
+                            job_type="Processing",
+                            waiter_delay=self.check_interval,
+                            waiter_max_attempts=self.max_attempts,
+                            aws_conn_id=self.aws_conn_id,
+                            region_name=self.region_name,
+                        ),
+                        method_name="execute_complete",
+                        timeout=timedelta(seconds=self.max_ingestion_time),
+                    )
+                self.hook.conn.get_waiter("processing_job_completed_or_stopped").wait(
+                    ProcessingJobName=name,
+                    WaiterConfig={"Delay": self.check_interval, "MaxAttempts": self.max_attempts},
+                )
+                job = self.hook.describe_processing_job(name)
+                status = job["ProcessingJobStatus"]
+            if status == "Completed":
+                self.log.info("processing job %s completed: reusing its outputs", name)
                 return {"Processing": trim_none_values(job)}
-            return super().execute(context)
+            if status in ("Failed", "Stopped"):
+                raise AirflowFailException(f"processing job {name} is {status}: {job.get('FailureReason', '')}")
+            return self.not_retried_if_the_job_ended(super().execute, context)
+
+        def execute_complete(self, context, event=None):
+            return self.not_retried_if_the_job_ended(super().execute_complete, context, event)
+
+        def not_retried_if_the_job_ended(self, step, *args):
+            """A failed or stopped job fails the task for good: a retry would only find it so again."""
+            try:
+                return step(*args)
+            except AirflowException:
+                name = self.config["ProcessingJobName"]
+                job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
+                status = job and job["ProcessingJobStatus"]
+                if status not in ("Failed", "Stopped"):
+                    raise
+                raise AirflowFailException(
+                    f"processing job {name} is {status}: {job.get('FailureReason', '')}"
+                ) from None
 
     class ReusingTrainingOperator(SageMakerTrainingOperator):
         """A completed (or running) job with the same deterministic name is reused, not duplicated."""
@@ -363,10 +424,13 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     from llmeval.tasks import GROUPS, guarded, label
 
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
-    # Control-plane steps are retried with exponential back-off (throttling, capacity); the
-    # reusing operators make a retry pick up what the failed try created. The evaluation job
-    # is not retried: its failures are usually deterministic, and its requests retry inside.
-    retried = {"retries": cfg.sagemaker.retries}
+    # Every AWS step is retried with exponential back-off (throttling, capacity, a lost worker);
+    # the reusing operators make a retry re-attach to what the failed try created, and never
+    # re-run a job that failed (its failures are usually deterministic).
+    retried = {"retries": cfg.sagemaker.retries, "retry_delay": timedelta(seconds=cfg.sagemaker.retry_delay_s)}
+    waits = {"deferrable": cfg.sagemaker.deferrable, "check_interval": cfg.sagemaker.poll_interval_s}
+    # the provider polls a job at most 60 times by default: 30 minutes at a 30 s interval
+    polls = {"max_attempts": -(-(cfg.sagemaker.max_runtime_s + 600) // cfg.sagemaker.poll_interval_s)}
     pooled: dict[str, str] = {}  # one pool per instance type (the config checks there is one per kind)
     if cfg.sagemaker.pool_prefix and kind != "bedrock":
         instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
@@ -441,15 +505,16 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job)
 
     def evaluation_job(staged: Any):
-        """The Processing job running the evaluation entry point (deferrable, not retried)."""
+        """The Processing job running the evaluation entry point."""
         return processing_op(
             task_id="evaluate",
             config=staged,
-            deferrable=True,
-            check_interval=30,
             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
             execution_timeout=timeout,
             **aws,
+            **waits,
+            **polls,
+            **retried,
             **pooled,
         )
 
@@ -463,16 +528,24 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         finetune = training_op(
             task_id="finetune",
             config=training,
-            deferrable=True,
-            check_interval=60,
             check_if_job_exists=False,
             print_log=False,
+            max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
             **aws,
+            **waits,
+            **polls,
             **retried,
         )
         training >> finetune >> prepared
     deploy = endpoint_op(
-        task_id="deploy", config=prepared["endpoint"], deferrable=True, check_interval=30, **aws, **retried, **pooled
+        task_id="deploy",
+        config=prepared["endpoint"],
+        endpoint_quotas=cfg.sagemaker.endpoint_quotas,
+        artifacts_url=cfg.artifacts_url,
+        **aws,
+        **waits,
+        **retried,
+        **pooled,
     )
     staged = stage_evaluation(model_name, prepared["region"])
     evaluate = evaluation_job(staged)

@@ -1,0 +1,47 @@
+"""Endpoint quotas: leases in the run store bound live endpoints per instance type, across
+DAGs and concurrent deploys, survive a deploy's retry and are taken over when stale."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from llmeval import store
+from llmeval.targets import endpoint_leases as leases
+
+TYPE = "ml.g5.2xlarge"
+
+
+def _never_exists(_name: str) -> bool:
+    return False
+
+
+def test_a_quota_of_two_holds_two_endpoints_and_frees_on_give_back(tmp_path):
+    url = f"file://{tmp_path}"
+    assert leases.take(url, TYPE, 2, "ep-a", _never_exists) == 0
+    assert leases.take(url, TYPE, 2, "ep-b", _never_exists) == 1
+    assert leases.take(url, TYPE, 2, "ep-c", _never_exists) is None
+    assert leases.take(url, TYPE, 2, "ep-a", _never_exists) == 0  # a retry of a's deploy keeps its lease
+    assert leases.take(url, "ml.g5.xlarge", 2, "ep-c", _never_exists) == 0  # another instance type
+    assert leases.give_back(url, TYPE, "ep-a") is True
+    assert leases.give_back(url, TYPE, "ep-a") is False
+    assert leases.take(url, TYPE, 2, "ep-c", _never_exists) == 0
+    assert sorted(p.name for p in (tmp_path / "leases" / TYPE).iterdir()) == ["slot-0.json", "slot-1.json"]
+
+
+def test_concurrent_deploys_never_exceed_the_quota(tmp_path):
+    url = f"file://{tmp_path}"
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        slots = list(pool.map(lambda i: leases.take(url, TYPE, 3, f"ep-{i}", _never_exists), range(12)))
+    assert sorted(s for s in slots if s is not None) == [0, 1, 2]
+
+
+def test_a_stale_lease_of_a_deleted_endpoint_is_taken_over_but_a_live_one_is_not(tmp_path):
+    url = f"file://{tmp_path}"
+    old = json.dumps({"endpoint": "ep-gone", "taken_at": time.time() - leases.STALE_AFTER_S - 1})
+    assert store.create_new(store.root(url) / "leases" / TYPE / "slot-0.json", old)
+    assert leases.take(url, TYPE, 1, "ep-new", lambda name: name == "ep-gone") is None  # it still exists
+    assert leases.take(url, TYPE, 1, "ep-new", _never_exists) == 0
+    held = json.loads((tmp_path / "leases" / TYPE / "slot-0.json").read_text())
+    assert held["endpoint"] == "ep-new"
