@@ -166,7 +166,7 @@ def test_every_task_reports_failures_with_model_and_step(monkeypatch):
             assert by_step["deploy"].retries == 2 and by_step["evaluate"].retries == 2
 
 
-def test_pool_per_instance_type_limits_deploys_and_evaluations(monkeypatch, write_config):
+def test_pool_per_instance_type_limits_deploys(monkeypatch, write_config):
     import yaml
 
     cfg = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
@@ -179,8 +179,8 @@ def test_pool_per_instance_type_limits_deploys_and_evaluations(monkeypatch, writ
     write_config("mixed.yaml", mixed)
     bag = _dagbag(monkeypatch, write_config.folder)
     dag = bag.dags["llm-eval-sm-foundation-models"]
-    assert dag.get_task("model.deploy").pool == dag.get_task("model.evaluate").pool == "llmeval-ml.g5.2xlarge"
-    assert dag.get_task("model.teardown_endpoint").pool == "default_pool"
+    assert dag.get_task("model.deploy").pool == "llmeval-ml.g5.2xlarge"
+    assert dag.get_task("model.evaluate").pool == dag.get_task("model.teardown_endpoint").pool == "default_pool"
     assert "pools are per instance type" in next(iter(bag.import_errors.values()))
 
 

@@ -27,7 +27,7 @@ def test_a_quota_of_two_holds_two_endpoints_and_frees_on_give_back(tmp_path):
     assert leases.give_back(url, TYPE, "ep-a") is True
     assert leases.give_back(url, TYPE, "ep-a") is False
     assert leases.take(url, TYPE, 2, "ep-c", _never_exists) == 0
-    assert sorted(p.name for p in (tmp_path / "leases" / TYPE).iterdir()) == ["slot-0.json", "slot-1.json"]
+    assert sorted(p.name for p in (tmp_path / "leases" / TYPE).glob("slot-*")) == ["slot-0.json", "slot-1.json"]
 
 
 def test_concurrent_deploys_never_exceed_the_quota(tmp_path):
@@ -45,3 +45,36 @@ def test_a_stale_lease_of_a_deleted_endpoint_is_taken_over_but_a_live_one_is_not
     assert leases.take(url, TYPE, 1, "ep-new", _never_exists) == 0
     held = json.loads((tmp_path / "leases" / TYPE / "slot-0.json").read_text())
     assert held["endpoint"] == "ep-new"
+
+
+def test_a_freed_lease_wakes_the_oldest_waiting_deploy_only(tmp_path):
+    import asyncio
+    import importlib
+
+    url = f"file://{tmp_path}"
+    assert leases.take(url, TYPE, 1, "ep-a", _never_exists) == 0
+    assert leases.take(url, TYPE, 1, "ep-first", _never_exists) is None  # queued first
+    assert leases.take(url, TYPE, 1, "ep-second", _never_exists) is None
+
+    def rebuilt(endpoint):  # as the triggerer rebuilds a trigger from its serialized form
+        path, kwargs = leases.LeaseFreed(url, TYPE, 1, endpoint, 0.05).serialize()
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)(**kwargs)
+
+    async def wait_for_the_events():
+        first = asyncio.ensure_future(anext(rebuilt("ep-first").run()))
+        second = asyncio.ensure_future(anext(rebuilt("ep-second").run()))
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()  # all held: both wait
+        leases.give_back(url, TYPE, "ep-a")
+        event = await asyncio.wait_for(first, 5)
+        await asyncio.sleep(0.3)
+        assert not second.done()  # one lease freed: one deploy woken, the oldest
+        assert leases.take(url, TYPE, 1, "ep-first", _never_exists) == 0
+        leases.give_back(url, TYPE, "ep-first")
+        await asyncio.wait_for(second, 5)
+        return event
+
+    assert asyncio.run(wait_for_the_events()).payload == {"instance_type": TYPE}
+    assert leases.take(url, TYPE, 1, "ep-second", _never_exists) == 0
+    assert [p.name for p in (tmp_path / "leases" / TYPE / "queue").iterdir()] == []  # tickets gone

@@ -113,6 +113,9 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             "retries": 0,
             "retry_delay": timedelta(seconds=30),
             "retry_exponential_backoff": True,
+            # models already under way go first: their endpoints live as briefly as possible,
+            # and a deploy waiting for a slot never starves an evaluation of one
+            "weight_rule": "upstream",
             "on_failure_callback": record_task_failure,
             **({"queue": cfg.local.queue} if cfg.target == "local" and cfg.local.queue else {}),
         },

@@ -4,16 +4,22 @@ instance type live at once across every DAG that shares the run store.
 An Airflow pool bounds the tasks running at once, not the endpoints alive: an endpoint
 outlives its deploy task. So deploy takes a lease before it creates an endpoint, an object in
 the run store created only if absent (`leases/<instance type>/slot-<k>.json`), and the
-teardown gives it back once the endpoint is deleted. A lease whose endpoint has been gone for
-longer than STALE_AFTER_S (its teardown never ran) is taken over."""
+teardown gives it back once the endpoint is deleted. While all are held, deploy queues a
+ticket (`queue/<endpoint>.json`) and waits in the triggerer (`LeaseFreed`), holding no worker
+slot; a freed lease wakes the oldest waiting deploy only, not all of them. A lease whose
+endpoint has been gone for longer than STALE_AFTER_S (its teardown never ran) is taken over;
+a ticket its trigger stopped refreshing is passed over."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from llmeval import store
 
@@ -25,11 +31,15 @@ def _folder(artifacts_url: str | None, instance_type: str) -> Any:
     return store.root(artifacts_url) / "leases" / store.safe_segment(instance_type)
 
 
-def _holder(path: Any) -> dict[str, Any] | None:
+def _read(path: Any) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+def _ticket(artifacts_url: str | None, instance_type: str, endpoint: str) -> Any:
+    return _folder(artifacts_url, instance_type) / "queue" / f"{store.safe_segment(endpoint)}.json"
 
 
 def take(
@@ -39,17 +49,21 @@ def take(
     endpoint: str,
     endpoint_exists: Callable[[str], bool],
 ) -> int | None:
-    """The slot this endpoint holds, taking a free one if needed; None when all are held."""
+    """The slot this endpoint holds, taking a free one if needed; None (and a place in the
+    queue) when all are held."""
     folder = _folder(artifacts_url, instance_type)
     lease = json.dumps({"endpoint": endpoint, "taken_at": time.time()})
+    ticket = _ticket(artifacts_url, instance_type, endpoint)
     holders = []
     for slot in range(quota):
         path = folder / f"slot-{slot}.json"
         if store.create_new(path, lease):
             log.info("endpoint %s took %s lease %d of %d", endpoint, instance_type, slot + 1, quota)
+            if ticket.exists():
+                ticket.unlink()
             return slot
-        held = _holder(path)
-        if held is None:  # given back meanwhile: the next deploy (or this one's retry) takes it
+        held = _read(path)
+        if held is None:  # given back meanwhile: the next waiting deploy takes it
             continue
         if held["endpoint"] == endpoint:  # taken by an earlier try of this deploy
             return slot
@@ -64,8 +78,15 @@ def take(
             if store.create_new(path, lease):
                 return slot
         holders.append(held["endpoint"])
-    log.info("all %d %s endpoint leases are held (by %s)", quota, instance_type, ", ".join(holders))
+    log.info("all %d %s endpoint leases are held (by %s): %s waits", quota, instance_type, ", ".join(holders), endpoint)
+    _queue(ticket)
     return None
+
+
+def _queue(ticket: Any) -> None:
+    """Join the queue (keeping the place an earlier wait of this deploy had), or refresh it."""
+    held = _read(ticket)
+    store.write_text(ticket, json.dumps({"since": held["since"] if held else time.time(), "seen": time.time()}))
 
 
 def give_back(artifacts_url: str | None, instance_type: str, endpoint: str) -> bool:
@@ -75,8 +96,60 @@ def give_back(artifacts_url: str | None, instance_type: str, endpoint: str) -> b
         return False
     released = False
     for path in folder.iterdir():
-        held = _holder(path) if path.name.startswith("slot-") else None
+        held = _read(path) if path.name.startswith("slot-") else None
         if held and held["endpoint"] == endpoint:
             path.unlink()
             released = True
     return released
+
+
+def my_turn(artifacts_url: str | None, instance_type: str, quota: int, endpoint: str, fresh_s: float) -> bool:
+    """Whether more leases are free (or stale) than deploys queued before this one; refreshes
+    this deploy's ticket. Tickets not refreshed within `fresh_s` are passed over."""
+    folder = _folder(artifacts_url, instance_type)
+    mine = _ticket(artifacts_url, instance_type, endpoint)
+    _queue(mine)
+    free = sum(
+        1
+        for slot in range(quota)
+        if (held := _read(folder / f"slot-{slot}.json")) is None or time.time() - held["taken_at"] > STALE_AFTER_S
+    )
+    if not free:
+        return False
+    me = _read(mine)["since"], mine.name
+    ahead = 0
+    for path in (folder / "queue").iterdir():
+        ticket = _read(path)
+        if ticket and time.time() - ticket["seen"] < fresh_s and (ticket["since"], path.name) < me:
+            ahead += 1
+    return free > ahead
+
+
+class LeaseFreed(BaseTrigger):
+    """Fires once a lease of `instance_type` is free for this deploy (its turn in the queue)."""
+
+    def __init__(
+        self, artifacts_url: str | None, instance_type: str, quota: int, endpoint: str, poll_interval_s: float
+    ):
+        super().__init__()
+        self.artifacts_url, self.instance_type, self.quota = artifacts_url, instance_type, quota
+        self.endpoint, self.poll_interval_s = endpoint, poll_interval_s
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{__name__}.LeaseFreed",
+            {
+                "artifacts_url": self.artifacts_url,
+                "instance_type": self.instance_type,
+                "quota": self.quota,
+                "endpoint": self.endpoint,
+                "poll_interval_s": self.poll_interval_s,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        fresh_s = 3 * self.poll_interval_s + 60
+        args = (self.artifacts_url, self.instance_type, self.quota, self.endpoint, fresh_s)
+        while not await asyncio.to_thread(my_turn, *args):
+            await asyncio.sleep(self.poll_interval_s)
+        yield TriggerEvent({"instance_type": self.instance_type})

@@ -284,6 +284,9 @@ def _operators():
             quota = self.endpoint_quotas.get(instance_type)
             exists = lambda endpoint: req.endpoint_status(conn, endpoint) is not None  # noqa: E731
             if quota and leases.take(self.artifacts_url, instance_type, quota, name, exists) is None:
+                if self.deferrable:  # wait in the triggerer until a lease is given back
+                    trigger = leases.LeaseFreed(self.artifacts_url, instance_type, quota, name, self.check_interval)
+                    self.defer(trigger=trigger, method_name="execute_after_lease_wait")
                 retry_at = datetime.now(timezone.utc) + timedelta(seconds=self.check_interval)
                 raise AirflowRescheduleException(reschedule_date=retry_at)
             status = req.endpoint_status(conn, name)
@@ -301,6 +304,9 @@ def _operators():
                 raise RuntimeError(f"endpoint {name} exists with status {status}; delete it or fix it first")
             self.config = req.missing_parts(conn, self.config)
             return super().execute(context)
+
+        def execute_after_lease_wait(self, context, event=None):
+            return self.execute(context)
 
     class ReusingProcessingOperator(SageMakerProcessingOperator):
         """A job with the same (deterministic) name is this model's evaluation: a retry (say,
@@ -431,7 +437,9 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     waits = {"deferrable": cfg.sagemaker.deferrable, "check_interval": cfg.sagemaker.poll_interval_s}
     # the provider polls a job at most 60 times by default: 30 minutes at a 30 s interval
     polls = {"max_attempts": -(-(cfg.sagemaker.max_runtime_s + 600) // cfg.sagemaker.poll_interval_s)}
-    pooled: dict[str, str] = {}  # one pool per instance type (the config checks there is one per kind)
+    # deploys (creating an endpoint, or waiting for one or for its lease) in one pool per
+    # instance type; the config checks there is one per kind
+    pooled: dict[str, str] = {}
     if cfg.sagemaker.pool_prefix and kind != "bedrock":
         instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
         pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{instance_type}"}
@@ -515,7 +523,6 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
             **waits,
             **polls,
             **retried,
-            **pooled,
         )
 
     if kind == "bedrock":  # a Bedrock model is already served: evaluate it, nothing to deploy or delete
