@@ -48,7 +48,7 @@ QUESTIONS = [
     ("What is the capital of Egypt?", "Cairo"),
 ]
 DATES = ["2026-01-01", "2026-01-02", "2026-01-03"]
-LOAD_DAGS, LOAD_POOL_SLOTS, LOAD_QUOTA = 10, 4, 3
+LOAD_DAGS, LOAD_POOL_SLOTS, LOAD_QUOTA = 10, 4, 6
 STACK = "sagemaker, Celery stack (2 workers)"
 FAST = {"poll_interval_s": 2, "retry_delay_s": 2}  # a test stack need not wait 30 s between polls
 
@@ -91,6 +91,7 @@ def _configs() -> dict[str, dict]:
             name,
             [f"ld{i}-a", f"ld{i}-b", f"ld{i}-c"],
             pool_prefix="stack-load-",
+            poll_interval_s=4,
             endpoint_quotas={"ml.g4dn.xlarge": LOAD_QUOTA},
         )
         configs[name]["num_records"] = 2
@@ -382,7 +383,7 @@ def test_ten_dags_at_once_within_the_pool_and_the_endpoint_quota(deployment):
     def sample_the_pool():
         while not sampling.is_set():
             occupied.append(stack.api(f"/pools/{pool}")[1]["occupied_slots"])
-            time.sleep(0.5)
+            time.sleep(1)
 
     sampler = threading.Thread(target=sample_the_pool, daemon=True)
     started = time.monotonic()

@@ -32,8 +32,9 @@ def _folder(artifacts_url: str | None, instance_type: str) -> Any:
 
 
 def _read(path: Any) -> dict[str, Any] | None:
+    """The object's content in one GET (a ticket may be rewritten at any moment), or None."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.fs.cat_file(path.path))
     except FileNotFoundError:
         return None
 
@@ -103,12 +104,15 @@ def give_back(artifacts_url: str | None, instance_type: str, endpoint: str) -> b
     return released
 
 
-def my_turn(artifacts_url: str | None, instance_type: str, quota: int, endpoint: str, fresh_s: float) -> bool:
-    """Whether more leases are free (or stale) than deploys queued before this one; refreshes
-    this deploy's ticket. Tickets not refreshed within `fresh_s` are passed over."""
+def my_turn(
+    artifacts_url: str | None, instance_type: str, quota: int, endpoint: str, fresh_s: float, refresh: bool
+) -> bool:
+    """Whether more leases are free (or stale) than deploys queued before this one (`refresh`:
+    renew this deploy's ticket first). Tickets not renewed within `fresh_s` are passed over."""
     folder = _folder(artifacts_url, instance_type)
     mine = _ticket(artifacts_url, instance_type, endpoint)
-    _queue(mine)
+    if refresh:
+        _queue(mine)
     free = sum(
         1
         for slot in range(quota)
@@ -116,6 +120,7 @@ def my_turn(artifacts_url: str | None, instance_type: str, quota: int, endpoint:
     )
     if not free:
         return False
+    _queue(mine)
     me = _read(mine)["since"], mine.name
     ahead = 0
     for path in (folder / "queue").iterdir():
@@ -150,6 +155,11 @@ class LeaseFreed(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         fresh_s = 3 * self.poll_interval_s + 60
         args = (self.artifacts_url, self.instance_type, self.quota, self.endpoint, fresh_s)
-        while not await asyncio.to_thread(my_turn, *args):
+        renewed = 0.0
+        while True:
+            refresh = time.monotonic() - renewed > fresh_s / 3
+            if await asyncio.to_thread(my_turn, *args, refresh):
+                break
+            renewed = time.monotonic() if refresh else renewed
             await asyncio.sleep(self.poll_interval_s)
         yield TriggerEvent({"instance_type": self.instance_type})
