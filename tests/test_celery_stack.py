@@ -371,6 +371,7 @@ def test_triggerer_killed_while_a_wait_is_deferred(deployment):
     )
 
 
+@pytest.mark.timeout(2400)  # about 15 minutes on 2 cores: Airflow's own cost per task dominates
 def test_ten_dags_at_once_within_the_pool_and_the_endpoint_quota(deployment):
     stack = deployment.stack
     pool = "stack-load-ml.g4dn.xlarge"

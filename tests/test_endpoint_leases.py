@@ -67,12 +67,12 @@ def test_a_freed_lease_wakes_the_oldest_waiting_deploy_only(tmp_path):
         await asyncio.sleep(0.3)
         assert not first.done() and not second.done()  # all held: both wait
         leases.give_back(url, TYPE, "ep-a")
-        event = await asyncio.wait_for(first, 5)
+        event = await asyncio.wait_for(first, 60)
         await asyncio.sleep(0.3)
         assert not second.done()  # one lease freed: one deploy woken, the oldest
         assert leases.take(url, TYPE, 1, "ep-first", _never_exists) == 0
         leases.give_back(url, TYPE, "ep-first")
-        await asyncio.wait_for(second, 5)
+        await asyncio.wait_for(second, 60)
         return event
 
     assert asyncio.run(wait_for_the_events()).payload == {"instance_type": TYPE}

@@ -124,7 +124,7 @@ def my_turn(
     me = _read(mine)["since"], mine.name
     ahead = 0
     for path in (folder / "queue").iterdir():
-        ticket = _read(path)
+        ticket = None if path.name.startswith(".") else _read(path)  # not a ticket being written aside
         if ticket and time.time() - ticket["seen"] < fresh_s and (ticket["since"], path.name) < me:
             ahead += 1
     return free > ahead

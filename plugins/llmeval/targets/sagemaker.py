@@ -273,9 +273,11 @@ def _operators():
         """Reuse an InService endpoint; create only the parts that do not exist yet. Under an
         endpoint quota for its instance type, wait (rescheduled) until a lease is free."""
 
-        def __init__(self, *, endpoint_quotas: dict[str, int], artifacts_url: str | None, **kwargs):
+        def __init__(
+            self, *, endpoint_quotas: dict[str, int] | None = None, artifacts_url: str | None = None, **kwargs
+        ):
             super().__init__(**kwargs)
-            self.endpoint_quotas, self.artifacts_url = endpoint_quotas, artifacts_url
+            self.endpoint_quotas, self.artifacts_url = endpoint_quotas or {}, artifacts_url
 
         def execute(self, context):
             conn = self.hook.conn
