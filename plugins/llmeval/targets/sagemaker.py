@@ -271,7 +271,8 @@ def _operators():
 
     class ReusingEndpointOperator(SageMakerEndpointOperator):
         """Reuse an InService endpoint; create only the parts that do not exist yet. Under an
-        endpoint quota for its instance type, wait (rescheduled) until a lease is free."""
+        endpoint quota for its instance type, wait until a lease is free (in the triggerer, or
+        rescheduled when not deferrable)."""
 
         def __init__(
             self, *, endpoint_quotas: dict[str, int] | None = None, artifacts_url: str | None = None, **kwargs
@@ -343,7 +344,7 @@ def _operators():
                 self.log.info("processing job %s completed: reusing its outputs", name)
                 return {"Processing": trim_none_values(job)}
             if status in ("Failed", "Stopped"):
-                raise AirflowFailException(f"processing job {name} is {status}: {job.get('FailureReason', '')}")
+                raise self.ended(job)
             return self.not_retried_if_the_job_ended(super().execute, context)
 
         def execute_complete(self, context, event=None):
@@ -356,12 +357,17 @@ def _operators():
             except AirflowException:
                 name = self.config["ProcessingJobName"]
                 job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
-                status = job and job["ProcessingJobStatus"]
-                if status not in ("Failed", "Stopped"):
+                if not job or job["ProcessingJobStatus"] not in ("Failed", "Stopped"):
                     raise
-                raise AirflowFailException(
-                    f"processing job {name} is {status}: {job.get('FailureReason', '')}"
-                ) from None
+                raise self.ended(job) from None
+
+        @staticmethod
+        def ended(job: dict[str, Any]) -> AirflowFailException:
+            """The task's final failure for a job that failed or was stopped."""
+            return AirflowFailException(
+                f"processing job {job['ProcessingJobName']} is {job['ProcessingJobStatus']}: "
+                f"{job.get('FailureReason', '')}"
+            )
 
     class ReusingTrainingOperator(SageMakerTrainingOperator):
         """A completed (or running) job with the same deterministic name is reused, not duplicated."""
