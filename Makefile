@@ -62,6 +62,7 @@ benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last
 	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
 	$(WORKER_VENV)/bin/python benchmarks/robustness_throughput.py 2>&1 | tail -n 5
 	$(VENV)/bin/python benchmarks/parse_time.py
+	$(VENV)/bin/python benchmarks/task_start.py
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)
 	rm -rf artifacts .airflow .pytest_cache

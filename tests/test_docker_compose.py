@@ -3,6 +3,8 @@ the services, mounts and variables the stack needs."""
 
 from __future__ import annotations
 
+import importlib
+
 import yaml
 from conftest import ROOT
 
@@ -27,6 +29,18 @@ def test_services_of_a_celery_stack_with_triggerer():
     assert services["airflow-worker-local"]["command"] == "celery worker --queues llmeval-local"
     assert services["airflow-triggerer"]["command"] == "triggerer"
     assert "8080:8080" in services["airflow-apiserver"]["ports"]
+
+
+def test_workers_preload_the_factory_through_airflows_celery_config():
+    path = _compose()["x-airflow-common"]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+    module, _, name = path.rpartition(".")
+    config = getattr(importlib.import_module(module), name)
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+    assert {k: v for k, v in config.items() if k != "imports"} == DEFAULT_CELERY_CONFIG
+    assert "llmeval.factory" in config["imports"]
+    for preloaded in config["imports"]:
+        importlib.import_module(preloaded)
 
 
 def test_airflow_services_mount_the_project_and_share_artifacts():
