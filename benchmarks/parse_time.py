@@ -56,14 +56,12 @@ for name, models, tuned_models in PIPELINES:
         def split(models, tuned): return []
         def steps(model, tuned):
             @task(multiple_outputs=True)
-            def prepare_endpoint(model): return {{}}
-            @task
-            def stage_evaluation(model, region): return {{}}
+            def prepare(model): return {{}}
             @task(trigger_rule="all_done")
-            def collect_results(model, processing): return ""
+            def collect_results(model): return ""
             @task
             def teardown_endpoint(model): return []
-            prepared = prepare_endpoint(model)
+            prepared = prepare(model)
             if tuned:
                 @task
                 def prepare_training_job(model): return {{}}
@@ -71,11 +69,10 @@ for name, models, tuned_models in PIPELINES:
                 finetune = SageMakerTrainingOperator(task_id="finetune", config=training, deferrable=True)
                 training >> finetune >> prepared
             deploy = SageMakerEndpointOperator(task_id="deploy", config=prepared["endpoint"], deferrable=True)
-            staged = stage_evaluation(model, prepared["region"])
-            evaluate = SageMakerProcessingOperator(task_id="evaluate", config=staged, deferrable=True)
-            collected = collect_results(model, staged)
+            evaluate = SageMakerProcessingOperator(task_id="evaluate", config=prepared["processing"], deferrable=True)
+            collected = collect_results(model)
             stop = teardown_endpoint(model)
-            prepared >> deploy >> staged >> evaluate >> collected >> stop
+            prepared >> deploy >> evaluate >> collected >> stop
             stop.as_teardown(setups=[prepared, deploy])
         @task_group(group_id="model")
         def per_model(model_name): steps(model_name, False)

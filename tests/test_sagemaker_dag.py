@@ -178,7 +178,7 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     uploaded = s3.list_objects_v2(Bucket="llmeval-test", Prefix="llmeval/sm-tuned/")["Contents"]
     assert any(o["Key"].endswith("training-data/finetune_qa_validation/finetune_qa_validation.jsonl") for o in uploaded)
     folder = run_folder(dag.dag_id, dag_run.run_id)
-    container = xcoms(dag_run, "tuned_model.prepare_endpoint", key="container")[0]
+    container = xcoms(dag_run, "tuned_model.prepare", key="container")[0]
     assert container["ModelDataUrl"] == job["ModelArtifacts"]["S3ModelArtifacts"]
     tuned = json.loads((folder / "models" / "sm-tuned" / "results.json").read_text())
     assert tuned["metadata"]["training"]["job_name"] == job["TrainingJobName"]
@@ -213,7 +213,7 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     )
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert {t for t in dag.task_ids if t.startswith("bedrock_model.")} == {
-        "bedrock_model.stage_evaluation",
+        "bedrock_model.prepare",
         "bedrock_model.evaluate",
         "bedrock_model.collect_results",
     }

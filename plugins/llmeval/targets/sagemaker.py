@@ -1,8 +1,9 @@
 """SageMaker target: the per-model tasks, built from the Amazon provider's operators.
 
     [prepare_training -> finetune (SageMakerTrainingOperator, deferrable) ->]
-    prepare (JumpStart URIs, names) -> deploy (SageMakerEndpointOperator, deferrable)
-      -> stage (inputs to S3) -> evaluate (SageMakerProcessingOperator, deferrable)
+    prepare (JumpStart URIs, names; evaluation inputs to S3)
+      -> deploy (SageMakerEndpointOperator, deferrable)
+      -> evaluate (SageMakerProcessingOperator, deferrable)
       -> collect (results from S3) ; teardown (delete what this pipeline created)
 
 The Processing job runs the same evaluation entry point as the local target. Role, S3
@@ -129,7 +130,7 @@ def _training_summary(job: dict[str, Any], base_model: str) -> dict[str, Any]:
     return summary
 
 
-def prepare(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str) -> dict[str, Any]:
+def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str) -> dict[str, Any]:
     """The deployment description (handed on by XCom): region, the endpoint operator's
     config, the container to register, and the training job of a tuned model."""
     model = cfg.model(model_name)
@@ -422,7 +423,7 @@ class SageMakerTarget:
 
         def container_of(model: str) -> dict[str, Any] | None:  # None: a Bedrock model
             kind = cfg.model(model).kind
-            return None if kind == "bedrock" else model_xcom(ti, kind, "prepare_endpoint", model, key="container")
+            return None if kind == "bedrock" else model_xcom(ti, kind, "prepare", model, key="container")
 
         return SageMakerModelRegistry(
             _hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of, req.s3_encryption(cfg)
@@ -460,15 +461,27 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         return ti.xcom_pull(task_ids=f"{GROUPS[kind]}.{task_name}", map_indexes=ti.map_index)
 
     @task(multiple_outputs=True, map_index_template="{{ model_label }}")
-    def prepare_endpoint(model: str) -> dict[str, Any]:
-        """Resolve the JumpStart model and name its model, endpoint config and endpoint."""
+    def prepare(model: str) -> dict[str, Any]:
+        """Resolve the JumpStart model and name its model, endpoint config and endpoint (unless
+        it is a Bedrock model); upload the evaluation code, config and dataset and build the
+        Processing job request."""
         label(model)
-        return guarded(
-            "deploy",
-            model,
-            lambda cfg, run: prepare(cfg, model, run.dag_id, run.run_id),
-            first=kind == "foundation",
+        prepared = (
+            {}
+            if kind == "bedrock"
+            else guarded(
+                "deploy",
+                model,
+                lambda cfg, run: prepare_endpoint(cfg, model, run.dag_id, run.run_id),
+                first=kind == "foundation",
+            )
         )
+
+        def staged(cfg: EvalConfig, run: Any) -> dict[str, Any]:
+            region = prepared.get("region") or cfg.sagemaker.region or _hook(cfg).conn_region_name
+            return stage(cfg, model, run.folder, run.dag_id, run.run_id, region)
+
+        return {**prepared, "processing": guarded("evaluate", model, staged, first=kind == "bedrock")}
 
     @task(map_index_template="{{ model_label }}")
     def prepare_training_job(model: str) -> dict[str, Any]:
@@ -481,30 +494,17 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
             first=True,
         )
 
-    @task(map_index_template="{{ model_label }}")
-    def stage_evaluation(model: str, region: str | None) -> dict[str, Any]:
-        """Upload the evaluation code, config and dataset; build the Processing job request."""
-        label(model)
-        return guarded(
-            "evaluate",
-            model,
-            lambda cfg, run: stage(
-                cfg,
-                model,
-                run.folder,
-                run.dag_id,
-                run.run_id,
-                region or cfg.sagemaker.region or _hook(cfg).conn_region_name,
-            ),
-            first=kind == "bedrock",
-        )
-
     @task(trigger_rule="all_done", map_index_template="{{ model_label }}")
-    def collect_results(model: str, processing: dict[str, Any]) -> dict[str, Any]:
+    def collect_results(model: str) -> dict[str, Any]:
         """Copy the evaluation results from S3 into the run store (or record why there are none)."""
         label(model)
-        training = (own("prepare_endpoint") or {}).get("training") if kind == "tuned" else None
-        return guarded("evaluate", model, lambda cfg, run: collect(cfg, model, run.folder, processing, training))
+        prepared = own("prepare") or {}
+        if "processing" not in prepared:  # its failure is recorded (the first one is kept)
+            raise RuntimeError(f"{model}: nothing to collect, the prepare step failed (see its log)")
+        training = prepared.get("training") if kind == "tuned" else None
+        return guarded(
+            "evaluate", model, lambda cfg, run: collect(cfg, model, run.folder, prepared["processing"], training)
+        )
 
     @task(map_index_template="{{ model_label }}", **retried)
     def teardown_endpoint(model: str) -> list[str]:
@@ -516,7 +516,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         run = current_run()
         frozen = run.config()
         job = req.training_job_name(run.dag_id, run.run_id, model) if frozen.model(model).finetuning else None
-        prepared = own("prepare_endpoint")
+        prepared = own("prepare")
         endpoint = prepared.get("endpoint") if isinstance(prepared, dict) else None
         return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job)
 
@@ -533,11 +533,10 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
             **retried,
         )
 
+    prepared = prepare(model_name)
     if kind == "bedrock":  # a Bedrock model is already served: evaluate it, nothing to deploy or delete
-        staged = stage_evaluation(model_name, None)
-        staged >> evaluation_job(staged) >> collect_results(model_name, staged)
+        evaluation_job(prepared["processing"]) >> collect_results(model_name)
         return
-    prepared = prepare_endpoint(model_name)
     if kind == "tuned":
         training = prepare_training_job(model_name)
         finetune = training_op(
@@ -562,11 +561,10 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         **retried,
         **pooled,
     )
-    staged = stage_evaluation(model_name, prepared["region"])
-    evaluate = evaluation_job(staged)
-    collected = collect_results(model_name, staged)
+    evaluate = evaluation_job(prepared["processing"])
+    collected = collect_results(model_name)
     stop = teardown_endpoint(model_name)
-    prepared >> deploy >> staged >> evaluate >> collected >> stop
+    prepared >> deploy >> evaluate >> collected >> stop
     # The training request is a setup too: when fine-tuning fails or times out, the teardown
     # still runs and stops a training job left running.
     stop.as_teardown(setups=[prepared, deploy, *([training] if kind == "tuned" else [])])
