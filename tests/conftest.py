@@ -38,6 +38,15 @@ def airflow_db() -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_parsing_context():
+    """Airflow's task runner sets the parsing context's variables and leaves them set when
+    they were unset, so a later DagBag in this process would build only that task's DAG."""
+    yield
+    for name in ("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "_AIRFLOW_PARSING_CONTEXT_TASK_ID"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture
 def fake_aws_credentials(monkeypatch):
     """Credentials for boto3 clients that talk only to local servers."""
@@ -85,6 +94,21 @@ def local_config(name: str = "t-local", models: list[dict] | None = None, **extr
     return cfg
 
 
+def session_processes() -> dict[int, list[bytes]]:
+    """Command lines (as argument lists) of the live processes this test session started,
+    told apart from another session's (e.g. a parallel test worker's) by their artifacts folder."""
+    mark = f"LLM_EVAL_ARTIFACTS_DIR={os.environ['LLM_EVAL_ARTIFACTS_DIR']}".encode()
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if mark in environ.read().split(b"\0"):
+                    found[int(pid)] = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+    return found
+
+
 def run_dag(dag_id: str, configs_dir: Path, conf: dict | None = None):
     """Parse, sync and run a DAG the way `airflow dags test` does; return the DagRun."""
     from airflow.utils.cli import get_bagged_dag
@@ -96,6 +120,24 @@ def run_dag(dag_id: str, configs_dir: Path, conf: dict | None = None):
     finally:
         os.environ.pop("LLM_EVAL_CONFIGS_DIR") if previous is None else os.environ.update(LLM_EVAL_CONFIGS_DIR=previous)
     return dag, dag.test(run_conf=conf)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the fault-matrix rows the test recorded to its report."""
+    from fault_matrix import PENDING
+
+    outcome = yield
+    report = outcome.get_result()
+    report.user_properties.extend(("fault_row", row) for row in PENDING)
+    PENDING.clear()
+
+
+def pytest_runtest_logreport(report):
+    from fault_matrix import ROWS
+
+    if report.when == "teardown":  # the last of the test's reports holds every row it recorded
+        ROWS.extend(row for name, row in report.user_properties if name == "fault_row")
 
 
 def pytest_terminal_summary(terminalreporter):

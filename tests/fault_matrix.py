@@ -1,12 +1,16 @@
-"""Rows of the fault matrix, printed by conftest at the end of a run that recorded any."""
+"""Rows of the fault matrix, printed by conftest at the end of a run that recorded any.
+
+A test records its row in the process running it; conftest hands it on with the test's
+report (so rows reach the terminal from parallel test workers too) into ROWS."""
 
 from __future__ import annotations
 
+PENDING: list[dict[str, str]] = []
 ROWS: list[dict[str, str]] = []
 
 
 def record(fault: str, target: str, **outcome: str) -> None:
-    ROWS.append({"fault": fault, "target": target, **outcome})
+    PENDING.append({"fault": fault, "target": target, **outcome})
 
 
 def table() -> str:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from conftest import run_dag
+from conftest import run_dag, session_processes
 from fault_matrix import record
 from latency_server import LatencyServer
 from sagemaker_fixtures import clients, emulate_processing_job, sagemaker_config
@@ -136,17 +136,7 @@ def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch):
 
 
 def _processes(pattern: bytes) -> list[int]:
-    from pathlib import Path
-
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if pattern in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                pass
-    return found
+    return [pid for pid, args in session_processes().items() if pattern in b" ".join(args)]
 
 
 @pytest.mark.slow

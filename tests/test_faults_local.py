@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import local_config, run_dag
+from conftest import local_config, run_dag, session_processes
 from fault_matrix import record
 from llmeval.results import read_model_result
 from llmeval.store import cache_object, run_folder
@@ -48,16 +48,7 @@ def _run(tmp_path, name: str, **extra):
 
 
 def _processes(*parts: bytes) -> list[int]:
-    found = []
-    for proc in os.listdir("/proc"):
-        if proc.isdigit():
-            try:
-                cmdline = open(f"/proc/{proc}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if all(part in cmdline for part in parts):
-                found.append(int(proc))
-    return found
+    return [pid for pid, args in session_processes().items() if all(part in args for part in parts)]
 
 
 def _invariants(folder, failed: dict[str, str]) -> dict[str, str]:
