@@ -37,7 +37,7 @@ def test_ranking_says_whether_intervals_tell_models_apart(tmp_path):
     html, _ = _report(tmp_path, [result("a", fk=0.9), result("b", fk=0.85), result("c", fk=0.3)])
     page = html.read_text()
     row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in "abc"}
-    assert "<td>selected</td>" in row["a"] and "not distinguishable" in row["b"] and "<td>different</td>" in row["c"]
+    assert "<td>selected</td>" in row["a"] and "not distinguishable" in row["b"] and "<td>different (95% intervals)</td>" in row["c"]
 
 
 def test_failures_are_shown_with_step(tmp_path):

@@ -40,14 +40,23 @@ def entries(dag_id: str, artifacts_url: str | None = None) -> list[dict[str, Any
     return sorted(found, key=lambda e: e["catalog_version"])
 
 
+def _entry(dag_id: str, catalog_version: str, artifacts_url: str | None) -> dict[str, Any] | None:
+    path = store.history_folder(dag_id, artifacts_url) / f"{store.safe_segment(catalog_version)}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_of(dag_id: str, catalog_version: str, artifacts_url: str | None = None) -> str | None:
+    """The run that last recorded this catalog version's scores."""
+    entry = _entry(dag_id, catalog_version, artifacts_url)
+    return entry.get("run_id") if entry else None
+
+
 def scores_on(
     dag_id: str, catalog_version: str, model: str, artifacts_url: str | None = None
 ) -> dict[str, Score] | None:
     """A model's recorded scores on one catalog version, if it was evaluated on it."""
-    path = store.history_folder(dag_id, artifacts_url) / f"{store.safe_segment(catalog_version)}.json"
-    if not path.exists():
-        return None
-    recorded = json.loads(path.read_text())["models"].get(model)
+    entry = _entry(dag_id, catalog_version, artifacts_url)
+    recorded = entry["models"].get(model) if entry else None
     if not recorded or recorded["status"] != "succeeded":
         return None
     return {m: Score(**s) for m, s in recorded["metrics"].items()}

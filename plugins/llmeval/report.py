@@ -5,9 +5,11 @@ Self-contained (inline SVG, no scripts), so it opens from disk or an S3 link.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
+from typing import Any
 
+from llmeval.paired import paired_test, record_scores
 from llmeval.results import ModelResult, Score
 from llmeval.selection import Selection
 
@@ -22,6 +24,7 @@ class ReportInput:
     registration: str
     catalog_version: str = ""
     trend_link: str = ""
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> its scored records
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -65,18 +68,38 @@ def _chart(metric: str, by_model: dict[str, Score]) -> str:
     return "".join(parts)
 
 
-def _versus(model: ModelResult | None, best: ModelResult | None, metric: str) -> str:
-    """Whether the intervals on the first selection metric tell this model from the selected one."""
-    if model is None or best is None or not metric:
+def _versus(
+    model: ModelResult | None,
+    best: ModelResult | None,
+    rule: dict[str, Any] | None,
+    records: dict[str, list[dict[str, Any]]],
+) -> str:
+    """Whether this model differs from the selected one on the first selection metric: by a
+    paired test on the records both answered when their records are at hand, else by
+    whether the 95% intervals overlap. Says which it used."""
+    if model is None or best is None or not rule:
         return ""
     if model.model == best.model:
         return "selected"
+    metric = rule["metric"]
+    if model.model in records and best.model in records:
+        test = paired_test(
+            metric,
+            record_scores(records[model.model], metric),
+            record_scores(records[best.model], metric),
+            higher_is_better=rule["direction"] == "higher",
+        )
+        if test.mean_delta is not None:
+            verdict = "different" if test.ci_low > 0 or test.ci_high < 0 else "not distinguishable"
+            return (
+                f"{verdict} ({test.method}, {test.matched} records: {test.mean_delta:+.3f} "
+                f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}])"
+            )
     mine, theirs = model.scores_by_metric().get(metric), best.scores_by_metric().get(metric)
     if not mine or not theirs or None in (mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high):
         return "no interval"
-    if mine.ci_high < theirs.ci_low or mine.ci_low > theirs.ci_high:
-        return "different"
-    return "not distinguishable"
+    apart = mine.ci_high < theirs.ci_low or mine.ci_low > theirs.ci_high
+    return f"{'different' if apart else 'not distinguishable'} (95% intervals)"
 
 
 def render_html(data: ReportInput) -> str:
@@ -98,13 +121,13 @@ def render_html(data: ReportInput) -> str:
         "<h2>Ranking</h2><table><tr><th>#</th><th>model</th><th>status</th><th>composite</th>",
     ]
     out += [f"<th>{e(r['metric'])} ({e(r['direction'])})</th>" for r in sel.rules]
-    out.append("<th>vs selected (95% intervals)</th><th>reason</th></tr>")
+    out.append("<th>vs selected</th><th>reason</th></tr>")
     by_model = {r.model: r for r in data.results}
     for i, cand in enumerate(sel.ranking, 1):
         cls = ' class="failed"' if cand.status == "failed" else ""
         cells = "".join(f"<td>{_fmt(cand.metrics.get(r['metric']))}</td>" for r in sel.rules)
         versus = _versus(
-            by_model.get(cand.model), by_model.get(sel.best or ""), sel.rules[0]["metric"] if sel.rules else ""
+            by_model.get(cand.model), by_model.get(sel.best or ""), sel.rules[0] if sel.rules else None, data.records
         )
         out.append(
             f"<tr{cls}><td>{i}</td><td>{e(cand.model)}</td><td>{e(cand.status)}</td>"

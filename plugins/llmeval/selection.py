@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmeval.config import EvalConfig, GateRule, MetricRule
+from llmeval.paired import METHOD, PairedTest, paired_test, record_scores
 from llmeval.results import ModelResult, Score
 
 
@@ -112,7 +113,7 @@ class GateDecision:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _compare(rule: GateRule, mine: Score, theirs: Score) -> dict[str, Any]:
+def _compare(rule: GateRule, mine: Score, theirs: Score, paired: PairedTest | None) -> dict[str, Any]:
     sign = 1 if rule.direction == "higher" else -1
     delta = sign * (mine.value - theirs.value)
     relative = delta / abs(theirs.value) if theirs.value else (float("inf") if delta > 0 else 0.0)
@@ -124,6 +125,9 @@ def _compare(rule: GateRule, mine: Score, theirs: Score) -> dict[str, Any]:
             checks["ci_separation"] = mine.ci_low > theirs.ci_high
         else:
             checks["ci_separation"] = mine.ci_high < theirs.ci_low
+    if rule.significance is not None:
+        p_value = paired.p_value if paired else None
+        checks["paired_significance"] = p_value is not None and p_value <= rule.significance
     return {
         "metric": rule.metric,
         "candidate": mine.value,
@@ -132,13 +136,31 @@ def _compare(rule: GateRule, mine: Score, theirs: Score) -> dict[str, Any]:
         "relative": round(relative, 6) if relative != float("inf") else None,
         "checks": checks,
         "passed": all(checks.values()),
+        **({"paired": _paired_summary(paired)} if rule.significance is not None else {}),
     }
 
 
+def _paired_summary(paired: PairedTest | None) -> dict[str, Any]:
+    if paired is None:
+        return {"method": METHOD, "p_value": None, "note": "no per-record scores of both models to pair"}
+    return paired.to_dict() | {"note": paired.mismatch()}
+
+
+def _paired_text(paired: dict[str, Any]) -> str:
+    if paired["p_value"] is None:
+        return f" ({paired['method']}: {paired['note']})"
+    return f" ({paired['method']} over {paired['matched']} records: p={paired['p_value']:.3g})"
+
+
 def champion_gate(
-    rules: list[GateRule], candidate: ModelResult, champion: str | None, champion_scores: dict[str, Score] | None
+    rules: list[GateRule],
+    candidate: ModelResult,
+    champion: str | None,
+    champion_scores: dict[str, Score] | None,
+    records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> GateDecision:
-    """Does the candidate beat the champion by the configured margins (same catalog version)?"""
+    """Does the candidate beat the champion by the configured margins (same catalog version)?
+    `records`: the candidate's and the champion's scored records, for rules with a significance."""
     if not rules:
         return GateDecision(True, "no champion gate configured")
     if champion is None:
@@ -153,17 +175,27 @@ def champion_gate(
         if rule.metric not in mine or rule.metric not in champion_scores:
             comparisons.append({"metric": rule.metric, "passed": False, "checks": {"available": False}})
             continue
-        comparisons.append(_compare(rule, mine[rule.metric], champion_scores[rule.metric]))
+        paired = None
+        if rule.significance is not None and records is not None:
+            paired = paired_test(
+                rule.metric,
+                record_scores(records[0], rule.metric),
+                record_scores(records[1], rule.metric),
+                higher_is_better=rule.direction == "higher",
+            )
+        comparisons.append(_compare(rule, mine[rule.metric], champion_scores[rule.metric], paired))
     failed = [c for c in comparisons if not c["passed"]]
     if failed:
         detail = "; ".join(
             f"{c['metric']}: {', '.join(k for k, ok in c['checks'].items() if not ok)} not met"
             + (f" (delta {c['delta']:+.4g})" if "delta" in c else "")
+            + (_paired_text(c["paired"]) if "paired" in c else "")
             for c in failed
         )
         return GateDecision(
             False, f"{candidate.model} does not beat champion {champion}: {detail}", champion, comparisons
         )
+    tested = "".join(f"; {c['metric']}{_paired_text(c['paired'])}" for c in comparisons if "paired" in c)
     return GateDecision(
-        True, f"{candidate.model} beats champion {champion} on every gate metric", champion, comparisons
+        True, f"{candidate.model} beats champion {champion} on every gate metric{tested}", champion, comparisons
     )

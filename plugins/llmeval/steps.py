@@ -112,20 +112,31 @@ def gate_decision(
     catalog_version: str,
     best: ModelResult,
     results: list[ModelResult],
+    run_folder: Any,
 ):
     """The champion gate for the selected model, on this run's catalog version: the champion's
-    scores from this run when it was evaluated here, else from the history in the store."""
-    from llmeval.history import scores_on
+    scores (and scored records, for a paired test) from this run when it was evaluated here,
+    else from the history and the champion's run folder in the store."""
+    from llmeval.history import run_of, scores_on
+    from llmeval.paired import read_records
 
     champion = registry.latest_approved(cfg.registry_group) if cfg.registry.gate else None
-    champion_scores = None
+    champion_scores, champion_folder = None, None
     if champion is not None:
         here = next((r for r in results if r.model == champion.model and r.succeeded), None)
         if here is not None:
-            champion_scores = here.scores_by_metric()
+            champion_scores, champion_folder = here.scores_by_metric(), run_folder
         else:
             champion_scores = scores_on(dag_id, catalog_version, champion.model, cfg.artifacts_url)
-    return champion_gate(cfg.registry.gate, best, champion.model if champion else None, champion_scores)
+            recorded_run = run_of(dag_id, catalog_version, cfg.artifacts_url)
+            if recorded_run:
+                champion_folder = store.run_folder(dag_id, recorded_run, cfg.artifacts_url)
+    records = None
+    if champion is not None and champion_folder is not None and any(r.significance for r in cfg.registry.gate):
+        mine = read_records(store.model_folder(run_folder, best.model))
+        theirs = read_records(store.model_folder(champion_folder, champion.model))
+        records = (mine, theirs) if mine is not None and theirs is not None else None
+    return champion_gate(cfg.registry.gate, best, champion.model if champion else None, champion_scores, records)
 
 
 def register_best(
@@ -147,7 +158,7 @@ def register_best(
     else:
         best = next(r for r in results if r.model == selection.best)
         model = cfg.model(selection.best)
-        decision = gate_decision(cfg, registry, dag_id or cfg.pipeline.name, catalog_version, best, results)
+        decision = gate_decision(cfg, registry, dag_id or cfg.pipeline.name, catalog_version, best, results, run_folder)
         log.info("champion gate: %s", decision.reason)
         status = APPROVED if cfg.registry.approval == "auto" else PENDING
         if not decision.passed:
@@ -209,6 +220,7 @@ def write_run_report(
 ) -> Any:
     """The leaderboard; also records the run in the history and redraws the trend page."""
     from llmeval import history
+    from llmeval.paired import read_records
 
     dag_id = dag_id or cfg.pipeline.name
     history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url)
@@ -222,6 +234,11 @@ def write_run_report(
         registration=registration_text(registration),
         catalog_version=catalog_version,
         trend_link=f"../../../history/{store.safe_segment(dag_id)}/{store.TREND}",
+        records={
+            r.model: rows
+            for r in results
+            if r.succeeded and (rows := read_records(store.model_folder(run_folder, r.model)))
+        },
     )
     html, md = render_html(data), render_markdown(data)
     store.write_text(run_folder / store.LEADERBOARD, html)

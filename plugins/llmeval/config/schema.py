@@ -255,6 +255,14 @@ class GateRule(_MetricRef):
     min_delta: float = Field(0.0, description="Minimum absolute improvement.")
     min_relative: float = Field(0.0, description="Minimum improvement relative to the champion (0.05 = 5%).")
     require_ci_separation: bool = Field(False, description="The 95% intervals must not overlap.")
+    significance: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="The improvement must be significant at this level (e.g. 0.05) in a one-sided paired test "
+        "on the records both models answered (paired bootstrap of the per-record difference; records matched "
+        "by id). Stronger than require_ci_separation: the record-to-record spread both models share cancels.",
+    )
 
 
 class RegistrySection(_Strict):

@@ -1,0 +1,155 @@
+"""Paired significance: the gate and the leaderboard compare two models record by record."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import local_config
+from helpers import result
+from llmeval import history, store
+from llmeval.config import EvalConfig, GateRule, load_config
+from llmeval.config.errors import ConfigError
+from llmeval.paired import paired_test, record_scores
+from llmeval.registry import APPROVED, LocalRegistry
+from llmeval.report import ReportInput, render_html
+from llmeval.results import AlgorithmResult, Score
+from llmeval.selection import champion_gate, select
+from llmeval.steps import gate_decision
+
+FK = "FactualKnowledge/factual_knowledge"
+N = 60
+# The champion's records range from hard to easy; the candidate does 0.04 better on each one.
+CHAMPION = [round(0.95 * i / (N - 1), 6) for i in range(N)]
+CANDIDATE = [round(v + 0.04, 6) for v in CHAMPION]
+
+
+def _rows(values: list[float], ids: range = range(N)) -> list[dict]:
+    return [
+        {"record_id": f"r{i:03d}", "scores": {"FactualKnowledge": {"factual_knowledge": v}}}
+        for i, v in zip(ids, values)
+    ]
+
+
+def _score(values: list[float]) -> Score:
+    """Mean with its 95% percentile-bootstrap interval, as the evaluation reports it."""
+    rng = random.Random(1)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(2000))
+    return Score("factual_knowledge", sum(values) / len(values), means[50], means[1949], len(values))
+
+
+def _result(model: str, values: list[float]):
+    scored = result(model)
+    scored.algorithms = [AlgorithmResult("FactualKnowledge", [_score(values)])]
+    return scored
+
+
+def test_overlapping_intervals_but_a_clearly_significant_paired_difference():
+    mine, theirs = _score(CANDIDATE), _score(CHAMPION)
+    assert mine.ci_low < theirs.ci_high  # the intervals overlap
+    records = (_rows(CANDIDATE), _rows(CHAMPION))
+    candidate = _result("cand", CANDIDATE)
+    by_intervals = champion_gate([GateRule(metric=FK, require_ci_separation=True)], candidate, "champ", {FK: theirs})
+    paired = champion_gate([GateRule(metric=FK, significance=0.05)], candidate, "champ", {FK: theirs}, records)
+    assert not by_intervals.passed and "ci_separation not met" in by_intervals.reason
+    assert paired.passed, paired.reason
+    test = paired.comparisons[0]["paired"]
+    assert test["matched"] == N and test["p_value"] == 0.0 and test["mean_delta"] == pytest.approx(0.04)
+    assert test["ci_low"] == pytest.approx(0.04) and test["note"] == ""
+    assert "paired bootstrap over 60 records: p=0" in paired.reason
+
+
+def test_a_difference_within_the_noise_is_not_significant():
+    rng = random.Random(7)
+    noisy = [min(1.0, max(0.0, v + rng.choice([-0.3, 0.3]))) for v in CHAMPION]
+    decision = champion_gate(
+        [GateRule(metric=FK, significance=0.05)],
+        _result("cand", noisy),
+        "champ",
+        {FK: _score(CHAMPION)},
+        (_rows(noisy), _rows(CHAMPION)),
+    )
+    assert not decision.passed and "paired_significance not met" in decision.reason
+    assert decision.comparisons[0]["paired"]["p_value"] > 0.05
+
+
+def test_lower_is_better_and_the_test_is_deterministic():
+    faster = {f"r{i}": 100.0 - i % 3 for i in range(30)}
+    slower = {f"r{i}": 100.0 for i in range(30)}
+    test = paired_test("latency", faster, slower, higher_is_better=False)
+    assert test.mean_delta > 0 and test.p_value == 0.0
+    assert paired_test("latency", faster, slower, higher_is_better=False) == test
+    assert paired_test("latency", slower, faster, higher_is_better=False).p_value == 1.0
+
+
+def test_records_that_do_not_match_by_id_are_said_so():
+    shifted = _rows(CANDIDATE[:40], range(20, 60))  # the candidate answered records 20..59 only
+    decision = champion_gate(
+        [GateRule(metric=FK, significance=0.05)],
+        _result("cand", CANDIDATE),
+        "champ",
+        {FK: _score(CHAMPION)},
+        (shifted, _rows(CHAMPION)),
+    )
+    note = decision.comparisons[0]["paired"]["note"]
+    assert "0 record(s) only the candidate and 20 only the reference answered: compared on the 40" in note
+    disjoint = paired_test(FK, record_scores(_rows([1.0], range(99, 100)), FK), record_scores(_rows(CHAMPION), FK))
+    assert disjoint.p_value is None and disjoint.mismatch() == "no record ids in common"
+    no_records = champion_gate(
+        [GateRule(metric=FK, significance=0.05)], _result("cand", CANDIDATE), "champ", {FK: _score(CHAMPION)}
+    )
+    assert not no_records.passed and "no per-record scores of both models to pair" in no_records.reason
+
+
+def _write_records(folder, values):
+    store.write_text(folder / store.RECORDS, "".join(json.dumps(r) + "\n" for r in _rows(values)))
+
+
+def test_the_gate_pairs_with_the_champions_records_from_its_earlier_run(tmp_path):
+    """The champion was evaluated on this catalog version by an earlier run: its records are
+    read from that run's folder (found through the history), the candidate's from this run."""
+    cfg = EvalConfig.model_validate(
+        local_config("paired-gate", registry={"gate": [{"metric": FK, "min_delta": 0.0, "significance": 0.05}]})
+    )
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.register(cfg.registry_group, "champ", "run-1", APPROVED, {}, {})
+    earlier, now = store.run_folder("paired-gate", "run-1"), store.run_folder("paired-gate", "run-2")
+    _write_records(store.model_folder(earlier, "champ"), CHAMPION)
+    _write_records(store.model_folder(now, "cand"), CANDIDATE)
+    history.record("paired-gate", "v1", "run-1", [_result("champ", CHAMPION)])
+    candidate = _result("cand", CANDIDATE)
+    decision = gate_decision(cfg, registry, "paired-gate", "v1", candidate, [candidate], now)
+    assert decision.passed and decision.champion == "champ", decision.reason
+    assert decision.comparisons[0]["paired"]["matched"] == N
+
+
+def test_the_leaderboard_compares_with_the_selected_model_by_the_paired_test():
+    cfg = EvalConfig.model_validate(local_config(algorithms=[{"algorithm": "FactualKnowledge"}]))
+    results = [_result("better", CANDIDATE), _result("worse", CHAMPION), _result("unpaired", CHAMPION)]
+    page = render_html(
+        ReportInput(
+            "t",
+            "run",
+            "qa",
+            results,
+            select(cfg, results),
+            "",
+            records={"better": _rows(CANDIDATE), "worse": _rows(CHAMPION)},
+        )
+    )
+    row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in ("better", "worse", "unpaired")}
+    assert "<td>selected</td>" in row["better"]
+    assert "different (paired bootstrap, 60 records: -0.040 [-0.040, -0.040])" in row["worse"]
+    assert "not distinguishable (95% intervals)" in row["unpaired"]
+
+
+@pytest.mark.parametrize("level", [0, 0.5, 1.2, "often"])
+def test_a_significance_level_outside_0_to_0_5_is_refused_at_load(tmp_path, level):
+    gate = [{"metric": FK, "significance": level}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(local_config("bad-level", registry={"gate": gate}), indent=1))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    problem = err.value.problems[0]
+    assert problem.file == str(path) and "registry.gate[0].significance" in str(err.value) and problem.line
