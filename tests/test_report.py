@@ -68,3 +68,18 @@ def test_fine_tuned_models_get_a_training_section(tmp_path):
     html, _ = _report(tmp_path, [result("base"), res])
     page = html.read_text()
     assert "Fine-tuning" in page and "7.970 &rarr; 1.440" in page and "smollm2-135m-instruct" in page
+
+
+def test_what_models_and_datasets_wrote_is_escaped_on_every_page(tmp_path):
+    from llmeval import history
+    from llmeval.report import render_model_html
+
+    hostile = "<script>alert(\"x\")</script> ' \" " + "long" * 2000
+    scored = result(hostile, fk=0.7)
+    html, md = _report(tmp_path, [scored, failed("b", "deploy", hostile)])
+    sample = {"prompt": hostile, "model_output": hostile, "target_output": hostile, "scores": {hostile: {"s": 1.0}}}
+    history.record("<script>dag", "<script>v1", "run", [scored])
+    pages = [html.read_text(), render_model_html(scored, [sample]), history.write_trend("<script>dag").read_text()]
+    for page in pages:
+        assert "<script" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &#39; &#34;" in page
+        assert "@media print" in page  # every page prints cleanly

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from html import escape
 from typing import Any
 
 from llmeval import store
@@ -65,11 +64,12 @@ def scores_on(
 COLORS = ["#4f7cac", "#c0504d", "#9bbb59", "#8064a2", "#f79646", "#4bacc6", "#7f7f7f"]
 
 
-def _line_chart(metric: str, versions: list[str], series: dict[str, list[float | None]]) -> str:
+def _line_chart(versions: list[str], series: dict[str, list[float | None]]) -> dict[str, Any] | None:
+    """Geometry of a line per model over catalog versions (drawn by charts.html)."""
     width, height, left, bottom = 640, 220, 50, 40
     values = [v for vals in series.values() for v in vals if v is not None]
     if not values:
-        return ""
+        return None
     low, high = min(values + [0.0]), max(values + [1.0])
     span = (high - low) or 1.0
 
@@ -79,47 +79,45 @@ def _line_chart(metric: str, versions: list[str], series: dict[str, list[float |
     def y(v: float) -> float:
         return 10 + (height - bottom - 10) * (1 - (v - low) / span)
 
-    parts = [
-        f'<svg width="{width}" height="{height + 20 * len(series)}" role="img" aria-label="{escape(metric)}">',
-        f'<line x1="{left}" y1="{y(low)}" x2="{width - 20}" y2="{y(low)}" stroke="#999"/>',
-        f'<text x="0" y="{y(high) + 4}" font-size="11">{high:.2f}</text>',
-        f'<text x="0" y="{y(low) + 4}" font-size="11">{low:.2f}</text>',
-    ]
-    for i, version in enumerate(versions):
-        parts.append(f'<text x="{x(i) - 20:.0f}" y="{height - 18}" font-size="10">{escape(version)}</text>')
-    for n, (model, vals) in enumerate(series.items()):
-        color = COLORS[n % len(COLORS)]
-        points = [(x(i), y(v)) for i, v in enumerate(vals) if v is not None]
-        if len(points) > 1:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
-            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{path}"/>')
-        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{color}"/>' for px, py in points]
-        parts.append(
-            f'<text x="{left}" y="{height + 14 + 20 * n}" font-size="12" fill="{color}">&#9632; {escape(model)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return {
+        "width": width,
+        "height": height + 20 * len(series),
+        "left": left,
+        "right": width - 20,
+        "axis_y": y(low),
+        "top_y": y(high),
+        "low": low,
+        "high": high,
+        "labels_y": height - 18,
+        "versions": [{"x": x(i) - 20, "text": v} for i, v in enumerate(versions)],
+        "series": [
+            {
+                "model": model,
+                "color": COLORS[n % len(COLORS)],
+                "points": [(x(i), y(v)) for i, v in enumerate(vals) if v is not None],
+                "legend_y": height + 14 + 20 * n,
+            }
+            for n, (model, vals) in enumerate(series.items())
+        ],
+    }
 
 
 def write_trend(dag_id: str, artifacts_url: str | None = None) -> Any:
     """The trend page: every metric over catalog versions, one line per model."""
+    from llmeval.html import render
+
     history = entries(dag_id, artifacts_url)
     versions = [e["catalog_version"] for e in history]
     metrics = sorted({m for e in history for r in e["models"].values() for m in r["metrics"]})
     models = sorted({name for e in history for name in e["models"]})
-    out = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{escape(dag_id)} trend</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1000px}</style></head><body>",
-        f"<h1>{escape(dag_id)}: scores over catalog versions</h1>",
-        f"<p>{len(versions)} catalog version(s), {len(models)} model(s). Re-running a version replaces it.</p>",
+    charts = [
+        (metric, _line_chart(versions, {m: [_value(e, m, metric) for e in history] for m in models}))
+        for metric in metrics
     ]
-    for metric in metrics:
-        series = {m: [_value(e, m, metric) for e in history] for m in models}
-        out.append(f"<h2>{escape(metric)}</h2>{_line_chart(metric, versions, series)}")
-    out.append("</body></html>")
     path = store.history_folder(dag_id, artifacts_url) / store.TREND
-    store.write_text(path, "\n".join(out))
+    store.write_text(
+        path, render("trend.html", dag_id=dag_id, versions=versions, models=models, charts_by_metric=charts)
+    )
     return path
 
 

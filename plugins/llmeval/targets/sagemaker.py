@@ -162,7 +162,7 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id
     s3 = _s3(cfg)
     prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
     bucket, key_prefix = store.split_s3_uri(prefix)
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".html")):  # code, templates
         key = f"{key_prefix}/code/llmeval/{path.relative_to(PACKAGE_DIR)}"
         s3.load_file(str(path), key, bucket_name=bucket, replace=True)
     for path in sorted(algorithms_dir().glob("*.py")):  # users' custom algorithms, importable in the job
