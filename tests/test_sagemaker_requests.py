@@ -170,11 +170,13 @@ def test_registry_requests_match_the_api_model():
             },
             {"ModelPackageName": arn},
         )
+        card = {"evaluation_details": [{"name": "qa", "metric_groups": [{"name": "FactualKnowledge"}]}]}
         version = SageMakerModelRegistry(sm, s3, "s3://bkt/prefix", lambda _: container, encryption).register(
-            group, "m", run_id, APPROVED, metrics, metadata
+            group, "m", run_id, APPROVED, metrics, metadata, card
         )
     assert version.version == 1 and version.run_id == run_id
     assert_valid(sm, "CreateModelPackage", captured)
+    assert captured["ModelCard"] == {"ModelCardContent": json.dumps(card), "ModelCardStatus": "Approved"}
     assert captured["CustomerMetadataProperties"]["note"] == "_braces_"
     assert captured["CustomerMetadataProperties"]["FactualKnowledge/factual_knowledge"] == "0.61"
     assert captured["ModelApprovalStatus"] == APPROVED

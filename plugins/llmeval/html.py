@@ -1,5 +1,5 @@
-"""HTML pages from the Jinja2 templates in `templates/`, autoescaped: whatever a model, a
-dataset or a config wrote is shown as text, never as markup."""
+"""Pages from the Jinja2 templates in `templates/`. HTML templates are autoescaped: whatever
+a model, a dataset or a config wrote is shown as text, never as markup."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-    autoescape=True,
+    autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

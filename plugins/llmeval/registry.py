@@ -47,8 +47,10 @@ class Registry(ABC):
         approval_status: str,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
+        card: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        """Add a version (or return the one this run already added)."""
+        """Add a version (or return the one this run already added), with its model card
+        (`llmeval.model_card.content`) when given."""
 
     @abstractmethod
     def versions(self, group: str) -> list[ModelVersion]:
@@ -72,11 +74,25 @@ class LocalRegistry(Registry):
             raise ValueError(f"invalid model package group name {group!r}")
         return self.root / group
 
+    @staticmethod
+    def _write_card(version_path: Any, card: dict[str, Any]) -> None:
+        """`v00001.model_card.json` and `.md` beside the version's object."""
+        from llmeval.model_card import markdown
+        from llmeval.store import write_text
+
+        stem = version_path.name.removesuffix(".json")
+        write_text(version_path.parent / f"{stem}.model_card.json", json.dumps(card, indent=2))
+        write_text(version_path.parent / f"{stem}.model_card.md", markdown(card))
+
     def versions(self, group: str) -> list[ModelVersion]:
         folder = self._group_dir(group)
         if not folder.exists():
             return []
-        found = [ModelVersion(**json.loads(p.read_text())) for p in folder.glob("v*.json")]
+        found = [
+            ModelVersion(**json.loads(p.read_text()))
+            for p in folder.glob("v*.json")
+            if p.name[1:].removesuffix(".json").isdigit()  # not a version's model card
+        ]
         return sorted(found, key=lambda v: v.version)
 
     def register(
@@ -87,6 +103,7 @@ class LocalRegistry(Registry):
         approval_status: str,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
+        card: dict[str, Any] | None = None,
     ) -> ModelVersion:
         from llmeval.store import create_new
 
@@ -104,6 +121,8 @@ class LocalRegistry(Registry):
                 group, number, model, run_id, approval_status, metrics, metadata, time.time(), str(path)
             )
             if create_new(path, json.dumps(asdict(version), indent=2, sort_keys=True)):
+                if card is not None:
+                    self._write_card(path, card)
                 return version
             # another run took this number between our listing and our write: list again
 
@@ -131,6 +150,13 @@ class SageMakerModelRegistry(Registry):
         self.s3_encryption = s3_encryption or {}  # SSE-KMS arguments for the metrics object
         self.s3_prefix = s3_prefix.rstrip("/")
         self.container_of = container_of
+
+    @staticmethod
+    def model_card(card: dict[str, Any], approval_status: str) -> dict[str, str]:
+        """CreateModelPackage's ModelCard: the content as JSON, its status from the approval."""
+        from llmeval.model_card import CARD_STATUS
+
+        return {"ModelCardContent": json.dumps(card), "ModelCardStatus": CARD_STATUS.get(approval_status, "Draft")}
 
     def _ensure_group(self, group: str) -> None:
         from botocore.exceptions import ClientError
@@ -183,6 +209,7 @@ class SageMakerModelRegistry(Registry):
         approval_status: str,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
+        card: dict[str, Any] | None = None,
     ) -> ModelVersion:
         self._ensure_group(group)
         for existing in self.versions(group):
@@ -231,6 +258,7 @@ class SageMakerModelRegistry(Registry):
             },
             CustomerMetadataProperties={k[:128]: _metadata_value(v) for k, v in list(properties.items())[:50]},
             ModelApprovalStatus=approval_status,
+            **({"ModelCard": self.model_card(card, approval_status)} if card is not None else {}),
         )
         desc = self.client.describe_model_package(ModelPackageName=response["ModelPackageArn"])
         return self._version(group, desc)

@@ -17,6 +17,8 @@ from typing import Any
 from llmeval import store
 from llmeval.config import EvalConfig
 from llmeval.dataset import read_dataset
+from llmeval.model_card import CardFacts
+from llmeval.model_card import content as card_content
 from llmeval.registry import APPROVED, PENDING, REJECTED, Registry
 from llmeval.report import ReportInput, render_html, render_markdown
 from llmeval.results import ModelResult, read_model_result
@@ -186,7 +188,18 @@ def register_best(
                 }
             )
         if decision.passed or cfg.registry.on_gate_fail == "reject":
-            version = registry.register(cfg.registry_group, selection.best, run_id, status, metrics, metadata)
+            facts = CardFacts(
+                dag_id=dag_id or cfg.pipeline.name,
+                run_id=run_id,
+                catalog_version=catalog_version,
+                approval_status=status,
+                selection=next(c.reason for c in selection.ranking if c.model == selection.best) + ".",
+                gate=decision.reason + ".",
+                artifact=(training or {}).get("artifact") or model.model_id,
+            )
+            version = registry.register(
+                cfg.registry_group, selection.best, run_id, status, metrics, metadata, card_content(cfg, best, facts)
+            )
             outcome = {"registered": True, **asdict(version), "gate": asdict(decision)}
             log.info("registered %s as %s v%d (%s)", selection.best, version.group, version.version, status)
         else:
