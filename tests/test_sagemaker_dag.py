@@ -8,7 +8,7 @@ import re
 
 import pytest
 import yaml
-from conftest import run_dag
+from conftest import CONFIGS, run_dag
 from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, clients, sagemaker_config, xcoms
 
 # botocore operations -> the IAM actions that allow them
@@ -38,7 +38,6 @@ def assert_policy_matches(cfg_dict: dict, calls: list[str]) -> None:
     policy = airflow_policy(EvalConfig.model_validate(cfg_dict), "s3://llmeval-test/llmeval")
     expected = actions(policy) - set(ON_FAILURE_ACTIONS)  # those are exercised by the Stubber tests
     assert expected == iam_actions(calls), expected ^ iam_actions(calls)
-
 
 
 MODELS = ["sm-alpha", "sm-beta", "sm-gamma"]
@@ -211,15 +210,8 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
         {"sm-claude": bedrock},
         {"output_kms_key_id": kms},
     )
-    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
-    assert {t for t in dag.task_ids if t.startswith("bedrock_model.")} == {
-        "bedrock_model.prepare",
-        "bedrock_model.evaluate",
-        "bedrock_model.collect_results",
-    }
     folder = run_folder(dag.dag_id, dag_run.run_id)
-    result = json.loads((folder / "models" / "sm-claude" / "results.json").read_text())
-    assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
+    _scored_without_deploying(dag, dag_run, "bedrock_model", folder / "models" / "sm-claude")
     assert xcoms(dag_run, "bedrock_model.collect_results")[0]["model"] == "sm-claude"
     sm, _ = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
@@ -244,3 +236,37 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     for key in written:
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", kms), key
+
+
+def _scored_without_deploying(dag, dag_run, group: str, model_folder) -> dict:
+    """The run succeeded; the group only prepares, evaluates and collects; the model's result."""
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    steps = {t.removeprefix(f"{group}.") for t in dag.task_ids if t.startswith(f"{group}.")}
+    assert steps == {"prepare", "evaluate", "collect_results"}
+    result = json.loads((model_folder / "results.json").read_text())
+    assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
+    return result
+
+
+def test_a_model_given_by_its_outputs_is_scored_in_processing_without_an_endpoint(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
+    """Its outputs file goes to S3 with the run's inputs; the Processing job scores it, asks
+    nothing, and the model is registered by reference."""
+    from llmeval.store import run_folder
+
+    rows = [json.loads(line) for line in (CONFIGS.parent / "data" / "qa_general_knowledge.jsonl").open()][:6]
+    given = tmp_path / "given.jsonl"
+    given.write_text("".join(json.dumps({"record_id": r["id"], "model_output": r["answer"]}) + "\n" for r in rows))
+    provided = {"model_id": "vendor-model", "outputs_location": str(given)}
+    dag, dag_run = _run(tmp_path, "sm-given", ["sm-jumpstart", "sm-given"], airflow_db, {"sm-given": provided})
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    result = _scored_without_deploying(dag, dag_run, "provided_model", folder / "models" / "sm-given")
+    assert result["algorithms"][0]["scores"][0]["value"] == 1.0  # the reference answers, given as outputs
+    assert processing_emulator.requests == 6  # only the JumpStart model was asked
+    sm, _ = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert json.loads((folder / "selection.json").read_text())["best"] == "sm-given"
+    packages = sm.list_model_packages(ModelPackageGroupName="sm-given-models")["ModelPackageSummaryList"]
+    package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
+    assert "InferenceSpecification" not in package

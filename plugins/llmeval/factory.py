@@ -154,7 +154,8 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         @task
         def split(models: list[str], kind: str) -> list[str]:
-            """The planned models of one kind: foundation, tuned (finetuning block) or bedrock."""
+            """The planned models of one kind: foundation, tuned (finetuning block), bedrock or provided
+            (outputs_location)."""
             frozen = current_run().config()
             return [m for m in models if frozen.model(m).kind == kind]
 
@@ -162,6 +163,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             "foundation": "deploy -> evaluate -> teardown for one foundation model.",
             "tuned": "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block.",
             "bedrock": "evaluate one Bedrock model (nothing to deploy or tear down).",
+            "provided": "score the given outputs of one model served elsewhere (nothing to deploy or tear down).",
         }
 
         @task(trigger_rule="all_done")

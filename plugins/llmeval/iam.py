@@ -77,7 +77,7 @@ def airflow_policy(
 ) -> dict[str, Any]:
     """The policy for the identity behind the Airflow AWS connection. `artifacts_url`: the run
     store when it is on S3 (default: the config's `artifacts_url`)."""
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.kind != "bedrock"})
+    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.deploys})
     resources = []
     for name in endpoints:
         resources += [
@@ -163,7 +163,7 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     """The policy for the SageMaker execution role: what the Processing job (the evaluation
     entry point), the fine-tuning job and the endpoints do with it."""
     bucket_arn, objects = _objects(s3_prefix)
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.kind != "bedrock"})
+    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.deploys})
     statements: list[dict[str, Any]] = [
         {
             "Sid": "RunInputsResultsCache",  # code and inputs, results, the response cache, training output

@@ -28,13 +28,19 @@ from llmeval.selection import Selection, champion_gate, select
 log = logging.getLogger("llmeval.steps")
 
 
-def _dataset_file(location: str, scratch: Path) -> Path:
+def _dataset_file(location: str, scratch: Path, name: str = "dataset-source.jsonl") -> Path:
     """A local file with the dataset: include/data, a local path, or a copy of a remote object."""
     if "://" in location and not location.startswith("file://"):
         from airflow.sdk import ObjectStoragePath
 
-        return store.download(ObjectStoragePath(location), scratch / "dataset-source.jsonl")
+        return store.download(ObjectStoragePath(location), scratch / name)
     return resolve_data_path(location)
+
+
+def outputs_file(cfg: EvalConfig, model: str, catalog_version: str, scratch: Path) -> Path:
+    """A local file with a model's provided outputs (its outputs_location, this catalog version's)."""
+    location = (cfg.model(model).outputs_location or "").replace("{catalog_version}", catalog_version)
+    return _dataset_file(location, scratch, f"outputs-{store.safe_segment(model)}.jsonl")
 
 
 def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catalog_version: str) -> dict[str, Any]:

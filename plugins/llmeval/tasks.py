@@ -20,7 +20,12 @@ from llmeval.config import EvalConfig
 log = logging.getLogger("llmeval.tasks")
 
 PREPROCESS_TASK = "preprocess"
-GROUPS = {"foundation": "model", "tuned": "tuned_model", "bedrock": "bedrock_model"}  # kind -> task group id
+GROUPS = {  # kind -> task group id
+    "foundation": "model",
+    "tuned": "tuned_model",
+    "bedrock": "bedrock_model",
+    "provided": "provided_model",
+}
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,14 @@ class ModelSection(_Strict):
     cleanup_endpoint: bool = True
     finetuning: FinetuningSection | None = None
     register_config: RegisterSection | None = None
+    outputs_location: str | None = Field(
+        None,
+        min_length=1,
+        description="Outputs of a model served elsewhere, to be scored like the others: a JSON Lines file (a "
+        "path under include/, a local path, or s3://bucket/key; {catalog_version} is replaced) with one object per "
+        'record, {"record_id": ..., "model_output": "..."}. Nothing is deployed or torn down; the dataset\'s '
+        "records without an output count as failed.",
+    )
     accept_eula: bool | None = Field(
         None,
         description="Accept the model's end-user license (gated JumpStart models such as Meta Llama): it goes into "
@@ -150,14 +158,39 @@ class ModelSection(_Strict):
 
     @property
     def kind(self) -> str:
-        """'bedrock' (no endpoint to deploy), 'tuned' (fine-tuned first) or 'foundation'."""
+        """'provided' (outputs given), 'bedrock' (no endpoint to deploy), 'tuned' (fine-tuned
+        first) or 'foundation'."""
+        if self.outputs_location:
+            return "provided"
         if self.model_provider == "bedrock":
             return "bedrock"
         return "tuned" if self.finetuning is not None else "foundation"
 
     @property
+    def deploys(self) -> bool:
+        """Whether the pipeline serves this model (an endpoint or a local server) to evaluate it."""
+        return self.kind in ("foundation", "tuned")
+
+    @property
     def max_concurrency(self) -> int:
         return self.evaluation_config.max_concurrency or 4 * self.deployment_config.num_instances
+
+
+def _check_provided(cfg: EvalConfig, i: int, model: ModelSection) -> None:
+    """A model given by its outputs has nothing to fine-tune, serve or ask again."""
+    for field in ("finetuning", "model_provider"):
+        if getattr(model, field) is not None:
+            raise FieldProblem(
+                ("models", i, field), f"a model given by outputs_location is only scored: remove {field}"
+            )
+    for j, section in enumerate(cfg.algorithms):
+        spec = ALGORITHMS.get(section.name)
+        if spec and spec.calls_model_when_scoring:
+            raise FieldProblem(
+                ("algorithms", j, "algorithm"),
+                f"{section.name} asks the model again while scoring, and models[{i}] ({model.name}) is given by "
+                "outputs_location: there is no model to ask",
+            )
 
 
 CUSTOM_PREFIX = "custom:"
@@ -453,7 +486,7 @@ class EvalConfig(_Strict):
                 )
             seen[model.name] = i
             endpoint = model.endpoint_name or (model.name if self.target == "local" else None)
-            if endpoint and model.kind != "bedrock":
+            if endpoint and model.kind not in ("bedrock", "provided"):
                 if endpoint in endpoints:
                     raise FieldProblem(
                         ("models", i, "endpoint_name"),
@@ -465,6 +498,8 @@ class EvalConfig(_Strict):
                 raise FieldProblem(
                     ("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning"
                 )
+            if model.outputs_location:
+                _check_provided(self, i, model)
         check_target(self)
         names = [a.name for a in self.algorithms]
         for i, name in enumerate(names):

@@ -30,6 +30,8 @@ def check_target(cfg: EvalConfig) -> None:
 
 def _check_local_models(cfg: EvalConfig) -> None:
     for i, model in enumerate(cfg.models):
+        if model.kind == "provided":  # only scored: its model_id is a label
+            continue
         if model.model_provider not in (None, "local"):
             raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
         extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
@@ -50,7 +52,7 @@ def _check_eulas(cfg: EvalConfig) -> None:
     """A model of a family JumpStart gates behind a EULA needs the config to accept it (the
     deploy step checks every other model against its spec before creating anything)."""
     for i, model in enumerate(cfg.models):
-        gated = model.kind != "bedrock" and model.model_id.startswith(GATED_FAMILIES)
+        gated = model.kind in ("foundation", "tuned") and model.model_id.startswith(GATED_FAMILIES)
         if gated and not model.eula_accepted:
             raise FieldProblem(
                 ("models", i, "accept_eula"),

@@ -32,6 +32,7 @@ from llmeval.evaluation.generate import (
     Target,
     generate_with,
 )
+from llmeval.evaluation.provided import provided_rows, read_outputs
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
 from llmeval.results import GenerationStats, ModelResult, write_result
@@ -62,6 +63,11 @@ def run(args: argparse.Namespace) -> ModelResult:
     records = read_jsonl(args.dataset)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
+    if args.outputs:  # a model served elsewhere: its outputs were given, nothing to ask
+        started = time.perf_counter()
+        shown = model.outputs_location or str(args.outputs)
+        rows = provided_rows(records, read_outputs(args.outputs, shown), shown)
+        return _score(cfg, model, rows, args, started, retries=0, client=None)
     bedrock = model.model_provider == "bedrock"
     target = Target(
         endpoint_name=model.model_id if bedrock else (args.endpoint_name or model.endpoint_name or model.name),
@@ -97,18 +103,31 @@ def run(args: argparse.Namespace) -> ModelResult:
 def _generate_and_score(
     cfg: EvalConfig, model: ModelSection, records: list[dict], client: ModelClient, args: argparse.Namespace
 ) -> ModelResult:
-    out = args.output_dir
     started = time.perf_counter()
     rows = generate_with(client, records)
+    return _score(cfg, model, rows, args, started, client.invoker.retries, client)
+
+
+def _score(
+    cfg: EvalConfig,
+    model: ModelSection,
+    rows: list[dict],
+    args: argparse.Namespace,
+    started: float,
+    retries: int,
+    client: ModelClient | None,
+) -> ModelResult:
+    out = args.output_dir
     write_jsonl(out / OUTPUTS, rows)
     answered = [r for r in rows if r["error"] is None]
-    latencies = [r["latency_ms"] for r in answered if not r["cached"]] or [r["latency_ms"] for r in answered]
+    timed = [r for r in answered if r["latency_ms"] is not None]
+    latencies = [r["latency_ms"] for r in timed if not r["cached"]] or [r["latency_ms"] for r in timed]
     stats = GenerationStats(
         records_total=len(rows),
         records_evaluated=len(answered),
         records_failed=len(rows) - len(answered),
         cache_hits=sum(r["cached"] for r in rows),
-        retries=client.invoker.retries,
+        retries=retries,
         latency_p50_ms=_percentile(latencies, 0.5),
         latency_p95_ms=_percentile(latencies, 0.95),
         input_tokens_total=sum(r["input_tokens"] for r in answered),
@@ -123,7 +142,8 @@ def _generate_and_score(
         metadata={
             "model_id": model.model_id,
             "model_version": model.model_version,
-            "endpoint": client.target.endpoint_name,
+            "endpoint": client.target.endpoint_name if client else None,
+            **({"outputs_location": model.outputs_location} if model.outputs_location else {}),
         },
     )
     if args.training_metrics:
@@ -165,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
     parser.add_argument("--cache-uri", help="s3:// object holding the response cache between jobs (SageMaker)")
+    parser.add_argument("--outputs", type=Path, help="the model's provided outputs (JSONL): score them, ask nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, _stop)  # SageMaker stops a job with SIGTERM: unwind, so the cache is kept

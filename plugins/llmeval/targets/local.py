@@ -269,13 +269,15 @@ def run_evaluation(
     cfg: EvalConfig,
     model: str,
     run_folder: Any,
-    endpoint: dict[str, Any],
+    endpoint: dict[str, Any] | None,
     cache: Any,
     training: dict[str, Any] | None = None,
+    catalog_version: str = "",
 ) -> dict[str, Any]:
     """Run the evaluation entry point for one model in a scratch folder, streaming its log
     into the task log; its outputs and the response cache go back to the run store, also
-    when it fails. Returns the result summary (results.json)."""
+    when it fails. Returns the result summary (results.json). A model given by its outputs
+    (no `endpoint`) has them scored."""
     with tempfile.TemporaryDirectory(prefix="llmeval-evaluate-") as tmp:
         scratch = Path(tmp)
         out, cache_file = scratch / "out", scratch / "cache" / store.RESPONSE_CACHE
@@ -295,13 +297,15 @@ def run_evaluation(
             str(scratch / store.DATASET),
             "--output-dir",
             str(out),
-            "--endpoint-name",
-            endpoint["endpoint_name"],
-            "--endpoint-url",
-            endpoint["url"],
             "--cache-dir",
             str(cache_file.parent),
         ]
+        if endpoint is None:
+            from llmeval.steps import outputs_file
+
+            cmd += ["--outputs", str(outputs_file(cfg, model, catalog_version, scratch))]
+        else:
+            cmd += ["--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"]]
         if training:
             (scratch / TRAINING_METRICS).write_text(json.dumps(training))
             cmd += [
@@ -355,7 +359,8 @@ class LocalTarget:
         return LocalRegistry(store.registry_folder(cfg.artifacts_url))
 
     def model_steps(self, cfg: EvalConfig, model_name: Any, kind: str) -> None:
-        """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task group."""
+        """[finetune ->] deploy -> evaluate -> teardown for one (mapped) model, in the current task
+        group; evaluate alone for a model given by its outputs."""
         from airflow.sdk import get_current_context, task
 
         from llmeval.tasks import GROUPS, current_run, guarded, label
@@ -378,15 +383,16 @@ class LocalTarget:
         timeout = timedelta(seconds=cfg.task_timeout_s)
 
         @task(map_index_template="{{ model_label }}", execution_timeout=timeout)
-        def evaluate(model: str, endpoint: dict[str, Any], training: dict[str, Any] | None) -> dict[str, Any]:
-            """Generate with the model, then score the outputs (the evaluation entry point)."""
+        def evaluate(model: str, endpoint: dict[str, Any] | None, training: dict[str, Any] | None) -> dict[str, Any]:
+            """Generate with the model, then score the outputs (the evaluation entry point); a
+            model given by its outputs has them scored."""
             label(model)
 
             def body(cfg: EvalConfig, run: Any) -> dict[str, Any]:
                 cache = store.cache_object(run.dag_id, model, cfg.artifacts_url)
-                return run_evaluation(cfg, model, run.folder, endpoint, cache, training)
+                return run_evaluation(cfg, model, run.folder, endpoint, cache, training, run.catalog_version)
 
-            return guarded("evaluate", model, body)
+            return guarded("evaluate", model, body, first=kind == "provided")
 
         @task(map_index_template="{{ model_label }}")
         def teardown(model: str) -> str:
@@ -404,6 +410,9 @@ class LocalTarget:
             label(model)
             return guarded("finetune", model, lambda cfg, run: run_finetune(cfg, model, run.folder), first=True)
 
+        if kind == "provided":  # served elsewhere: nothing to start or stop
+            evaluate(model_name, None, None)
+            return
         deploy_task = deploy(model_name)
         training = None
         if kind == "tuned":

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from llmeval import store
@@ -157,8 +159,11 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     return {"region": region, "endpoint": endpoint, "container": container, "training": training}
 
 
-def stage(cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id: str, region: str) -> dict:
-    """Upload the code and the run's inputs (from the run store); return the Processing job request."""
+def stage(
+    cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id: str, region: str, catalog_version: str
+) -> dict:
+    """Upload the code and the run's inputs (from the run store, and a model's provided
+    outputs); return the Processing job request."""
     s3 = _s3(cfg)
     prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
     bucket, key_prefix = store.split_s3_uri(prefix)
@@ -169,6 +174,12 @@ def stage(cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id
         s3.load_file(str(path), f"{key_prefix}/code/{path.name}", bucket_name=bucket, replace=True)
     for name in (store.CONFIG, store.DATASET):
         s3.load_bytes((run_folder / name).read_bytes(), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
+    if cfg.model(model_name).outputs_location:
+        from llmeval.steps import outputs_file
+
+        with tempfile.TemporaryDirectory(prefix="llmeval-outputs-") as scratch:
+            given = outputs_file(cfg, model_name, catalog_version, Path(scratch))
+            s3.load_file(str(given), f"{key_prefix}/run/{req.outputs_name(model_name)}", bucket_name=bucket, replace=True)
     job = req.processing_job_name(dag_id, run_id, model_name)
     return req.processing_config(
         cfg,
@@ -423,7 +434,7 @@ class SageMakerTarget:
 
         def container_of(model: str) -> dict[str, Any] | None:  # None: a Bedrock model
             kind = cfg.model(model).kind
-            return None if kind == "bedrock" else model_xcom(ti, kind, "prepare", model, key="container")
+            return model_xcom(ti, kind, "prepare", model, key="container") if cfg.model(model).deploys else None
 
         return SageMakerModelRegistry(
             _hook(cfg).conn, _s3(cfg).get_conn(), s3_prefix(cfg), container_of, req.s3_encryption(cfg)
@@ -449,7 +460,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     # deploys (creating an endpoint, or waiting for one or for its lease) in one pool per
     # instance type; the config checks there is one per kind
     pooled: dict[str, str] = {}
-    if cfg.sagemaker.pool_prefix and kind != "bedrock":
+    if cfg.sagemaker.pool_prefix and kind in ("foundation", "tuned"):
         instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
         pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{instance_type}"}
     timeout = timedelta(seconds=min(cfg.task_timeout_s, cfg.sagemaker.max_runtime_s + 3600))
@@ -468,7 +479,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         label(model)
         prepared = (
             {}
-            if kind == "bedrock"
+            if kind in ("bedrock", "provided")
             else guarded(
                 "deploy",
                 model,
@@ -479,9 +490,10 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
 
         def staged(cfg: EvalConfig, run: Any) -> dict[str, Any]:
             region = prepared.get("region") or cfg.sagemaker.region or _hook(cfg).conn_region_name
-            return stage(cfg, model, run.folder, run.dag_id, run.run_id, region)
+            return stage(cfg, model, run.folder, run.dag_id, run.run_id, region, run.catalog_version)
 
-        return {**prepared, "processing": guarded("evaluate", model, staged, first=kind == "bedrock")}
+        served_elsewhere = kind in ("bedrock", "provided")
+        return {**prepared, "processing": guarded("evaluate", model, staged, first=served_elsewhere)}
 
     @task(map_index_template="{{ model_label }}")
     def prepare_training_job(model: str) -> dict[str, Any]:
@@ -534,7 +546,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         )
 
     prepared = prepare(model_name)
-    if kind == "bedrock":  # a Bedrock model is already served: evaluate it, nothing to deploy or delete
+    if kind in ("bedrock", "provided"):  # served elsewhere (Bedrock, or outputs given): nothing to deploy or delete
         evaluation_job(prepared["processing"]) >> collect_results(model_name)
         return
     if kind == "tuned":

@@ -278,6 +278,11 @@ def delete_endpoint_resources(client: Any, names: dict[str, list[str]], pipeline
     return deleted
 
 
+def outputs_name(model: str) -> str:
+    """The object name of a model's provided outputs among the run's Processing inputs."""
+    return f"outputs-{model}.jsonl"
+
+
 def processing_config(
     cfg: EvalConfig,
     model: ModelSection,
@@ -322,6 +327,7 @@ def processing_config(
                 region,
                 "--cache-dir",
                 "/opt/ml/processing/cache",
+                *(["--outputs", f"{RUN_DIR}/{outputs_name(model.name)}"] if model.outputs_location else []),
             ],
         },
         "Environment": {"PYTHONPATH": CODE_DIR, "AWS_DEFAULT_REGION": region},
