@@ -45,8 +45,8 @@ demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow d
 	  report=$$(ls -td $(LLM_EVAL_ARTIFACTS_DIR)/runs/$(DEMO_DAG)/*/ 2>/dev/null | head -1); \
 	  test -n "$$report" && cat $$report/summary.md && echo ">> leaderboard: $${report}leaderboard.html"; exit $$rc
 
-test: env worker-env model-cache services  ## the whole test suite (PYTEST_ARGS: only those)
-	@scripts/run_tests.sh $(PYTEST_ARGS)
+test: env worker-env model-cache services  ## the whole test suite
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 faults: env worker-env model-cache services  ## the fault-injection tests; prints the fault matrix
 	$(VENV)/bin/python -m pytest -m faults -q -p no:warnings
