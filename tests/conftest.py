@@ -124,12 +124,11 @@ def run_dag(dag_id: str, configs_dir: Path, conf: dict | None = None):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the fault-matrix rows the test recorded to its report."""
+    """Attach the fault-matrix rows the test recorded to its reports."""
     from fault_matrix import PENDING
 
-    outcome = yield
-    report = outcome.get_result()
-    report.user_properties.extend(("fault_row", row) for row in PENDING)
+    yield
+    item.user_properties.extend(("fault_row", row) for row in PENDING)  # in every later report
     PENDING.clear()
 
 
