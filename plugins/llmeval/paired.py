@@ -7,12 +7,12 @@ an improvement that two overlapping intervals hide. Records are matched by `reco
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from llmeval import store
+from llmeval.dataset import read_jsonl
 
 METHOD = "paired bootstrap"
 RESAMPLES = 4000
@@ -62,9 +62,7 @@ def record_scores(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
 def read_records(model_folder: Any) -> list[dict[str, Any]] | None:
     """A model's scored records from the run store, or None when it has none."""
     path = model_folder / store.RECORDS
-    if not path.exists():
-        return None
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.exists() else None
 
 
 def paired_test(
