@@ -25,6 +25,7 @@ class ReportInput:
     catalog_version: str = ""
     trend_link: str = ""
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> its scored records
+    record_links: dict[str, str] = field(default_factory=dict)  # model -> its records view (in Airflow)
 
 
 def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:

@@ -227,6 +227,39 @@ def registration_text(outcome: dict[str, Any] | None) -> str:
     return f"{text}; champion gate: {gate}" if gate else text
 
 
+def report_input(
+    title: str,
+    dataset: str,
+    run_folder: Any,
+    run_id: str,
+    results: list[ModelResult],
+    catalog_version: str,
+    selection: Selection,
+    registration: dict[str, Any] | None,
+    trend_link: str,
+    record_links: dict[str, str] | None = None,
+) -> ReportInput:
+    """What the leaderboard shows, with each succeeded model's scored records for the paired test."""
+    from llmeval.paired import read_records
+
+    return ReportInput(
+        title=title,
+        run_id=run_id,
+        dataset=dataset,
+        results=results,
+        selection=selection,
+        registration=registration_text(registration),
+        catalog_version=catalog_version,
+        trend_link=trend_link,
+        records={
+            r.model: rows
+            for r in results
+            if r.succeeded and (rows := read_records(store.model_folder(run_folder, r.model)))
+        },
+        record_links=record_links or {},
+    )
+
+
 def write_run_report(
     cfg: EvalConfig,
     run_folder: Any,
@@ -239,25 +272,20 @@ def write_run_report(
 ) -> Any:
     """The leaderboard; also records the run in the history and redraws the trend page."""
     from llmeval import history
-    from llmeval.paired import read_records
 
     dag_id = dag_id or cfg.pipeline.name
     history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url)
     history.write_trend(dag_id, cfg.artifacts_url)
-    data = ReportInput(
-        title=cfg.pipeline.name,
-        run_id=run_id,
-        dataset=cfg.dataset.dataset_name,
-        results=results,
-        selection=selection or select(cfg, results),
-        registration=registration_text(registration),
-        catalog_version=catalog_version,
+    data = report_input(
+        cfg.pipeline.name,
+        cfg.dataset.dataset_name,
+        run_folder,
+        run_id,
+        results,
+        catalog_version,
+        selection or select(cfg, results),
+        registration,
         trend_link=f"../../../history/{store.safe_segment(dag_id)}/{store.TREND}",
-        records={
-            r.model: rows
-            for r in results
-            if r.succeeded and (rows := read_records(store.model_folder(run_folder, r.model)))
-        },
     )
     html, md = render_html(data), render_markdown(data)
     store.write_text(run_folder / store.LEADERBOARD, html)

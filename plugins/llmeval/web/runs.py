@@ -1,0 +1,195 @@
+"""What the Airflow plugin shows, read from Airflow's metadata database and the run store.
+
+A run's folder is where its `preprocess` task put it (its XCom), so a config that names its
+own `artifacts_url` is found too. Nothing here trusts a path segment from a request: DAGs
+and runs are looked up in the database, models in the run's own selection or folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llmeval import store
+from llmeval.config import EvalConfig
+from llmeval.report import ReportInput
+from llmeval.results import ModelResult
+from llmeval.selection import Selection
+from llmeval.tasks import PREPROCESS_TASK, open_folder
+
+TAG = "llm-eval"  # the factory tags every evaluation DAG with it
+
+
+class NotFound(LookupError):
+    """The DAG, run or model asked for is not there (the message says which)."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One run of an evaluation DAG and where its artifacts are."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    folder: Any  # ObjectStoragePath
+    catalog_version: str
+
+
+@dataclass(frozen=True)
+class DagSummary:
+    dag_id: str
+    latest: RunRef | None
+    selected: str | None
+    champion: str | None
+    registration: str
+
+
+def evaluation_dag_ids() -> set[str]:
+    from airflow.models.dag import DagModel, DagTag
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(DagModel.dag_id).join(DagTag, DagTag.dag_id == DagModel.dag_id).where(DagTag.name == TAG)
+        )
+        return set(rows)
+
+
+def _preprocess_xcom(dag_id: str, run_id: str) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(
+            run_id=run_id, key="return_value", task_ids=PREPROCESS_TASK, dag_ids=dag_id, map_indexes=-1, limit=1
+        )
+        row = session.scalars(query).first()
+        value = XComModel.deserialize_value(row) if row is not None else None
+    return value if isinstance(value, dict) else {}
+
+
+def _ref(dag_id: str, run_id: str, state: str) -> RunRef:
+    prepared = _preprocess_xcom(dag_id, run_id)
+    folder = open_folder(prepared["run_folder"]) if prepared.get("run_folder") else store.run_folder(dag_id, run_id)
+    return RunRef(dag_id, run_id, state, folder, str(prepared.get("catalog_version", "")))
+
+
+def find_run(dag_id: str, run_id: str) -> RunRef:
+    """The run of an evaluation DAG; NotFound when the DAG is not one or has no such run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    if dag_id not in evaluation_dag_ids():
+        raise NotFound(f"{dag_id!r} is not an LLM evaluation DAG")
+    with create_session() as session:
+        state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if state is None:
+        raise NotFound(f"DAG {dag_id!r} has no run {run_id!r}")
+    return _ref(dag_id, run_id, str(state))
+
+
+def recent_runs(dag_id: str, limit: int = 20) -> list[RunRef]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(DagRun.run_id, DagRun.state)
+            .where(DagRun.dag_id == dag_id)
+            .order_by(DagRun.run_after.desc(), DagRun.id.desc())
+            .limit(limit)
+        ).all()
+    return [_ref(dag_id, run_id, str(state)) for run_id, state in rows]
+
+
+def read_json(path: Any) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def selection_of(run: RunRef) -> Selection | None:
+    data = read_json(run.folder / store.SELECTION)
+    return Selection.from_dict(data) if data else None
+
+
+def champion_after(registration: dict[str, Any] | None) -> str | None:
+    """The champion once this run's registration was decided: the model it registered as
+    Approved, else the champion its gate compared against."""
+    if not registration:
+        return None
+    if registration.get("registered") and registration.get("approval_status") == "Approved":
+        return registration.get("model")
+    return (registration.get("gate") or {}).get("champion")
+
+
+def summarize(dag_id: str) -> DagSummary:
+    from llmeval.steps import registration_text
+
+    runs = recent_runs(dag_id, limit=1)
+    if not runs:
+        return DagSummary(dag_id, None, None, None, "no run yet")
+    latest = runs[0]
+    selection = selection_of(latest)
+    registration = read_json(latest.folder / store.REGISTRATION)
+    return DagSummary(
+        dag_id,
+        latest,
+        selection.best if selection else None,
+        champion_after(registration),
+        registration_text(registration) if registration else "not decided yet",
+    )
+
+
+def models_of(run: RunRef) -> list[str]:
+    """The run's models: its selection's ranking, else the model folders written so far."""
+    selection = selection_of(run)
+    if selection:
+        return [c.model for c in selection.ranking]
+    folder = run.folder / "models"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def config_of(run: RunRef) -> EvalConfig | None:
+    path = run.folder / store.CONFIG
+    return EvalConfig.model_validate_json(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def leaderboard(run: RunRef, record_links: dict[str, str], trend_link: str) -> ReportInput:
+    """The run's leaderboard as its report task drew it, from what the store holds now
+    (so a run still going shows the models finished so far)."""
+    from llmeval.selection import select
+    from llmeval.steps import report_input
+
+    cfg = config_of(run)
+    if cfg is None:
+        raise NotFound(f"run {run.run_id!r} has not written its config yet (preprocess has not finished)")
+    results = [read_model(run, m) for m in models_of(run)]
+    return report_input(
+        cfg.pipeline.name,
+        cfg.dataset.dataset_name,
+        run.folder,
+        run.run_id,
+        results,
+        run.catalog_version,
+        selection_of(run) or select(cfg, results),
+        read_json(run.folder / store.REGISTRATION),
+        trend_link,
+        record_links,
+    )
+
+
+def read_model(run: RunRef, model: str) -> ModelResult:
+    from llmeval.results import read_model_result
+
+    return read_model_result(store.model_folder(run.folder, model), model)
+
+
+def trend_page(dag_id: str) -> str | None:
+    """The DAG's trend page as the last report drew it, from the latest run's store."""
+    runs = recent_runs(dag_id, limit=1)
+    cfg = config_of(runs[0]) if runs else None
+    path = store.history_folder(dag_id, cfg.artifacts_url if cfg else None) / store.TREND
+    return path.read_text(encoding="utf-8") if path.exists() else None

@@ -1,0 +1,208 @@
+"""The Airflow plugin's pages and API, served by Airflow's own api-server app (in process) with
+the Simple auth manager in multi-team mode, so that DAG-level authorization is Airflow's own:
+a reader of the evaluation DAGs' team, a viewer of another team, and anonymous requests.
+
+The run is real (two models given by their outputs, scored by the evaluation entry point);
+the dataset and outputs hold `<script>`, quotes and an 8,000-character line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+import yaml
+from conftest import local_config, run_dag
+
+LONG = "x" * 8000
+XSS = "<script>document.title='pwned'</script>"
+QUESTIONS = [  # (id, question, answer, category, output of given-a, output of given-b)
+    ("r1", "What is the capital of France?", "Paris", "geo", "Paris", "Lyon"),
+    ("r2", "What is the capital of Japan?", "Tokyo", "geo", "Kyoto", "Tokyo"),
+    ("r3", f"Repeat {XSS}", XSS, "markup", XSS, "no"),
+    ("r4", "Say \"hi\" & 'bye'", "\"hi\" & 'bye'", "markup", "\"hi\" & 'bye'", LONG),
+]
+USERS = {"admin": "admin", "reader": "viewer:evals", "outsider": "viewer:others"}
+
+
+@pytest.fixture(scope="module")
+def web_run(airflow_db, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("web")
+    data = folder / "markup.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": i, "question": q, "answer": a, "category": c}) + "\n" for i, q, a, c, *_ in QUESTIONS)
+    )
+    models = []
+    for n, name in enumerate(("given-a", "given-b")):
+        given = folder / f"{name}.jsonl"
+        given.write_text(
+            "".join(json.dumps({"record_id": row[0], "model_output": row[4 + n]}) + "\n" for row in QUESTIONS)
+        )
+        models.append({"name": name, "model_id": f"vendor-{name}", "outputs_location": str(given)})
+    configs = folder / "configs"
+    configs.mkdir()
+    dataset = {
+        "dataset_name": "markup",
+        "input_data_location": str(data),
+        "model_input_key": "question",
+        "target_output_key": "answer",
+        "category_key": "category",
+    }
+    cfg = local_config("web-evals", models=models, dataset=dataset, num_records=4)
+    (configs / "web-evals.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    dag, dag_run = run_dag("web-evals", configs)
+    assert dag_run.state == "success", [(t.task_id, t.state) for t in dag_run.get_task_instances()]
+    return dag.dag_id, dag_run.run_id
+
+
+def _teams(owner: str, *others: str) -> None:
+    """Create the teams and put every DAG bundle in `owner`'s, as `airflow teams create` and a
+    bundle's `team_name` do."""
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        teams = {}
+        for name in (owner, *others):
+            teams[name] = session.scalar(select(Team).where(Team.name == name)) or Team(name=name)
+            session.add(teams[name])
+        for bundle in session.scalars(select(DagBundleModel)):
+            bundle.teams = [teams[owner]]
+
+
+@pytest.fixture(scope="module")
+def client(web_run, tmp_path_factory):
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
+
+    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
+    passwords.write_text(json.dumps({user: f"{user}-pw" for user in USERS}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            "AIRFLOW__CORE__AUTH_MANAGER",
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        )
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in USERS.items()))
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+        mp.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-for-the-web-tests")
+        _teams("evals", "others")
+        purge_cached_app()
+        with TestClient(create_app("core")) as test_client:
+            yield test_client
+        purge_cached_app()
+
+
+def _token(client, user: str) -> dict[str, str]:
+    response = client.post("/auth/token", json={"username": user, "password": f"{user}-pw"})
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def _urls(dag_id: str, run_id: str) -> dict[str, str]:
+    run = f"/llm-evaluations/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    return {
+        "leaderboard": f"{run}/leaderboard",
+        "records": f"{run}/models/given-a/records",
+        "api": f"/llm-evaluations/api/dags/{dag_id}/runs/{quote(run_id, safe='')}",
+        "api_records": f"/llm-evaluations/api/dags/{dag_id}/runs/{quote(run_id, safe='')}/models/given-a/records",
+        "trend": f"/llm-evaluations/dags/{dag_id}/trend",
+    }
+
+
+def test_anonymous_and_bad_tokens_are_refused_everywhere(client, web_run):
+    for url in ["/llm-evaluations/", *_urls(*web_run).values()]:
+        assert client.get(url).status_code == 401, url
+        bad = client.get(url, headers={"Authorization": "Bearer not-a-token"})
+        assert bad.status_code == 403, url
+        assert "Paris" not in bad.text
+
+
+def test_a_user_who_may_not_read_the_dag_sees_none_of_its_results(client, web_run):
+    headers = _token(client, "outsider")
+    for url in _urls(*web_run).values():
+        response = client.get(url, headers=headers)
+        assert response.status_code == 403, url
+        assert "given-a" not in response.text
+    index = client.get("/llm-evaluations/", headers=headers)
+    assert index.status_code == 200 and "web-evals" not in index.text
+    assert "No LLM evaluation DAG that you may read" in index.text
+
+
+def test_the_evaluations_page_lists_the_dag_with_its_latest_run_and_selection(client, web_run):
+    dag_id, run_id = web_run
+    page = client.get("/llm-evaluations/", headers=_token(client, "reader"))
+    assert page.status_code == 200
+    assert "script-src" not in page.headers["content-security-policy"]  # no script may run at all
+    row = re.search(r"<tr>\s*<td>web-evals</td>(.*?)</tr>", page.text, re.S).group(1)
+    assert f'href="dags/web-evals/runs/{quote(run_id, safe="")}/leaderboard"' in row
+    assert "<td>given-a</td>" in row  # selected: 3 of 4 right against 1 of 4
+    assert 'href="dags/web-evals/trend"' in row
+
+
+def test_the_leaderboard_tab_shows_the_ranking_with_links_to_the_records(client, web_run):
+    urls = _urls(*web_run)
+    headers = _token(client, "reader")
+    page = client.get(urls["leaderboard"], headers=headers)
+    assert page.status_code == 200, page.text
+    assert "<b>Selected:</b> given-a." in page.text
+    assert '<a href="models/given-a/records">given-a</a>' in page.text
+    trend = client.get(urls["trend"], headers=headers)
+    assert trend.status_code == 200 and "given-a" in trend.text
+    api = client.get(urls["api"], headers=headers).json()
+    assert api["selection"]["best"] == "given-a"
+    assert [m["model"] for m in api["models"]] == ["given-a", "given-b"]
+    factual = {m["model"]: m["algorithms"][0]["scores"][0]["value"] for m in api["models"]}
+    assert factual == {"given-a": 0.75, "given-b": 0.25}
+
+
+def test_the_records_view_filters_and_compares_and_escapes_what_models_wrote(client, web_run):
+    urls = _urls(*web_run)
+    headers = _token(client, "reader")
+    page = client.get(urls["records"], params={"category": "markup", "compare": "given-b"}, headers=headers)
+    assert page.status_code == 200
+    assert "2 of 4 records match" in page.text
+    assert "<script>" not in page.text and "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;" in page.text
+    assert "&#34;hi&#34; &amp; &#39;bye&#39;" in page.text
+    assert LONG in page.text  # given-b's 8,000-character answer, side by side
+    assert "Paris" not in page.text  # a geo record
+    low = client.get(
+        urls["api_records"],
+        params={"metric": "FactualKnowledge/factual_knowledge", "max_score": "0.5"},
+        headers=headers,
+    ).json()
+    assert [r["record_id"] for r in low["records"]] == ["r2"] and low["total"] == 4
+    search = client.get(urls["api_records"], params={"q": "JAPAN", "compare": "given-b"}, headers=headers).json()
+    assert [(r["record_id"], r["compared"]["model_output"]) for r in search["records"]] == [("r2", "Tokyo")]
+
+
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/llm-evaluations/dags/web-evals/runs/no-such-run/leaderboard", 404, "has no run 'no-such-run'"),
+        ("/llm-evaluations/dags/web-evals/runs/{run}/models/config.json/records", 404, "has no model 'config.json'"),
+        ("/llm-evaluations/dags/web-evals/runs/{run}/models/..%2F..%2Fconfig.json/records", 404, "Not Found"),
+        (
+            "/llm-evaluations/dags/web-evals/runs/{run}/models/given-a/records?min_score=abc",
+            404,
+            "min_score must be a number",
+        ),
+    ],
+)
+def test_unknown_runs_models_and_bad_filters_get_a_clear_answer(client, web_run, path, status, message):
+    response = client.get(path.format(run=quote(web_run[1], safe="")), headers=_token(client, "admin"))
+    assert response.status_code == status and message in response.text
+    assert "FactualKnowledge" not in response.text
+
+
+def test_the_plugin_registers_the_nav_page_and_the_run_tab():
+    from airflow import plugins_manager
+
+    views = {v["name"]: v for v in plugins_manager._get_ui_plugins()[0]}
+    assert views["Leaderboard"]["destination"] == "dag_run"
+    assert "{DAG_ID}" in views["Leaderboard"]["href"] and "{RUN_ID}" in views["Leaderboard"]["href"]
+    assert views["LLM evaluations"]["destination"] == "nav"
