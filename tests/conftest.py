@@ -3,6 +3,7 @@ Airflow is imported, and the helpers tests share."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,58 @@ def airflow_db() -> Path:
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
     return home
+
+
+API_USERS = {"admin": "admin", "reader": "viewer:evals", "outsider": "viewer:others"}  # name: role[:team]
+
+
+@pytest.fixture(scope="module")
+def airflow_api(airflow_db, tmp_path_factory):
+    """Airflow's api-server app (with the plugins) in process, under the Simple auth manager in
+    multi-team mode with the users of API_USERS (password: `<name>-pw`) and their teams."""
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
+    passwords.write_text(json.dumps({user: f"{user}-pw" for user in API_USERS}))
+    with create_session() as session:
+        for name in ("evals", "others"):
+            if session.scalar(select(Team).where(Team.name == name)) is None:
+                session.add(Team(name=name))
+    with pytest.MonkeyPatch.context() as mp:
+        simple = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        mp.setenv("AIRFLOW__CORE__AUTH_MANAGER", simple)
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in API_USERS.items()))
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+        mp.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
+        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-for-the-api-tests")
+        purge_cached_app()
+        with TestClient(create_app("core")) as client:
+            yield client
+        purge_cached_app()
+
+
+def api_token(client, user: str) -> dict[str, str]:
+    """Headers with a token of one of API_USERS."""
+    response = client.post("/auth/token", json={"username": user, "password": f"{user}-pw"})
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def put_bundles_in_team(team: str) -> None:
+    """Put every DAG bundle in `team`'s keeping, as a bundle's `team_name` does."""
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.models.team import Team
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        owner = session.scalar(select(Team).where(Team.name == team))
+        for bundle in session.scalars(select(DagBundleModel)):
+            bundle.teams = [owner]
 
 
 @pytest.fixture(autouse=True)

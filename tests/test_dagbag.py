@@ -203,3 +203,17 @@ def test_local_target_under_a_multi_host_executor_needs_one_workers_queue(monkey
     assert {t.queue for t in bag.dags["pinned"].tasks} == {"host-a"}
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     assert "spread" in _dagbag(monkeypatch, write_config.folder).dags
+
+
+@pytest.mark.parametrize("target", ["local", "sagemaker"])
+def test_review_sits_between_selection_and_registration(monkeypatch, write_config, target):
+    from sagemaker_fixtures import sagemaker_config
+
+    cfg = local_config("reviewed") if target == "local" else sagemaker_config("reviewed", ["m-one", "m-two"])
+    cfg["registry"] = {"model_package_group_name": "reviewed", "approval": "review", "review_timeout_minutes": 90}
+    write_config("reviewed.yaml", cfg)
+    dag = _dagbag(monkeypatch, write_config.folder).dags["reviewed"]
+    review = dag.get_task("review")
+    assert review.upstream_task_ids == {"select"} and "register" in review.downstream_task_ids
+    assert review.options == ["Approve", "Reject"] and list(review.params) == ["comment"]
+    assert review.response_timeout.total_seconds() == 90 * 60

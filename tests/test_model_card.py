@@ -23,6 +23,7 @@ FACTS = CardFacts(
     selection="highest composite score 1.000 over 2 eligible model(s).",
     gate="m-one beats champion m-two on every gate metric.",
     artifact="s3://bucket/training/output/model.tar.gz",
+    review="Approved by alice at 2026-11-29T10:05:00+00:00: answers checked",
 )
 
 
@@ -60,6 +61,8 @@ def test_the_content_is_what_the_sdks_model_card_classes_build():
         evaluation["metadata"]["catalog_version"] == "2026-11-29" and evaluation["metadata"]["run_id"] == FACTS.run_id
     )
     assert card["additional_information"]["custom_details"]["approval_status"] == APPROVED
+    assert card["additional_information"]["custom_details"]["review"] == FACTS.review
+    assert f"Approval: Approved ({FACTS.review})." in evaluation["evaluation_observation"]
     assert card["model_overview"]["model_artifact"] == [FACTS.artifact]
 
 

@@ -1,6 +1,7 @@
 """The Airflow plugin's pages and API, served by Airflow's own api-server app (in process) with
-the Simple auth manager in multi-team mode, so that DAG-level authorization is Airflow's own:
-a reader of the evaluation DAGs' team, a viewer of another team, and anonymous requests.
+the Simple auth manager in multi-team mode (conftest's `airflow_api`), so that DAG-level
+authorization is Airflow's own: a reader of the evaluation DAGs' team, a viewer of another
+team, and anonymous requests.
 
 The run is real (two models given by their outputs, scored by the evaluation entry point);
 the dataset and outputs hold `<script>`, quotes and an 8,000-character line.
@@ -14,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from conftest import local_config, run_dag
+from conftest import api_token, local_config, put_bundles_in_team, run_dag
 
 LONG = "x" * 8000
 XSS = "<script>document.title='pwned'</script>"
@@ -24,7 +25,6 @@ QUESTIONS = [  # (id, question, answer, category, output of given-a, output of g
     ("r3", f"Repeat {XSS}", XSS, "markup", XSS, "no"),
     ("r4", "Say \"hi\" & 'bye'", "\"hi\" & 'bye'", "markup", "\"hi\" & 'bye'", LONG),
 ]
-USERS = {"admin": "admin", "reader": "viewer:evals", "outsider": "viewer:others"}
 
 
 @pytest.fixture(scope="module")
@@ -57,50 +57,10 @@ def web_run(airflow_db, tmp_path_factory):
     return dag.dag_id, dag_run.run_id
 
 
-def _teams(owner: str, *others: str) -> None:
-    """Create the teams and put every DAG bundle in `owner`'s, as `airflow teams create` and a
-    bundle's `team_name` do."""
-    from airflow.models.dagbundle import DagBundleModel
-    from airflow.models.team import Team
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        teams = {}
-        for name in (owner, *others):
-            teams[name] = session.scalar(select(Team).where(Team.name == name)) or Team(name=name)
-            session.add(teams[name])
-        for bundle in session.scalars(select(DagBundleModel)):
-            bundle.teams = [teams[owner]]
-
-
 @pytest.fixture(scope="module")
-def client(web_run, tmp_path_factory):
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-    from fastapi.testclient import TestClient
-
-    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
-    passwords.write_text(json.dumps({user: f"{user}-pw" for user in USERS}))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(
-            "AIRFLOW__CORE__AUTH_MANAGER",
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        )
-        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, r in USERS.items()))
-        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-        mp.setenv("AIRFLOW__CORE__MULTI_TEAM", "True")
-        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-for-the-web-tests")
-        _teams("evals", "others")
-        purge_cached_app()
-        with TestClient(create_app("core")) as test_client:
-            yield test_client
-        purge_cached_app()
-
-
-def _token(client, user: str) -> dict[str, str]:
-    response = client.post("/auth/token", json={"username": user, "password": f"{user}-pw"})
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+def client(web_run, airflow_api):
+    put_bundles_in_team("evals")
+    return airflow_api
 
 
 def _urls(dag_id: str, run_id: str) -> dict[str, str]:
@@ -123,7 +83,7 @@ def test_anonymous_and_bad_tokens_are_refused_everywhere(client, web_run):
 
 
 def test_a_user_who_may_not_read_the_dag_sees_none_of_its_results(client, web_run):
-    headers = _token(client, "outsider")
+    headers = api_token(client, "outsider")
     for url in _urls(*web_run).values():
         response = client.get(url, headers=headers)
         assert response.status_code == 403, url
@@ -135,7 +95,7 @@ def test_a_user_who_may_not_read_the_dag_sees_none_of_its_results(client, web_ru
 
 def test_the_evaluations_page_lists_the_dag_with_its_latest_run_and_selection(client, web_run):
     dag_id, run_id = web_run
-    page = client.get("/llm-evaluations/", headers=_token(client, "reader"))
+    page = client.get("/llm-evaluations/", headers=api_token(client, "reader"))
     assert page.status_code == 200
     assert "script-src" not in page.headers["content-security-policy"]  # no script may run at all
     row = re.search(r"<tr>\s*<td>web-evals</td>(.*?)</tr>", page.text, re.S).group(1)
@@ -146,7 +106,7 @@ def test_the_evaluations_page_lists_the_dag_with_its_latest_run_and_selection(cl
 
 def test_the_leaderboard_tab_shows_the_ranking_with_links_to_the_records(client, web_run):
     urls = _urls(*web_run)
-    headers = _token(client, "reader")
+    headers = api_token(client, "reader")
     page = client.get(urls["leaderboard"], headers=headers)
     assert page.status_code == 200, page.text
     assert "<b>Selected:</b> given-a." in page.text
@@ -162,7 +122,7 @@ def test_the_leaderboard_tab_shows_the_ranking_with_links_to_the_records(client,
 
 def test_the_records_view_filters_and_compares_and_escapes_what_models_wrote(client, web_run):
     urls = _urls(*web_run)
-    headers = _token(client, "reader")
+    headers = api_token(client, "reader")
     page = client.get(urls["records"], params={"category": "markup", "compare": "given-b"}, headers=headers)
     assert page.status_code == 200
     assert "2 of 4 records match" in page.text
@@ -194,7 +154,7 @@ def test_the_records_view_filters_and_compares_and_escapes_what_models_wrote(cli
     ],
 )
 def test_unknown_runs_models_and_bad_filters_get_a_clear_answer(client, web_run, path, status, message):
-    response = client.get(path.format(run=quote(web_run[1], safe="")), headers=_token(client, "admin"))
+    response = client.get(path.format(run=quote(web_run[1], safe="")), headers=api_token(client, "admin"))
     assert response.status_code == status and message in response.text
     assert "FactualKnowledge" not in response.text
 

@@ -3,7 +3,7 @@
     preprocess -> plan -> model[i]         (mapped: deploy -> evaluate -> teardown)
                        -> tuned_model[j]   (mapped: finetune -> deploy -> evaluate -> teardown)
                        -> bedrock_model[k] (mapped: evaluate; SageMaker target only)
-               -> select -> register -> report -> verdict
+               -> select [-> review] -> register -> report -> verdict
 
 The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
 tasks. Parsing stays cheap: only the config model and Airflow's SDK are imported here;
@@ -24,7 +24,7 @@ from airflow.sdk import DAG, Param, get_current_context, get_parsing_context, ta
 
 from llmeval import runtime, targets
 from llmeval.config import ConfigError, EvalConfig, Problem, configs_dir, load_folder
-from llmeval.tasks import GROUPS, current_run, model_xcom, record_task_failure
+from llmeval.tasks import GROUPS, current_run, record_task_failure, results_of
 
 log = logging.getLogger("llmeval.factory")
 
@@ -75,15 +75,6 @@ def _doc(cfg: EvalConfig, source: Path) -> str:
         f"Config: `{source}` (target **{cfg.target}**)\n\nDataset: `{cfg.dataset.dataset_name}` "
         f"({cfg.dataset.input_data_location})\n\nModels:\n{models}\n\nAlgorithms: {algos}\n"
     )
-
-
-def _results(run: Any, frozen: EvalConfig, target: targets.Target, models: list[str]) -> list:
-    """Each model's result: the summary its branch handed on by XCom, else the failure its
-    branch recorded in the run store."""
-    from llmeval.steps import model_result
-
-    ti = get_current_context()["ti"]
-    return [model_result(run.folder, m, model_xcom(ti, frozen.model(m).kind, target.result_task, m)) for m in models]
 
 
 def build_dag(cfg: EvalConfig, source: Path) -> DAG:
@@ -173,15 +164,15 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
             run = current_run()
             frozen = run.config()
-            return select_best(frozen, run.folder, _results(run, frozen, target, models)).to_dict()
+            return select_best(frozen, run.folder, results_of(run, frozen, models)).to_dict()
 
-        @task
+        @task(trigger_rule="none_failed")  # runs after a review skipped for want of a selected model
         def register(selection: dict[str, Any], models: list[str]) -> dict[str, Any]:
-            """Register the selected model with its metrics and approval status."""
+            """Register the selected model with its metrics and approval status (the review's, if any)."""
             from llmeval.selection import Selection
             from llmeval.steps import register_best
 
-            run = current_run()
+            run, ti = current_run(), get_current_context()["ti"]
             frozen = run.config()
             return register_best(
                 frozen,
@@ -189,10 +180,11 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 target.registry(frozen, run),
                 run.run_id,
                 Selection.from_dict(selection),
-                _results(run, frozen, target, models),
+                results_of(run, frozen, models),
                 run.catalog_version,
                 enabled=bool(run.params.get("register", True)),
                 dag_id=run.dag_id,
+                review=ti.xcom_pull(task_ids="review") if frozen.registry.approval == "review" else None,
             )
 
         @task(trigger_rule="all_done")
@@ -208,7 +200,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 frozen,
                 run.folder,
                 run.run_id,
-                _results(run, frozen, target, models),
+                results_of(run, frozen, models),
                 run.catalog_version,
                 Selection.from_dict(selection) if selection else None,
                 ti.xcom_pull(task_ids="register"),
@@ -223,7 +215,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             frozen = run.config()
             problems = [
                 f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
-                for r in _results(run, frozen, target, models)
+                for r in results_of(run, frozen, models)
                 if not r.succeeded
             ]
             if ti.xcom_pull(task_ids="select") and ti.xcom_pull(task_ids="register") is None:
@@ -244,6 +236,14 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             steps.__doc__ = docs[kind]
             task_group(group_id=group_id)(steps).expand(model_name=names) >> chosen
         registered = register(chosen, models)
+        if cfg.registry.approval == "review":
+            from llmeval.review import review_task
+
+            (
+                chosen
+                >> review_task(cfg.registry.review_timeout_minutes, cfg.registry.review_flagged_records)
+                >> registered
+            )
         written = report(models)
         registered >> written >> verdict(models)
     return dag

@@ -33,6 +33,7 @@ class CardFacts:
     selection: str
     gate: str
     artifact: str  # the model's artifacts: a fine-tuned model's S3 data, else its model id
+    review: str = ""  # who approved or rejected it in Airflow, when, and their comment
 
 
 def _metric(name: str, value: float, notes: str) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def content(cfg: EvalConfig, result: ModelResult, facts: CardFacts) -> dict[str,
             {
                 "name": f"{cfg.dataset.dataset_name} (catalog version {facts.catalog_version})"[:63],
                 "evaluation_observation": f"{facts.selection} Champion gate: {facts.gate} "
-                f"Approval: {facts.approval_status}.",
+                f"Approval: {facts.approval_status}{f' ({facts.review})' if facts.review else ''}.",
                 "datasets": [cfg.dataset.input_data_location],
                 "metadata": {
                     "dag_id": facts.dag_id,
@@ -94,6 +95,7 @@ def content(cfg: EvalConfig, result: ModelResult, facts: CardFacts) -> dict[str,
             "only on the same catalog version.",
             "custom_details": {
                 "approval_status": facts.approval_status,
+                **({"review": facts.review[:1000]} if facts.review else {}),
                 "champion_gate": facts.gate[:1000],
                 "run_id": facts.run_id,
             },

@@ -157,8 +157,12 @@ def register_best(
     catalog_version: str,
     enabled: bool = True,
     dag_id: str = "",
+    review: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Register the selected model, gated against the champion; the outcome is saved."""
+    """Register the selected model, gated against the champion and, with `approval: review`,
+    as the reviewer decided (`review.outcome`); the outcome is saved."""
+    from llmeval.review import APPROVE, REJECT, review_text
+
     if not enabled:
         outcome: dict[str, Any] = {"registered": False, "reason": "registration disabled for this run"}
     elif selection.best is None:
@@ -169,8 +173,15 @@ def register_best(
         decision = gate_decision(cfg, registry, dag_id or cfg.pipeline.name, catalog_version, best, results, run_folder)
         log.info("champion gate: %s", decision.reason)
         status = APPROVED if cfg.registry.approval == "auto" else PENDING
-        if not decision.passed:
+        decided = (review or {}).get("decision")
+        if decided == APPROVE:
+            status = APPROVED
+        rejected = not decision.passed or decided == REJECT
+        if rejected:
             status = REJECTED
+        reviewed = review_text(review)
+        if reviewed:
+            log.info("review: %s", reviewed)
         metrics = {m: asdict(s) for m, s in best.scores_by_metric().items()}
         metadata = {
             "model_id": model.model_id,
@@ -181,6 +192,7 @@ def register_best(
             "records_evaluated": best.generation.records_evaluated,
             "catalog_version": catalog_version,
             "gate": decision.reason[:250],
+            **({"review": reviewed[:250]} if reviewed else {}),
         }
         training = best.metadata.get("training")
         if training:  # a tuned model: reference its training run and metrics
@@ -193,7 +205,7 @@ def register_best(
                     if k in ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")
                 }
             )
-        if decision.passed or cfg.registry.on_gate_fail == "reject":
+        if not rejected or cfg.registry.on_gate_fail == "reject":
             facts = CardFacts(
                 dag_id=dag_id or cfg.pipeline.name,
                 run_id=run_id,
@@ -202,14 +214,16 @@ def register_best(
                 selection=next(c.reason for c in selection.ranking if c.model == selection.best) + ".",
                 gate=decision.reason + ".",
                 artifact=(training or {}).get("artifact") or model.model_id,
+                review=reviewed,
             )
             version = registry.register(
                 cfg.registry_group, selection.best, run_id, status, metrics, metadata, card_content(cfg, best, facts)
             )
-            outcome = {"registered": True, **asdict(version), "gate": asdict(decision)}
+            outcome = {"registered": True, **asdict(version), "gate": asdict(decision), "review": review}
             log.info("registered %s as %s v%d (%s)", selection.best, version.group, version.version, status)
         else:
-            outcome = {"registered": False, "reason": decision.reason, "gate": asdict(decision)}
+            reason = decision.reason if not decision.passed else f"rejected in review: {reviewed}"
+            outcome = {"registered": False, "reason": reason, "gate": asdict(decision), "review": review}
     store.write_text(run_folder / store.REGISTRATION, json.dumps(outcome, indent=2, default=str))
     return outcome
 
@@ -219,12 +233,16 @@ def registration_text(outcome: dict[str, Any] | None) -> str:
         return "register step did not complete"
     if not outcome.get("registered"):
         return f"not registered: {outcome.get('reason')}"
+    from llmeval.review import review_text
+
     gate = outcome.get("gate", {}).get("reason")
     text = (
         f"{outcome['model']} registered as {outcome['group']} version {outcome['version']} "
         f"({outcome['approval_status']})"
     )
-    return f"{text}; champion gate: {gate}" if gate else text
+    text = f"{text}; champion gate: {gate}" if gate else text
+    reviewed = review_text(outcome.get("review"))
+    return f"{text}; review: {reviewed}" if reviewed else text
 
 
 def report_input(

@@ -117,6 +117,17 @@ def model_xcom(ti: Any, kind: str, task: str, model: str, key: str = "return_val
     return ti.xcom_pull(task_ids=f"{GROUPS[kind]}.{task}", map_indexes=planned.index(model), key=key)
 
 
+def results_of(run: CurrentRun, frozen: EvalConfig, models: list[str]) -> list:
+    """Each model's result (`ModelResult`): the summary its branch handed on by XCom, else the
+    failure its branch recorded in the run store."""
+    from llmeval import targets
+    from llmeval.steps import model_result
+
+    ti = get_current_context()["ti"]
+    result_task = targets.get(frozen.target).result_task
+    return [model_result(run.folder, m, model_xcom(ti, frozen.model(m).kind, result_task, m)) for m in models]
+
+
 def record_task_failure(context: dict[str, Any]) -> None:
     """Failure callback: name the model and the step in the log and in the model's folder
     (operator tasks cannot record it themselves)."""

@@ -300,8 +300,20 @@ class GateRule(_MetricRef):
 
 class RegistrySection(_Strict):
     model_package_group_name: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-    approval: Literal["auto", "manual"] = Field(
-        "auto", description="auto: Approved when selection passes; manual: PendingManualApproval."
+    approval: Literal["auto", "manual", "review"] = Field(
+        "auto",
+        description="auto: Approved when selection passes; manual: PendingManualApproval; review: a person "
+        "approves or rejects in the run's required actions in Airflow before the version is registered.",
+    )
+    review_timeout_minutes: float = Field(
+        1440, gt=0, description="review: with no answer after this long, register as PendingManualApproval."
+    )
+    review_flagged_records: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="review: how many of the selected model's lowest-scoring and most-"
+        "disagreeing records the review shows.",
     )
     gate: list[GateRule] = Field([], description="Champion gate; empty: no comparison with the champion.")
     on_gate_fail: Literal["reject", "skip"] = Field(

@@ -1,0 +1,193 @@
+"""Human review before promotion (`registry.approval: review`).
+
+The `review` task sits between selection and registration: an Airflow human-in-the-loop task
+(in Airflow 3.3 it waits in the awaiting-input state, holding no worker slot) whose body shows
+the ranking with intervals, the champion gate's verdict, the records worth a look and a link
+to the run's Leaderboard tab. Approve registers the version as Approved, Reject as Rejected (or
+not at all when `on_gate_fail: skip`); no answer within the timeout leaves it
+PendingManualApproval. The reviewer, time and comment go to the registry and the model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import Param
+
+from llmeval.html import render
+
+APPROVE, REJECT = "Approve", "Reject"
+TASK_ID = "review"
+LEADERBOARD_TAB = "llm-leaderboard"  # the plugin's dag_run view
+
+
+@dataclass(frozen=True)
+class Flag:
+    record_id: str
+    why: str
+    prompt: str
+    output: str
+    reference: str
+    score: float | None
+
+
+def flagged_records(
+    records: dict[str, list[dict[str, Any]]], best: str, metric: str, higher_is_better: bool, limit: int
+) -> list[Flag]:
+    """Up to `limit` of the selected model's records: half its lowest-scoring on `metric`, then
+    those where it differs most from the other models' mean score on the same record."""
+    from llmeval.web.records import score_of
+
+    mine = {str(r.get("record_id")): r for r in records.get(best, [])}
+    scored = {k: v for k, r in mine.items() if (v := score_of(r, metric)) is not None}
+    sign = 1.0 if higher_is_better else -1.0
+    lowest = sorted(scored, key=lambda k: (sign * scored[k], k))
+    others: dict[str, list[float]] = {}
+    for model, rows in records.items():
+        if model != best:
+            for row in rows:
+                value = score_of(row, metric)
+                if value is not None and str(row.get("record_id")) in scored:
+                    others.setdefault(str(row.get("record_id")), []).append(value)
+    gaps = {k: abs(scored[k] - sum(v) / len(v)) for k, v in others.items()}
+    disagreeing = sorted((k for k in gaps if gaps[k] > 0), key=lambda k: (-gaps[k], k))
+    chosen: dict[str, str] = {}
+    for k in lowest[: (limit + 1) // 2]:
+        chosen[k] = f"lowest {metric}"
+    for k in disagreeing:
+        if len(chosen) >= limit:
+            break
+        chosen.setdefault(k, f"differs from the other models by {gaps[k]:.2f}")
+    for k in lowest:  # fill up when few records disagree
+        if len(chosen) >= limit:
+            break
+        chosen.setdefault(k, f"lowest {metric}")
+    return [
+        Flag(
+            k,
+            why,
+            _short(mine[k].get("prompt") or mine[k].get("model_input")),
+            _short(mine[k].get("model_output")),
+            _short(mine[k].get("target_output")),
+            scored.get(k),
+        )
+        for k, why in chosen.items()
+    ]
+
+
+def _short(text: Any, limit: int = 200) -> str:
+    """One line of plain text for a Markdown code span: no backticks, no line breaks."""
+    flat = " ".join(str("" if text is None else text).replace("`", "'").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def leaderboard_link(base_url: str, dag_id: str, run_id: str) -> str:
+    return (
+        f"{base_url.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/plugin/{LEADERBOARD_TAB}"
+    )
+
+
+def outcome(event: dict[str, Any]) -> dict[str, Any]:
+    """What the register step needs from the review task's answer (or its timeout)."""
+    if "error" in event:
+        return {"decision": None, "why": f"no review answer: {event.get('error_type', 'error')}"}
+    by = event.get("responded_by_user") or {}
+    at = event.get("responded_at")
+    return {
+        "decision": (event.get("chosen_options") or [None])[0],
+        "by": by.get("name") or by.get("id") or "unknown",
+        "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+        "comment": str((event.get("params_input") or {}).get("comment") or ""),
+    }
+
+
+def review_text(review: dict[str, Any] | None) -> str:
+    """The review for the registry's metadata, the report and the model card."""
+    if not review:
+        return ""
+    if not review.get("decision"):
+        return review.get("why", "no review answer")
+    comment = f": {review['comment']}" if review.get("comment") else ""
+    done = {APPROVE: "Approved", REJECT: "Rejected"}.get(review["decision"], review["decision"])
+    return f"{done} by {review['by']} at {review['at']}{comment}"
+
+
+class ReviewOperator(HITLOperator):
+    """Approve or reject the selected model, with a comment, before it is registered."""
+
+    def __init__(self, *, flagged: int, **kwargs: Any) -> None:
+        kwargs.pop("params", None)  # the DAG's Params: a review form shows only its own
+        super().__init__(
+            options=[APPROVE, REJECT],
+            params={"comment": Param("", type="string", title="Comment", description="Why (kept in the registry).")},
+            **kwargs,
+        )
+        self.flagged = flagged
+
+    def execute(self, context: Any) -> Any:
+        self.body = self.brief(context)
+        return super().execute(context)
+
+    def brief(self, context: Any) -> str:
+        from airflow.configuration import conf
+
+        from llmeval import targets
+        from llmeval.paired import read_records
+        from llmeval.selection import Selection
+        from llmeval.steps import gate_decision
+        from llmeval.tasks import current_run, results_of
+
+        run, ti = current_run(), context["ti"]
+        cfg = run.config()
+        selection = Selection.from_dict(ti.xcom_pull(task_ids="select"))
+        results = results_of(run, cfg, ti.xcom_pull(task_ids="plan") or [])
+        by_model = {r.model: r for r in results}
+        rule = selection.rules[0] if selection.rules else None
+        gate = flags = None
+        if selection.best:
+            target = targets.get(cfg.target)
+            gate = gate_decision(
+                cfg,
+                target.registry(cfg, run),
+                run.dag_id,
+                run.catalog_version,
+                by_model[selection.best],
+                results,
+                run.folder,
+            )
+            records = {
+                r.model: rows for r in results if r.succeeded and (rows := read_records(run.model_folder(r.model)))
+            }
+            if rule:
+                flags = flagged_records(
+                    records, selection.best, rule["metric"], rule["direction"] == "higher", self.flagged
+                )
+        return render(
+            "review.md",
+            selection=selection,
+            rule=rule,
+            scores={m: r.scores_by_metric().get(rule["metric"]) for m, r in by_model.items()} if rule else {},
+            gate=gate,
+            flags=flags or [],
+            link=leaderboard_link(conf.get("api", "base_url", fallback="") or "", run.dag_id, run.run_id),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if "error" in event:  # the timeout: no decision, registered as PendingManualApproval
+            self.log.warning("no review answer: %s", event.get("error_type"))
+            return outcome(event)
+        return outcome(super().execute_complete(context, event))
+
+
+def review_task(timeout_minutes: float, flagged: int) -> ReviewOperator:
+    return ReviewOperator(
+        task_id=TASK_ID,
+        subject="Register the selected model?",
+        flagged=flagged,
+        response_timeout=timedelta(minutes=timeout_minutes),
+        doc_md=__doc__,
+    )
