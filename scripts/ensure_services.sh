@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The OS packages the distributed-Airflow tests run for real: PostgreSQL (metadata DB) and
-# Redis (Celery broker). Installed with apt-get when missing; nothing is started here (the
-# tests start private instances on free ports and stop them by PID).
+# The OS packages the tests run for real: PostgreSQL (metadata DB) and Redis (Celery broker)
+# for the distributed-Airflow tests, Chromium for the browser tests. Installed with apt-get
+# when missing; nothing is started here (the tests start private instances and stop them by PID).
 set -euo pipefail
 missing=()
 command -v redis-server > /dev/null || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || missing+=(postgresql)
+command -v chromium > /dev/null || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

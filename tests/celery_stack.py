@@ -50,6 +50,18 @@ def wait_for(predicate, timeout_s: float, what: str, every_s: float = 1.0):
     raise TimeoutError(f"{what}: not reached in {timeout_s:.0f}s (last error: {last})")
 
 
+def call_api(url: str, method: str = "GET", body: dict | None = None, token: str = "") -> tuple[int, dict]:
+    """(status, JSON body) of a REST call, as the user of `token` if given."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 @dataclass
 class Process:
     """One long-running process of the stack, in its own session (so its children go with it)."""
@@ -271,14 +283,7 @@ class Stack:
 
     # ------------------------------------------------------------------ REST API
     def api(self, path: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        url = f"http://127.0.0.1:{self.api_port}/api/v2{path}"
-        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+        return call_api(f"http://127.0.0.1:{self.api_port}/api/v2{path}", method, body)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         status, run = self.api(f"/dags/{dag_id}/dagRuns", "POST", {"logical_date": None, "conf": conf or {}})

@@ -133,7 +133,12 @@ def test_registry_requests_match_the_api_model():
             "count": 48,
         }
     }
-    metadata = {"dataset": "qa_general_knowledge", "model_id": "meta-textgeneration-llama-3-8b", "note": "{braces}"}
+    metadata = {
+        "dataset": "qa_general_knowledge",
+        "model_id": "meta-textgeneration-llama-3-8b",
+        "note": "{braces}",
+        "review": "Approved by alice at 2026-11-30T02:00:00+00:00: answers <b>checked</b>",  # approval: review
+    }
     run_id = "manual__2026-11-28T20:15:11.357135+00:00"
     with Stubber(sm) as sm_stub, Stubber(s3) as s3_stub:
         sm_stub.add_client_error("describe_model_package_group", "ValidationException", "does not exist")
@@ -178,6 +183,9 @@ def test_registry_requests_match_the_api_model():
     assert_valid(sm, "CreateModelPackage", captured)
     assert captured["ModelCard"] == {"ModelCardContent": json.dumps(card), "ModelCardStatus": "Approved"}
     assert captured["CustomerMetadataProperties"]["note"] == "_braces_"
+    assert captured["CustomerMetadataProperties"]["review"] == (
+        "Approved by alice at 2026-11-30T02:00:00+00:00: answers _b_checked_/b_"
+    )
     assert captured["CustomerMetadataProperties"]["FactualKnowledge/factual_knowledge"] == "0.61"
     assert captured["ModelApprovalStatus"] == APPROVED
 

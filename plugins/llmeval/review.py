@@ -38,14 +38,16 @@ class Flag:
 def flagged_records(
     records: dict[str, list[dict[str, Any]]], best: str, metric: str, higher_is_better: bool, limit: int
 ) -> list[Flag]:
-    """Up to `limit` of the selected model's records: half its lowest-scoring on `metric`, then
-    those where it differs most from the other models' mean score on the same record."""
+    """Up to `limit` of the selected model's records: half from its lowest-scoring on `metric`
+    (below its best score), then those where it differs most from the other models' mean score
+    on the same record."""
     from llmeval.web.records import score_of
 
     mine = {str(r.get("record_id")): r for r in records.get(best, [])}
     scored = {k: v for k, r in mine.items() if (v := score_of(r, metric)) is not None}
     sign = 1.0 if higher_is_better else -1.0
-    lowest = sorted(scored, key=lambda k: (sign * scored[k], k))
+    top = max((sign * v for v in scored.values()), default=0.0)
+    lowest = sorted((k for k in scored if sign * scored[k] < top), key=lambda k: (sign * scored[k], k))
     others: dict[str, list[float]] = {}
     for model, rows in records.items():
         if model != best:
@@ -58,14 +60,10 @@ def flagged_records(
     chosen: dict[str, str] = {}
     for k in lowest[: (limit + 1) // 2]:
         chosen[k] = f"lowest {metric}"
-    for k in disagreeing:
+    for k in [*disagreeing, *lowest]:  # then fill up from the rest of either list
         if len(chosen) >= limit:
             break
-        chosen.setdefault(k, f"differs from the other models by {gaps[k]:.2f}")
-    for k in lowest:  # fill up when few records disagree
-        if len(chosen) >= limit:
-            break
-        chosen.setdefault(k, f"lowest {metric}")
+        chosen.setdefault(k, f"differs from the other models by {gaps[k]:.2f}" if gaps.get(k) else f"lowest {metric}")
     return [
         Flag(
             k,
@@ -123,7 +121,11 @@ class ReviewOperator(HITLOperator):
         kwargs.pop("params", None)  # the DAG's Params: a review form shows only its own
         super().__init__(
             options=[APPROVE, REJECT],
-            params={"comment": Param("", type="string", title="Comment", description="Why (kept in the registry).")},
+            params={
+                "comment": Param(
+                    None, type=["null", "string"], title="Comment", description="Why (kept in the registry)."
+                )
+            },
             **kwargs,
         )
         self.flagged = flagged

@@ -167,7 +167,8 @@ def leaderboard(run: RunRef, record_links: dict[str, str], trend_link: str) -> R
     if cfg is None:
         raise NotFound(f"run {run.run_id!r} has not written its config yet (preprocess has not finished)")
     results = [read_model(run, m) for m in models_of(run)]
-    return report_input(
+    registration = read_json(run.folder / store.REGISTRATION)
+    data = report_input(
         cfg.pipeline.name,
         cfg.dataset.dataset_name,
         run.folder,
@@ -175,10 +176,13 @@ def leaderboard(run: RunRef, record_links: dict[str, str], trend_link: str) -> R
         results,
         run.catalog_version,
         selection_of(run) or select(cfg, results),
-        read_json(run.folder / store.REGISTRATION),
+        registration,
         trend_link,
         record_links,
     )
+    if registration is None and run.state in ("queued", "running"):
+        data.registration = "not decided yet (the run is still going)"
+    return data
 
 
 def read_model(run: RunRef, model: str) -> ModelResult:

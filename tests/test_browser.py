@@ -1,0 +1,205 @@
+"""In a real headless Chromium (Debian's, driven by Playwright) against `airflow standalone`:
+a reviewer logs in, reads the run's Leaderboard tab, filters the records view, approves in the
+run's required actions, and the registry shows their approval; a user of another team is
+refused the tab and the API; a `<script>` a model wrote does not run; the leaderboard prints
+to PDF. Screenshots and the PDF go to test-output/browser/."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import yaml
+from airflow_standalone import USERS, Standalone
+from conftest import CONFIGS, ROOT
+from llmeval.registry import LocalRegistry
+from llmeval.store import safe_segment
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "browser"
+DEMO = "llm-eval-local-demo"
+XSS_DAG = "web-xss"
+XSS = "<script>document.title='pwned'</script>"
+IMG = "<img src=x onerror=\"document.title='pwned'\">"
+XSS_RECORDS = [  # id, question, answer, category, given-a's output, given-b's output
+    ("x1", "Capital of France?", "Paris", "geo", "Paris", "Lyon"),
+    ("x2", f"Repeat {XSS}", XSS, "markup", XSS, IMG),
+    ("x3", "Say \"hi\" & 'bye'", "hi", "markup", IMG, "hi"),
+]
+
+
+def _configs(folder: Path, data: Path) -> None:
+    demo = yaml.safe_load((CONFIGS / "local_demo.yaml").read_text())
+    demo["registry"] = {**demo["registry"], "approval": "review", "review_flagged_records": 4}
+    (folder / "local_demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
+    rows = data / "xss.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"id": i, "question": q, "answer": a, "category": c}) + "\n" for i, q, a, c, *_ in XSS_RECORDS
+        )
+    )
+    models = []
+    for n, name in enumerate(("given-a", "given-b")):
+        given = data / f"{name}.jsonl"
+        given.write_text("".join(json.dumps({"record_id": r[0], "model_output": r[4 + n]}) + "\n" for r in XSS_RECORDS))
+        models.append({"name": name, "model_id": f"vendor-{name}", "outputs_location": str(given)})
+    xss = {
+        "target": "local",
+        "pipeline": {"name": XSS_DAG},
+        "dataset": {
+            "dataset_name": "markup",
+            "input_data_location": str(rows),
+            "model_input_key": "question",
+            "target_output_key": "answer",
+            "category_key": "category",
+        },
+        "models": models,
+        "algorithms": [{"algorithm": "FactualKnowledge"}],
+        "registry": {"model_package_group_name": XSS_DAG},
+    }
+    (folder / "xss.yaml").write_text(yaml.safe_dump(xss, sort_keys=False))
+
+
+class UI:
+    def __init__(self, airflow: Standalone, browser, artifacts: Path):
+        self.airflow, self.browser, self.artifacts = airflow, browser, artifacts
+
+    def login(self, user: str):
+        """A page of a new browser context, signed in through Airflow's login form."""
+        page = self.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(f"{self.airflow.url}/")
+        page.get_by_label("Username").fill(user)
+        page.get_by_label("Password").fill(USERS[user][2])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/" not in url)
+        return page
+
+    def shot(self, page, name: str) -> None:
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def run_folder(self, dag_id: str, run_id: str) -> Path:
+        return self.artifacts / "runs" / safe_segment(dag_id) / safe_segment(run_id)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make services` installs it"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("standalone")
+    configs, data, artifacts = root / "configs", root / "data", root / "artifacts"
+    configs.mkdir(), data.mkdir()
+    _configs(configs, data)
+    airflow = Standalone(root, configs, artifacts)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            airflow.start()
+            yield UI(airflow, browser, artifacts)
+        finally:
+            browser.close()
+            assert airflow.stop(), "airflow standalone left processes behind"
+
+
+def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
+    airflow = ui.airflow
+    run_id = airflow.trigger(DEMO, {"models": ["smollm2-chat-greedy", "smollm2-completion"], "num_records": 13})
+    airflow.wait_task_state(DEMO, run_id, "review[-1]", "awaiting_input")
+    run = quote(run_id, safe="")
+    page = ui.login("reviewer")
+
+    page.goto(f"{airflow.url}/dags/{DEMO}/runs/{run}/plugin/llm-leaderboard")
+    tab = page.frame_locator("iframe[title='Leaderboard']")
+    selected = re.search(r"Selected: (\S+)\.", tab.locator("p", has_text="Selected:").inner_text()).group(1)
+    folder = ui.run_folder(DEMO, run_id)
+    assert selected == json.loads((folder / "selection.json").read_text())["best"]
+    result = json.loads((folder / "models" / selected / "results.json").read_text())
+    score = result["algorithms"][0]["scores"][0]["value"]
+    first = tab.locator("table").first.locator("tr").nth(1).inner_text()
+    assert first.split("\t")[:2] == ["1", selected] and f"{score:.3f}" in first
+    ui.shot(page, "1-leaderboard-tab")
+
+    tab.get_by_role("link", name=selected, exact=True).click()
+    tab.locator("select[name=category]").select_option("science")  # the 13th record; 12 are geography
+    tab.get_by_role("button", name="Filter").click()
+    tab.get_by_text("1 of 13 records match").wait_for()
+    assert tab.locator("tr.record td:nth-child(2)").all_inner_texts() == ["science"]
+    ui.shot(page, "2-records-view")
+
+    page.goto(f"{airflow.url}/plugin/llm-evaluations")
+    listed = page.frame_locator("iframe[title='LLM evaluations']").locator("table").inner_text()
+    assert DEMO in listed and XSS_DAG in listed
+    ui.shot(page, "3-llm-evaluations-page")
+
+    page.goto(f"{airflow.url}/dags/{DEMO}/runs/{run}/required_actions")
+    page.get_by_text("Records to look at").wait_for()
+    page.locator("input[name=element_comment]").fill("Checked the flagged answers <b>by hand</b>")
+    ui.shot(page, "4-required-action")
+    page.get_by_role("button", name="Approve").click()
+    assert airflow.wait_run(DEMO, run_id) == "success", airflow.task_states(DEMO, run_id)
+
+    (version,) = LocalRegistry(ui.artifacts / "registry").versions(DEMO)
+    assert version.model == selected and version.approval_status == "Approved"
+    assert version.metadata["review"].startswith("Approved by reviewer at ")
+    assert version.metadata["review"].endswith(": Checked the flagged answers <b>by hand</b>")
+    card = (ui.artifacts / "registry" / DEMO / "v00001.model_card.json").read_text()
+    assert "Approved by reviewer" in card
+
+
+def test_another_team_is_refused_and_what_models_wrote_never_runs(ui):
+    airflow = ui.airflow
+    run_id = airflow.trigger(XSS_DAG)
+    assert airflow.wait_run(XSS_DAG, run_id) == "success", airflow.task_states(XSS_DAG, run_id)
+    run = quote(run_id, safe="")
+    leaderboard = f"{airflow.url}/llm-evaluations/dags/{XSS_DAG}/runs/{run}/leaderboard"
+
+    outsider = ui.login("outsider")
+    assert outsider.goto(leaderboard).status == 403
+    api = outsider.request.get(f"{airflow.url}/llm-evaluations/api/dags/{XSS_DAG}/runs/{run}")
+    assert api.status == 403 and "given-a" not in api.text()
+    outsider.goto(f"{airflow.url}/dags/{XSS_DAG}/runs/{run}/plugin/llm-leaderboard")
+    tab = outsider.frame_locator("iframe[title='Leaderboard']")
+    tab.locator("body").wait_for()
+    assert "given-a" not in tab.locator("body").inner_text()
+    ui.shot(outsider, "5-another-team-refused")
+    outsider.goto(f"{airflow.url}/plugin/llm-evaluations")
+    nav = outsider.frame_locator("iframe[title='LLM evaluations']").locator("body")
+    nav.get_by_text("No LLM evaluation DAG that you may read").wait_for()
+
+    reader = ui.login("reader")
+    dialogs = []
+    reader.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    reader.goto(f"{leaderboard.removesuffix('/leaderboard')}/models/given-a/records?compare=given-b")
+    text = reader.locator("table#records").inner_text()
+    assert XSS in text and IMG in text  # shown as text
+    assert reader.title() == "given-a records" and reader.evaluate("document.images.length") == 0
+    assert dialogs == []
+    ui.shot(reader, "6-records-with-markup")
+
+    reader.goto(leaderboard)
+    reader.emulate_media(media="print")
+    pdf = SHOTS / "leaderboard.pdf"
+    reader.pdf(path=str(pdf), format="A4")
+    from pypdf import PdfReader
+
+    pages = PdfReader(pdf).pages
+    printed = "\n".join(p.extract_text() for p in pages)
+    assert 1 <= len(pages) <= 3, len(pages)
+    assert "Ranking" in printed and "given-a" in printed and "given-b" in printed and "Selected: given-a" in printed
