@@ -19,6 +19,7 @@ import boto3
 import pytest
 from conftest import DATASET, ROOT, WORKER_PYTHON
 from latency_server import LatencyServer
+from warm_container import ENTRY, WarmContainer
 
 REGION = "us-east-1"
 BUCKET = "llmeval-test"
@@ -128,8 +129,9 @@ def _download_prefix(s3, uri: str, local: Path) -> None:
             s3.download_file(bucket, obj["Key"], str(target))
 
 
-def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> None:
-    """Run the Processing job's container command locally, as SageMaker would."""
+def emulate_processing_job(config: dict, moto_url: str, runtime_url: str, warm: WarmContainer | None = None) -> None:
+    """Run the Processing job's container command locally, as SageMaker would (in a child of
+    the warm container when given: the same command without the interpreter's start-up)."""
     _, s3 = clients(moto_url)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -152,8 +154,11 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str) -> Non
             AWS_ENDPOINT_URL_S3=moto_url,  # the response cache kept between jobs
             HF_HUB_OFFLINE="1",
         )
-        entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]
-        done = subprocess.run(entry + args, env=env, capture_output=True, text=True)
+        if warm is not None and app["ContainerEntrypoint"] == ENTRY:
+            done = warm.run(args, env, root)
+        else:
+            entry = [WORKER_PYTHON if part == "python3" else part for part in app["ContainerEntrypoint"]]
+            done = subprocess.run(entry + args, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(
                 f"SageMaker job failed because the container exited {done.returncode}: "
@@ -214,8 +219,8 @@ class EmulatedJobs:
     running job's name is refused, as SageMaker does. Endpoint creations and deletions are
     recorded in `endpoint_events` as (monotonic time, +1 or -1, name)."""
 
-    def __init__(self, moto_url: str, runtime_url: str, parallel: int = 2):
-        self.moto_url, self.runtime_url = moto_url, runtime_url
+    def __init__(self, moto_url: str, runtime_url: str, parallel: int = 2, warm: WarmContainer | None = None):
+        self.moto_url, self.runtime_url, self.warm = moto_url, runtime_url, warm
         self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="processing-job")
         self.endpoint_events: list[tuple[float, int, str]] = []
         self.jobs_started: list[str] = []
@@ -276,7 +281,7 @@ class EmulatedJobs:
         if job.processing_job_status != "InProgress":  # stopped while queued
             return
         try:
-            emulate_processing_job(request, self.moto_url, self.runtime_url)
+            emulate_processing_job(request, self.moto_url, self.runtime_url, self.warm)
             status, reason = "Completed", None
         except Exception as exc:  # the job's failure, as SageMaker reports it
             status, reason = "Failed", str(exc)[-1000:]

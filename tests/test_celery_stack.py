@@ -14,10 +14,11 @@ import time
 
 import pytest
 import yaml
-from celery_stack import LOCAL_QUEUE, PYTHON, Stack, wait_for
-from conftest import local_config
+from celery_stack import LOCAL_QUEUE, PYTHON, Stack, group_alive, wait_for
+from conftest import ROOT, WORKER_PYTHON, local_config
 from fault_matrix import record
 from latency_server import LatencyServer
+from warm_container import WarmContainer
 from llmeval.store import safe_segment
 from sagemaker_fixtures import (
     BUCKET,
@@ -171,7 +172,8 @@ def deployment(tmp_path_factory, moto_url):
         "LLM_EVAL_ARTIFACTS_URL": STORE,
     }
     stack = Stack(root, configs, env)
-    with LatencyServer(latency_s=0.05) as runtime, EmulatedJobs(moto_url, runtime.url, parallel=3) as jobs:
+    warm = WarmContainer(WORKER_PYTHON, root, {**stack.env, "PYTHONPATH": str(ROOT / "plugins")})
+    with LatencyServer(latency_s=0.05) as runtime, EmulatedJobs(moto_url, runtime.url, 3, warm) as jobs:
         try:
             stack.start()
             expected = len(_configs()) - 1  # all but the refused one
@@ -184,6 +186,7 @@ def deployment(tmp_path_factory, moto_url):
             yield Deployment(stack, jobs, runtime, moto_url)
         finally:
             stack.stop()
+            warm.stop()
 
 
 def test_sagemaker_dag_runs_on_both_workers_with_deferred_waits(deployment):
@@ -424,3 +427,6 @@ def test_ten_dags_at_once_within_the_pool_and_the_endpoint_quota(deployment):
 def test_the_stack_stops_every_process_it_started(deployment):
     left = deployment.stack.stop()
     assert left == [], f"still running after SIGKILL: {left}"
+    assert deployment.jobs.warm.jobs > 0  # the emulated containers ran in the warm interpreter
+    deployment.jobs.warm.stop()
+    assert not group_alive(deployment.jobs.warm.proc.pid)
