@@ -71,10 +71,14 @@ def _invariants(folder, failed: dict[str, str]) -> dict[str, str]:
 
 
 def _rows(path) -> int:
+    """Rows in a response cache; 0 while it is being created (no table yet, or locked)."""
     if not path.exists():
         return 0
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT count(*) FROM responses").fetchone()[0]
+    try:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT count(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _stored_rows(dag_id: str, model: str, tmp_path) -> int:

@@ -166,3 +166,16 @@ def test_the_plugin_registers_the_nav_page_and_the_run_tab():
     assert views["Leaderboard"]["destination"] == "dag_run"
     assert "{DAG_ID}" in views["Leaderboard"]["href"] and "{RUN_ID}" in views["Leaderboard"]["href"]
     assert views["LLM evaluations"]["destination"] == "nav"
+
+
+def test_one_unreachable_store_does_not_hide_the_other_dags(client, web_run, monkeypatch):
+    from llmeval.web import runs
+
+    def unreachable(run):
+        raise ConnectionError(f"cannot reach the store of {run.dag_id}")
+
+    monkeypatch.setattr(runs, "selection_of", unreachable)
+    page = client.get("/llm-evaluations/", headers=api_token(client, "reader"))
+    assert page.status_code == 200
+    row = re.search(r"<tr>\s*<td>web-evals</td>(.*?)</tr>", page.text, re.S).group(1)
+    assert "results unavailable: ConnectionError: cannot reach the store of web-evals" in row

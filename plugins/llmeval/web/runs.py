@@ -8,6 +8,7 @@ and runs are looked up in the database, models in the run's own selection or fol
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from llmeval.results import ModelResult
 from llmeval.selection import Selection
 from llmeval.tasks import PREPROCESS_TASK, open_folder
 
+log = logging.getLogger("llmeval.web")
 TAG = "llm-eval"  # the factory tags every evaluation DAG with it
 
 
@@ -132,8 +134,12 @@ def summarize(dag_id: str) -> DagSummary:
     if not runs:
         return DagSummary(dag_id, None, None, None, "no run yet")
     latest = runs[0]
-    selection = selection_of(latest)
-    registration = read_json(latest.folder / store.REGISTRATION)
+    try:
+        selection = selection_of(latest)
+        registration = read_json(latest.folder / store.REGISTRATION)
+    except Exception as exc:  # one DAG's unreachable store must not hide the others
+        log.warning("LLM evaluations page: %s: cannot read %s: %s", dag_id, store.describe(latest.folder), exc)
+        return DagSummary(dag_id, latest, None, None, f"results unavailable: {type(exc).__name__}: {exc}"[:300])
     return DagSummary(
         dag_id,
         latest,
