@@ -18,7 +18,8 @@ from helpers import result
 from llmeval import store
 from llmeval.config import EvalConfig
 from llmeval.registry import APPROVED, PENDING, REJECTED, LocalRegistry
-from llmeval.review import APPROVE, REJECT, ReviewOperator, flagged_records, outcome
+from llmeval.review import APPROVE, REJECT, flagged_records, outcome
+from llmeval.review_task import ReviewOperator
 from llmeval.selection import select
 from llmeval.steps import register_best
 

@@ -237,7 +237,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             task_group(group_id=group_id)(steps).expand(model_name=names) >> chosen
         registered = register(chosen, models)
         if cfg.registry.approval == "review":
-            from llmeval.review import review_task
+            from llmeval.review_task import review_task
 
             (
                 chosen

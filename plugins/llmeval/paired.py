@@ -48,15 +48,20 @@ class PairedTest:
         return ""
 
 
+def score_of(row: dict[str, Any], metric: str) -> float | None:
+    """A scored record's score on `metric` ("Algorithm/score"), or None when it has none."""
+    algorithm, _, name = metric.partition("/")
+    value = (row.get("scores") or {}).get(algorithm, {}).get(name)
+    return None if value is None else float(value)
+
+
 def record_scores(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """record_id -> the record's score on `metric` ("Algorithm/score"), for scored records."""
-    algorithm, _, score = metric.partition("/")
-    found = {}
-    for row in rows:
-        value = (row.get("scores") or {}).get(algorithm, {}).get(score)
-        if value is not None and row.get("record_id") is not None:
-            found[str(row["record_id"])] = float(value)
-    return found
+    """record_id -> the record's score on `metric`, for scored records."""
+    return {
+        str(row["record_id"]): value
+        for row in rows
+        if row.get("record_id") is not None and (value := score_of(row, metric)) is not None
+    }
 
 
 def read_records(model_folder: Any) -> list[dict[str, Any]] | None:

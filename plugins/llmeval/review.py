@@ -6,19 +6,16 @@ the ranking with intervals, the champion gate's verdict, the records worth a loo
 to the run's Leaderboard tab. Approve registers the version as Approved, Reject as Rejected (or
 not at all when `on_gate_fail: skip`); no answer within the timeout leaves it
 PendingManualApproval. The reviewer, time and comment go to the registry and the model card.
+
+This module holds what the register step and the pages need; the task is `review_task.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param
-
-from llmeval.html import render
 
 APPROVE, REJECT = "Approve", "Reject"
 TASK_ID = "review"
@@ -41,7 +38,7 @@ def flagged_records(
     """Up to `limit` of the selected model's records: half from its lowest-scoring on `metric`
     (below its best score), then those where it differs most from the other models' mean score
     on the same record."""
-    from llmeval.web.records import score_of
+    from llmeval.paired import score_of
 
     mine = {str(r.get("record_id")): r for r in records.get(best, [])}
     scored = {k: v for k, r in mine.items() if (v := score_of(r, metric)) is not None}
@@ -112,84 +109,3 @@ def review_text(review: dict[str, Any] | None) -> str:
     comment = f": {review['comment']}" if review.get("comment") else ""
     done = {APPROVE: "Approved", REJECT: "Rejected"}.get(review["decision"], review["decision"])
     return f"{done} by {review['by']} at {review['at']}{comment}"
-
-
-class ReviewOperator(HITLOperator):
-    """Approve or reject the selected model, with a comment, before it is registered."""
-
-    def __init__(self, *, flagged: int, **kwargs: Any) -> None:
-        kwargs.pop("params", None)  # the DAG's Params: a review form shows only its own
-        super().__init__(
-            options=[APPROVE, REJECT],
-            params={
-                "comment": Param(
-                    None, type=["null", "string"], title="Comment", description="Why (kept in the registry)."
-                )
-            },
-            **kwargs,
-        )
-        self.flagged = flagged
-
-    def execute(self, context: Any) -> Any:
-        self.body = self.brief(context)
-        return super().execute(context)
-
-    def brief(self, context: Any) -> str:
-        from airflow.configuration import conf
-
-        from llmeval import targets
-        from llmeval.paired import read_records
-        from llmeval.selection import Selection
-        from llmeval.steps import gate_decision
-        from llmeval.tasks import current_run, results_of
-
-        run, ti = current_run(), context["ti"]
-        cfg = run.config()
-        selection = Selection.from_dict(ti.xcom_pull(task_ids="select"))
-        results = results_of(run, cfg, ti.xcom_pull(task_ids="plan") or [])
-        by_model = {r.model: r for r in results}
-        rule = selection.rules[0] if selection.rules else None
-        gate = flags = None
-        if selection.best:
-            target = targets.get(cfg.target)
-            gate = gate_decision(
-                cfg,
-                target.registry(cfg, run),
-                run.dag_id,
-                run.catalog_version,
-                by_model[selection.best],
-                results,
-                run.folder,
-            )
-            records = {
-                r.model: rows for r in results if r.succeeded and (rows := read_records(run.model_folder(r.model)))
-            }
-            if rule:
-                flags = flagged_records(
-                    records, selection.best, rule["metric"], rule["direction"] == "higher", self.flagged
-                )
-        return render(
-            "review.md",
-            selection=selection,
-            rule=rule,
-            scores={m: r.scores_by_metric().get(rule["metric"]) for m, r in by_model.items()} if rule else {},
-            gate=gate,
-            flags=flags or [],
-            link=leaderboard_link(conf.get("api", "base_url", fallback="") or "", run.dag_id, run.run_id),
-        )
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        if "error" in event:  # the timeout: no decision, registered as PendingManualApproval
-            self.log.warning("no review answer: %s", event.get("error_type"))
-            return outcome(event)
-        return outcome(super().execute_complete(context, event))
-
-
-def review_task(timeout_minutes: float, flagged: int) -> ReviewOperator:
-    return ReviewOperator(
-        task_id=TASK_ID,
-        subject="Register the selected model?",
-        flagged=flagged,
-        response_timeout=timedelta(minutes=timeout_minutes),
-        doc_md=__doc__,
-    )

@@ -22,10 +22,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from llmeval import store
 from llmeval.html import render
-from llmeval.paired import read_records
+from llmeval.paired import read_records, score_of
 from llmeval.report import render_html
 from llmeval.web import runs
-from llmeval.web.records import RecordFilter, categories_in, metrics_in, score_of
+from llmeval.web.records import RecordFilter, categories_in, metrics_in
 
 PAGE_SIZE = 100
 # no script, no plugin, no outside resource; inline styles and data: images only; framed by Airflow only
@@ -62,8 +62,7 @@ def evaluations(user: GetUserDep) -> HTMLResponse:
 @app.get("/dags/{dag_id}/runs/{run_id}/leaderboard", response_class=HTMLResponse, dependencies=[ReadRun])
 def leaderboard(dag_id: str, run_id: str) -> HTMLResponse:
     run = runs.find_run(dag_id, run_id)
-    links = {m: f"models/{_seg(m)}/records" for m in runs.models_of(run)}
-    return _page(render_html(runs.leaderboard(run, links, trend_link="../../trend")))
+    return _page(render_html(runs.leaderboard(run, lambda m: f"models/{_seg(m)}/records", trend_link="../../trend")))
 
 
 @app.get("/dags/{dag_id}/trend", response_class=HTMLResponse, dependencies=[ReadDag])

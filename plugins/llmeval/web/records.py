@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
-def score_of(row: dict[str, Any], metric: str) -> float | None:
-    """The row's score on `metric` ("Algorithm/score"), or None when it has none."""
-    algorithm, _, name = metric.partition("/")
-    value = (row.get("scores") or {}).get(algorithm, {}).get(name)
-    return None if value is None else float(value)
+from llmeval.paired import score_of
 
 
 def metrics_in(rows: list[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from llmeval import store
 from llmeval.config import EvalConfig
@@ -149,9 +149,9 @@ def summarize(dag_id: str) -> DagSummary:
     )
 
 
-def models_of(run: RunRef) -> list[str]:
+def models_of(run: RunRef, selection: Selection | None = None) -> list[str]:
     """The run's models: its selection's ranking, else the model folders written so far."""
-    selection = selection_of(run)
+    selection = selection or selection_of(run)
     if selection:
         return [c.model for c in selection.ranking]
     folder = run.folder / "models"
@@ -163,16 +163,19 @@ def config_of(run: RunRef) -> EvalConfig | None:
     return EvalConfig.model_validate_json(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def leaderboard(run: RunRef, record_links: dict[str, str], trend_link: str) -> ReportInput:
+def leaderboard(run: RunRef, link_of: Callable[[str], str], trend_link: str) -> ReportInput:
     """The run's leaderboard as its report task drew it, from what the store holds now
-    (so a run still going shows the models finished so far)."""
+    (so a run still going shows the models finished so far); `link_of(model)` is the link
+    to a model's records."""
     from llmeval.selection import select
     from llmeval.steps import report_input
 
     cfg = config_of(run)
     if cfg is None:
         raise NotFound(f"run {run.run_id!r} has not written its config yet (preprocess has not finished)")
-    results = [read_model(run, m) for m in models_of(run)]
+    selection = selection_of(run)
+    models = models_of(run, selection)
+    results = [read_model(run, m) for m in models]
     registration = read_json(run.folder / store.REGISTRATION)
     data = report_input(
         cfg.pipeline.name,
@@ -181,10 +184,10 @@ def leaderboard(run: RunRef, record_links: dict[str, str], trend_link: str) -> R
         run.run_id,
         results,
         run.catalog_version,
-        selection_of(run) or select(cfg, results),
+        selection or select(cfg, results),
         registration,
         trend_link,
-        record_links,
+        {m: link_of(m) for m in models},
     )
     if registration is None and run.state in ("queued", "running"):
         data.registration = "not decided yet (the run is still going)"
