@@ -172,8 +172,16 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str, warm: 
                     s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(out_dir)}")
 
 
+@pytest.fixture(scope="session")
+def warm_container(tmp_path_factory):
+    """One warm interpreter for the session's in-process Processing jobs (stopped by PID)."""
+    warm = WarmContainer(WORKER_PYTHON, tmp_path_factory.mktemp("warm"), {**os.environ})
+    yield warm
+    warm.stop()
+
+
 @pytest.fixture
-def processing_emulator(aws_env, monkeypatch):
+def processing_emulator(aws_env, monkeypatch, warm_container):
     """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""
     from airflow.providers.amazon.aws.operators.sagemaker import (
         SageMakerProcessingOperator,
@@ -188,7 +196,7 @@ def processing_emulator(aws_env, monkeypatch):
 
         result = original(self, context)
         try:
-            emulate_processing_job(self.config, aws_env, server.url)
+            emulate_processing_job(self.config, aws_env, server.url, warm_container)
         except RuntimeError as exc:  # as SageMaker reports it: the job Failed, with the reason
             job = sagemaker_backends["123456789012"][REGION].processing_jobs[self.config["ProcessingJobName"]]
             job.processing_job_status, job.failure_reason = "Failed", str(exc)[-1000:]

@@ -18,7 +18,7 @@ GOOD, BAD = "fault-good", "fault-bad"
 BAD_ENDPOINT = "llmeval-fault-bad-endpoint"
 
 
-def _run(tmp_path, aws_env, monkeypatch, name, server, bad=None, cfg_extra=None):
+def _run(tmp_path, aws_env, monkeypatch, name, server, warm, bad=None, cfg_extra=None):
     from airflow.providers.amazon.aws.operators.sagemaker import (
         SageMakerProcessingOperator,
     )
@@ -28,7 +28,7 @@ def _run(tmp_path, aws_env, monkeypatch, name, server, bad=None, cfg_extra=None)
 
     def execute(self, context):
         result = original(self, context)
-        emulate_processing_job(self.config, aws_env, server.url)
+        emulate_processing_job(self.config, aws_env, server.url, warm)
         return result
 
     monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
@@ -72,17 +72,17 @@ def _invariants(aws_env, folder, failed: dict[str, str]) -> dict[str, str]:
     }
 
 
-def test_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     # moto rejects ml.g5 instance types: the endpoint config cannot be created after the model was
     bad = {"deployment_config": {"instance_type": "ml.g5.2xlarge", "num_instances": 1}}
-    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-deploy", LatencyServer(0.001), bad)
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-deploy", LatencyServer(0.001), warm_container, bad)
     assert dag_run.state == "failed"
     record("deploy fails", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "deploy"}))
 
 
-def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     server = LatencyServer(0.001, throttle_rate=0.2, seed=5)
-    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-throttle", server)
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-throttle", server, warm_container)
     assert dag_run.state == "success" and server.throttled > 0
     # both models send the same 6 prompts: each is answered exactly twice, once per model
     assert len(server.answered) == 6 and set(server.answered.values()) == {2}
@@ -97,9 +97,9 @@ def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkey
     )
 
 
-def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     server = LatencyServer(0.001, dies_after={BAD_ENDPOINT: 2})
-    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-dies", server)
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-dies", server, warm_container)
     assert dag_run.state == "failed"
     failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
     assert failure["step"] == "evaluate" and "container exited 3" in failure["error"]
@@ -107,23 +107,29 @@ def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch):
     record("endpoint dies mid-generate", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "evaluate"}))
 
 
-def test_scoring_raises(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_scoring_raises(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     algorithms = [{"algorithm": "FactualKnowledge", "target_output_delimiter": ""}]  # str.split("") raises
     dag_run, folder = _run(
-        tmp_path, aws_env, monkeypatch, "fault-score", LatencyServer(0.001), cfg_extra={"algorithms": algorithms}
+        tmp_path,
+        aws_env,
+        monkeypatch,
+        "fault-score",
+        LatencyServer(0.001),
+        warm_container,
+        cfg_extra={"algorithms": algorithms},
     )
     assert dag_run.state == "failed"
     record("scoring raises", "sagemaker (moto)", **_invariants(aws_env, folder, {GOOD: "evaluate", BAD: "evaluate"}))
 
 
-def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_registry_write_fails(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     from llmeval.registry import SageMakerModelRegistry
 
     def refuse(*args, **kwargs):
         raise RuntimeError("registry unavailable (injected fault)")
 
     monkeypatch.setattr(SageMakerModelRegistry, "register", refuse)
-    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-registry", LatencyServer(0.001))
+    dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-registry", LatencyServer(0.001), warm_container)
     states = {t.task_id: t.state for t in dag_run.get_task_instances() if t.map_index < 0}
     assert states["register"] == "failed" and states["report"] == "success" and states["verdict"] == "failed"
     assert dag_run.state == "failed"
@@ -182,7 +188,7 @@ def test_evaluate_times_out_on_the_local_target(tmp_path, airflow_db):
     )
 
 
-def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch):
+def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     """The bad model's evaluate task outlives task_timeout_s: the task fails, a job still
     running would be stopped, teardown deletes the endpoint, the good model is intact."""
     import time
@@ -201,7 +207,13 @@ def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch):
 
     monkeypatch.setattr(SageMakerProcessingOperator, "execute", hangs_for_the_bad_model)
     dag_run, folder = _run(
-        tmp_path, aws_env, monkeypatch, "fault-timeout-sm", LatencyServer(0.001), cfg_extra={"task_timeout_s": 45}
+        tmp_path,
+        aws_env,
+        monkeypatch,
+        "fault-timeout-sm",
+        LatencyServer(0.001),
+        warm_container,
+        cfg_extra={"task_timeout_s": 25},
     )
     assert dag_run.state == "failed"
     failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
