@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, WORKER_PYTHON
 
 PYTHON = sys.executable
 PG_BIN = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]) if glob.glob("/usr/lib/postgresql/*/bin") else None
@@ -159,7 +159,7 @@ class Stack:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "LLM_EVAL_CONFIGS_DIR": str(configs),
-            "LLM_EVAL_WORKER_PYTHON": os.environ["LLM_EVAL_WORKER_PYTHON"],
+            "LLM_EVAL_WORKER_PYTHON": WORKER_PYTHON,  # each worker starts its own (no warm worker)
             "HF_HUB_OFFLINE": "1",
             **extra_env,
         }

@@ -91,6 +91,24 @@ def put_bundles_in_team(team: str) -> None:
             bundle.teams = [owner]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_worker(request, tmp_path_factory):
+    """When the session runs the local model (tests marked slow), the product's worker
+    interpreter is the warm worker's launcher (tests/warm_worker.py): torch, fmeval and the
+    model are loaded once, not per model server and evaluation worker."""
+    from warm_worker import SOCKET_ENV, WarmWorker
+
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield None
+        return
+    warm = WarmWorker(WORKER_PYTHON, tmp_path_factory.mktemp("warm-worker"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLM_EVAL_WORKER_PYTHON", str(warm.launcher))
+        mp.setenv(SOCKET_ENV, str(warm.socket))
+        yield warm
+    warm.stop()
+
+
 @pytest.fixture(autouse=True)
 def no_parsing_context():
     """Airflow's task runner sets the parsing context's variables and leaves them set when

@@ -29,8 +29,8 @@ def _preload() -> None:
     """The third-party modules every job imports (fmeval's algorithms pull in the rest)."""
     import importlib
 
-    from llmeval.algorithms import ALGORITHMS
     import llmeval.evaluation.__main__  # noqa: F401
+    from llmeval.algorithms import ALGORITHMS
 
     for spec in ALGORITHMS.values():
         if spec.fmeval_module and not spec.needs_hub_download:  # those load models from a hub when imported
@@ -46,9 +46,14 @@ def _run_job(request: dict) -> int:
     for name in [m for m in sys.modules if m == "llmeval" or m.startswith("llmeval.")]:
         del sys.modules[name]
     sys.path[:0] = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.argv = ["llmeval.evaluation", *request["args"]]
+    return run_main("llmeval.evaluation", request["args"])
+
+
+def run_main(module: str, args: list[str]) -> int:
+    """Run `python -m module args` in this process; its exit code."""
+    sys.argv = [module, *args]
     try:
-        runpy.run_module("llmeval.evaluation", run_name="__main__", alter_sys=True)
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -59,41 +64,58 @@ def _run_job(request: dict) -> int:
     return code
 
 
-def serve(path: str) -> None:
-    _preload()
+def serve_forking(path: str, handle) -> None:
+    """Accept connections on the UNIX socket `path`; each is handled by `handle(conn)` in a
+    forked child (which then exits), so every request starts from this process's imports."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(16)
     while True:
         conn, _ = listener.accept()
-        request = json.loads(conn.makefile().readline())
         if os.fork() == 0:
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            code = _run_job(request)
-            conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+            handle(conn)
             os._exit(0)
         conn.close()
 
 
-class WarmContainer:
+def _handle(conn: socket.socket) -> None:
+    code = _run_job(json.loads(conn.makefile().readline()))
+    conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+
+
+class ForkServer:
+    """A preloading server in its own session, ready once its socket exists; stopped by PID
+    with its children."""
+
+    def __init__(self, argv: list[str], sock: Path, env: dict[str, str] | None = None):
+        self.socket = sock
+        log = sock.with_suffix(".log")
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not sock.exists():  # bound once its imports are done
+            assert self.proc.poll() is None and time.monotonic() < deadline, (
+                f"{sock.stem} did not start: {log.read_text(errors='replace')[-2000:]}"
+            )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+class WarmContainer(ForkServer):
     """The server's client; started and stopped (by PID, with its children) by the tests."""
 
     def __init__(self, python: str, folder: Path, env: dict[str, str]):
-        self.socket = folder / "warm-container.sock"
-        self.folder = folder
-        log = folder / "warm-container.log"
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [python, __file__, str(self.socket)], env=env, stdout=out, stderr=out, start_new_session=True
-            )
-        deadline = time.monotonic() + 180
-        while not self.socket.exists():  # bound once its imports are done
-            assert self.proc.poll() is None and time.monotonic() < deadline, (
-                f"the warm container did not start: {log.read_text(errors='replace')[-2000:]}"
-            )
-            time.sleep(0.2)
+        sock = folder / "warm-container.sock"
+        super().__init__([python, __file__, str(sock)], sock, env)
         self.jobs = 0
 
     def run(self, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -108,13 +130,7 @@ class WarmContainer:
         code = json.loads(reply)["returncode"] if reply else -signal.SIGKILL  # no reply: the child died
         return subprocess.CompletedProcess(args, code, out.read_text(errors="replace"), err.read_text(errors="replace"))
 
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    _preload()
+    serve_forking(sys.argv[1], _handle)
