@@ -78,3 +78,30 @@ def test_a_freed_lease_wakes_the_oldest_waiting_deploy_only(tmp_path):
     assert asyncio.run(wait_for_the_events()).payload == {"instance_type": TYPE}
     assert leases.take(url, TYPE, 1, "ep-second", _never_exists) == 0
     assert [p.name for p in (tmp_path / "leases" / TYPE / "queue").iterdir()] == []  # tickets gone
+
+
+def test_a_waiting_deploy_lists_the_leases_once_per_poll_and_reads_them_only_to_find_stale_ones(tmp_path, monkeypatch):
+    url = f"file://{tmp_path}"
+    assert leases.take(url, TYPE, 2, "ep-a", _never_exists) == 0
+    assert leases.take(url, TYPE, 2, "ep-b", _never_exists) == 1
+    assert leases.take(url, TYPE, 2, "ep-c", _never_exists) is None
+    slot = tmp_path / "leases" / TYPE / "slot-0.json"
+    slot.write_text(json.dumps({"endpoint": "ep-a", "taken_at": time.time() - leases.STALE_AFTER_S - 1}))
+    read, reads = leases._read, []
+    monkeypatch.setattr(leases, "_read", lambda path: reads.append(path.name) or read(path))
+    assert not leases.my_turn(url, TYPE, 2, "ep-c", 60, refresh=False)  # a poll: one listing, no lease read
+    assert reads == []
+    assert leases.my_turn(url, TYPE, 2, "ep-c", 60, refresh=True)  # the stale lease counts as free
+    assert {"slot-0.json", "slot-1.json"} <= set(reads)
+
+
+def test_a_lease_given_back_by_another_process_is_seen_on_s3_at_the_next_poll(aws_env):
+    from sagemaker_fixtures import BUCKET, clients
+
+    url = f"s3://aws_moto@{BUCKET}/leases-test"
+    assert leases.take(url, TYPE, 1, "ep-a", _never_exists) == 0
+    assert leases.take(url, TYPE, 1, "ep-b", _never_exists) is None
+    assert not leases.my_turn(url, TYPE, 1, "ep-b", 60, refresh=False)  # the listing is now in s3fs's cache
+    _, s3 = clients(aws_env)
+    s3.delete_object(Bucket=BUCKET, Key=f"leases-test/leases/{TYPE}/slot-0.json")  # not through this filesystem
+    assert leases.my_turn(url, TYPE, 1, "ep-b", 60, refresh=False)

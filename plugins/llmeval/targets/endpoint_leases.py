@@ -104,20 +104,34 @@ def give_back(artifacts_url: str | None, instance_type: str, endpoint: str) -> b
     return released
 
 
+def _held(folder: Any, quota: int) -> list[int]:
+    """The slots held now, from one fresh listing of the folder (not one read per slot)."""
+    try:
+        names = {str(p).rstrip("/").rpartition("/")[2] for p in folder.fs.ls(folder.path, detail=False, refresh=True)}
+    except FileNotFoundError:
+        return []
+    return [slot for slot in range(quota) if f"slot-{slot}.json" in names]
+
+
 def my_turn(
     artifacts_url: str | None, instance_type: str, quota: int, endpoint: str, fresh_s: float, refresh: bool
 ) -> bool:
-    """Whether more leases are free (or stale) than deploys queued before this one (`refresh`:
-    renew this deploy's ticket first). Tickets not renewed within `fresh_s` are passed over."""
+    """Whether more leases are free than deploys queued before this one. Each call lists the
+    leases once; with `refresh` it also renews this deploy's ticket and counts a lease held
+    past STALE_AFTER_S as free (`take` then checks its endpoint). Tickets not renewed within
+    `fresh_s` are passed over."""
     folder = _folder(artifacts_url, instance_type)
     mine = _ticket(artifacts_url, instance_type, endpoint)
     if refresh:
         _queue(mine)
-    free = sum(
-        1
-        for slot in range(quota)
-        if (held := _read(folder / f"slot-{slot}.json")) is None or time.time() - held["taken_at"] > STALE_AFTER_S
-    )
+    held = _held(folder, quota)
+    free = quota - len(held)
+    if refresh:
+        free += sum(
+            1
+            for slot in held
+            if (lease := _read(folder / f"slot-{slot}.json")) is None or time.time() - lease["taken_at"] > STALE_AFTER_S
+        )
     if not free:
         return False
     _queue(mine)
