@@ -17,6 +17,7 @@ group), the child kills itself.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -68,8 +69,6 @@ def _run(conn: socket.socket) -> None:
     sys.path[:0] = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     threading.Thread(target=_die_with, args=(request["launcher"],), daemon=True).start()
     conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
-    import logging
-
     logging.root.handlers.clear()  # the module configures its own logging, as in a fresh process
     code = run_main(request["module"], request["args"])
     conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import PurePosixPath
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -107,7 +108,7 @@ def give_back(artifacts_url: str | None, instance_type: str, endpoint: str) -> b
 def _held(folder: Any, quota: int) -> list[int]:
     """The slots held now, from one fresh listing of the folder (not one read per slot)."""
     try:
-        names = {str(p).rstrip("/").rpartition("/")[2] for p in folder.fs.ls(folder.path, detail=False, refresh=True)}
+        names = {PurePosixPath(p).name for p in folder.fs.ls(folder.path, detail=False, refresh=True)}
     except FileNotFoundError:
         return []
     return [slot for slot in range(quota) if f"slot-{slot}.json" in names]
