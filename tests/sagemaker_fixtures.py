@@ -17,6 +17,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto.core.utils import utcnow
 from conftest import DATASET, ROOT, WORKER_PYTHON
 from latency_server import LatencyServer
 from warm_container import ENTRY, WarmContainer
@@ -195,12 +196,14 @@ def processing_emulator(aws_env, monkeypatch, warm_container):
         from moto.sagemaker.models import sagemaker_backends
 
         result = original(self, context)
+        job = sagemaker_backends["123456789012"][REGION].processing_jobs[self.config["ProcessingJobName"]]
         try:
             emulate_processing_job(self.config, aws_env, server.url, warm_container)
         except RuntimeError as exc:  # as SageMaker reports it: the job Failed, with the reason
-            job = sagemaker_backends["123456789012"][REGION].processing_jobs[self.config["ProcessingJobName"]]
             job.processing_job_status, job.failure_reason = "Failed", str(exc)[-1000:]
             raise AirflowException(f"SageMaker job failed because {job.failure_reason}") from None
+        finally:
+            job.processing_end_time = job.last_modified_time = utcnow()  # moto ends it at its creation
         return result
 
     monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
@@ -295,6 +298,7 @@ class EmulatedJobs:
             status, reason = "Failed", str(exc)[-1000:]
         if job.processing_job_status == "InProgress":
             job.processing_job_status = status
+            job.processing_end_time = job.last_modified_time = utcnow()
             if reason:
                 job.failure_reason = reason
 

@@ -95,6 +95,11 @@ def test_good_models_are_scored_in_range(e2e_run):
         assert len(rows) == 4 and all("FactualKnowledge" in r["scores"] and r["model_output"] is not None for r in rows)
         page = (folder / "models" / name / "report.html").read_text()
         assert "FactualKnowledge" in page and "95% interval" in page and rows[0]["model_input"] in page
+        (server,) = res.usage  # the local model server, alive from its start to its stop, at no charge
+        assert server.resource == "local model server" and server.seconds > 0 and server.usd == 0.0
+        assert json.loads((folder / "models" / name / "results.json").read_text())["usage"][0]["seconds"] > 0
+    assert "<h2>Cost</h2>" in (folder / "leaderboard.html").read_text()
+    assert "Cost: $0.0000" in (folder / "summary.md").read_text()
 
 
 @pytest.mark.faults
@@ -108,6 +113,7 @@ def test_failed_model_is_reported_and_the_run_fails_at_the_end(e2e_run):
     assert states[("verdict", -1)] == "failed"
     bad = read_model_result(folder / "models" / BAD, BAD)
     assert bad.status == "failed" and bad.failed_step == "generate" and "no_such_field" in bad.error
+    assert bad.endpoint_seconds > 0  # its server's time is counted although it produced nothing
     selection = json.loads((folder / "selection.json").read_text())
     assert selection["best"] in GOOD
     assert {c["model"]: c["status"] for c in selection["ranking"]}[BAD] == "failed"

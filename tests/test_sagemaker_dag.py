@@ -123,12 +123,23 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
         assert result["status"] == "succeeded" and result["generation"]["records_evaluated"] == 6
         assert result["outputs_location"].startswith("s3://llmeval-test/llmeval/sm-three/")
         assert (folder / "models" / model / "report.html").exists()  # written in the job, copied from S3
+        billed = {u["resource"]: u for u in result["usage"]}
+        endpoint, job = billed["endpoint"], billed["processing job"]
+        # the endpoint lived from before the job started until after it ended, and is priced
+        assert endpoint["started"] <= job["started"] <= job["ended"] <= endpoint["ended"], billed
+        assert endpoint["seconds"] > job["seconds"] > 0 and endpoint["instance_type"] == "ml.g4dn.xlarge"
+        assert endpoint["usd"] == round(endpoint["seconds"] / 3600 * 0.736, 6)
     assert processing_emulator.requests == 18  # 3 models x 6 records, once each
+    assert "cost/usd" in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
+    assert float(package["CustomerMetadataProperties"]["cost_usd"]) > 0
+    board = (folder / "leaderboard.html").read_text()
+    assert "<h2>Cost</h2>" in board and board.count("ml.g4dn.xlarge x1") == 3
 
 
 def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     tmp_path, airflow_db, processing_emulator, aws_env
 ):
+    from llmeval.results import read_model_result
     from llmeval.store import run_folder
 
     dag, dag_run = _run(
@@ -144,6 +155,8 @@ def test_failed_evaluation_still_deletes_its_endpoint_and_keeps_the_others(
     selection = json.loads((folder / "selection.json").read_text())
     statuses = {c["model"]: c["status"] for c in selection["ranking"]}
     assert statuses["sm-gamma"] == "failed" and selection["best"] in ("sm-alpha", "sm-beta")
+    gamma = read_model_result(folder / "models" / "sm-gamma", "sm-gamma")  # its failure is billed too
+    assert {u.resource for u in gamma.usage} == {"endpoint", "processing job"} and gamma.cost_usd > 0
     assert "sm-gamma" in (folder / "leaderboard.html").read_text()
     assert len(sm.list_model_packages(ModelPackageGroupName="sm-fault-models")["ModelPackageSummaryList"]) == 1
 
@@ -182,6 +195,10 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     tuned = json.loads((folder / "models" / "sm-tuned" / "results.json").read_text())
     assert tuned["metadata"]["training"]["job_name"] == job["TrainingJobName"]
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    billed = {u["resource"]: u for u in tuned["usage"]}  # the training job is billed to the tuned model
+    assert set(billed) == {"training job", "endpoint", "processing job"}
+    assert billed["training job"]["name"] == job["TrainingJobName"]
+    assert billed["training job"]["instance_type"] == "ml.g4dn.xlarge" and billed["training job"]["usd"] is not None
 
 
 def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow_db, processing_emulator, aws_env):

@@ -33,7 +33,7 @@ def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
     table: dict[str, dict[str, Score]] = {}
     for result in results:
         for metric, score in result.scores_by_metric().items():
-            if not metric.startswith("generation/"):  # generation figures have their own table
+            if metric.split("/")[0] not in ("generation", "cost"):  # these have their own tables
                 table.setdefault(metric, {})[result.model] = score
     return table
 
@@ -105,6 +105,7 @@ def render_html(data: ReportInput) -> str:
         {
             "candidate": cand,
             "versus": _versus(by_model.get(cand.model), by_model.get(sel.best or ""), first_rule, data.records),
+            "cost": by_model[cand.model].cost_usd if cand.model in by_model else None,
         }
         for cand in sel.ranking
     ]
@@ -130,8 +131,31 @@ def render_html(data: ReportInput) -> str:
         tuned=[r for r in data.results if r.metadata.get("training")],
         categories=categories,
         category_rows=category_rows,
+        cost=run_cost(data.results),
         failures=[r for r in data.results if not r.succeeded]
         + [r for r in data.results if r.succeeded and any(a.error for a in r.algorithms)],
+    )
+
+
+@dataclass
+class RunCost:
+    """What a run's models cost together; `unpriced` names instance types without a price."""
+
+    usd: float
+    endpoint_seconds: float
+    unpriced: list[str]
+
+    def text(self) -> str:
+        missing = f" (without {', '.join(self.unpriced)}: no price known)" if self.unpriced else ""
+        return f"${self.usd:.4f}{missing}, endpoints alive {self.endpoint_seconds:.0f} s"
+
+
+def run_cost(results: list[ModelResult]) -> RunCost:
+    usage = [u for r in results for u in r.usage]
+    return RunCost(
+        usd=round(sum(u.usd for u in usage if u.usd is not None), 6),
+        endpoint_seconds=sum(r.endpoint_seconds or 0.0 for r in results),
+        unpriced=sorted({u.instance_type for u in usage if u.usd is None}),
     )
 
 
@@ -143,6 +167,8 @@ def render_markdown(data: ReportInput) -> str:
         f"Run `{data.run_id}`, dataset `{data.dataset}` (catalog version `{data.catalog_version}`). "
         f"Selected: **{sel.best or 'none'}**. "
         f"Registry: {data.registration}",
+        "",
+        f"Cost: {run_cost(data.results).text()}.",
         "",
         "| # | model | status | composite | " + " | ".join(r["metric"] for r in sel.rules) + " | reason |",
         "|---|---|---|---|" + "---|" * len(sel.rules) + "---|",

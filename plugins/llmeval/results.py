@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmeval.store import FAILURE, RESULTS
+from llmeval.store import FAILURE, RESULTS, USAGE, write_text
 
 SCHEMA_VERSION = 1
+COST_METRICS = ("usd", "endpoint_seconds")  # 'cost/<figure>' in selection and the gate (lower is better)
 
 
 @dataclass
@@ -62,6 +63,22 @@ class GenerationStats:
 
 
 @dataclass
+class ResourceUsage:
+    """One billed resource of a model: its endpoint (or local model server), its Processing
+    job or its training job, from the API's timestamps, priced per instance-hour."""
+
+    resource: str  # "endpoint", "processing job", "training job", "local model server"
+    name: str
+    instance_type: str
+    instance_count: int
+    started: str  # ISO 8601, UTC
+    ended: str
+    seconds: float
+    usd_per_hour: float | None  # None: no price known for the instance type
+    usd: float | None
+
+
+@dataclass
 class ModelResult:
     """Everything one model's evaluation produced, or why it has nothing."""
 
@@ -73,11 +90,24 @@ class ModelResult:
     failed_step: str | None = None
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    usage: list[ResourceUsage] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the model's resources cost; None when one of them has no price (or none was used)."""
+        prices = [u.usd for u in self.usage]
+        return None if not prices or None in prices else round(sum(prices), 6)
+
+    @property
+    def endpoint_seconds(self) -> float | None:
+        """How long the model's endpoints (or local servers) were alive."""
+        alive = [u.seconds for u in self.usage if u.resource in ("endpoint", "local model server")]
+        return round(sum(alive), 3) if alive else None
 
     def metric(self, metric: str) -> float | None:
         """Value of '<Algorithm>/<score>' or 'generation/<figure>'."""
@@ -85,12 +115,15 @@ class ModelResult:
         return score.value if score else None
 
     def scores_by_metric(self) -> dict[str, Score]:
-        """Every dataset score as '<Algorithm>/<score>', plus the generation figures."""
+        """Every dataset score as '<Algorithm>/<score>', plus the generation and cost figures."""
         found = {f"{a.algorithm}/{s.name}": s for a in self.algorithms for s in a.scores if s.value is not None}
         for figure in ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate"):
             value = getattr(self.generation, figure)
             if value is not None:
                 found[f"generation/{figure}"] = Score(figure, float(value), count=self.generation.records_total)
+        for figure, value in {"usd": self.cost_usd, "endpoint_seconds": self.endpoint_seconds}.items():
+            if value is not None:
+                found[f"cost/{figure}"] = Score(figure, float(value), count=len(self.usage))
         return found
 
     def to_json(self) -> str:
@@ -108,8 +141,13 @@ class ModelResult:
             )
             for a in data.get("algorithms", [])
         ]
-        known = {k: v for k, v in data.items() if k not in ("algorithms", "generation")}
-        return cls(algorithms=algos, generation=GenerationStats(**data.get("generation", {})), **known)
+        known = {k: v for k, v in data.items() if k not in ("algorithms", "generation", "usage")}
+        return cls(
+            algorithms=algos,
+            generation=GenerationStats(**data.get("generation", {})),
+            usage=[ResourceUsage(**u) for u in data.get("usage", [])],
+            **known,
+        )
 
 
 def write_json_atomic(path: Path, text: str) -> None:
@@ -126,14 +164,38 @@ def write_result(model_dir: Path, result: ModelResult) -> Path:
     return path
 
 
+def read_usage(model_dir: Any) -> list[ResourceUsage]:
+    """What a model's resources were billed for, as recorded so far (usage.json)."""
+    path = model_dir / USAGE
+    return [ResourceUsage(**u) for u in json.loads(path.read_text(encoding="utf-8"))] if path.exists() else []
+
+
+def record_usage(model_dir: Any, items: list[ResourceUsage]) -> None:
+    """Keep what a model's resources were billed for in its usage.json (a resource measured
+    again replaces its earlier entry), and in its results.json when it has one."""
+    if not items:
+        return
+    replaced = {(u.resource, u.name) for u in items}
+    usage = [u for u in read_usage(model_dir) if (u.resource, u.name) not in replaced] + items
+    write_text(model_dir / USAGE, json.dumps([asdict(u) for u in usage], indent=2))
+    results = model_dir / RESULTS
+    if results.exists():
+        result = ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))
+        result.usage = usage
+        write_text(results, result.to_json())
+
+
 def read_model_result(model_dir: Any, model: str) -> ModelResult:
-    """The model's result in a folder (local or in the run store); a failed result when it
-    has none (naming the step if a failure was recorded)."""
+    """The model's result in a folder (local or in the run store), with what its resources
+    cost; a failed result when it has none (naming the step if a failure was recorded)."""
     results = model_dir / RESULTS
     failure = model_dir / FAILURE
     if results.exists():
-        return ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))
-    if failure.exists():
+        result = ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))
+    elif failure.exists():
         info = json.loads(failure.read_text(encoding="utf-8"))
-        return ModelResult(model=model, status="failed", failed_step=info["step"], error=info["error"])
-    return ModelResult(model=model, status="failed", failed_step="unknown", error="no result was written")
+        result = ModelResult(model=model, status="failed", failed_step=info["step"], error=info["error"])
+    else:
+        result = ModelResult(model=model, status="failed", failed_step="unknown", error="no result was written")
+    result.usage = read_usage(model_dir) or result.usage
+    return result

@@ -21,7 +21,7 @@ from llmeval.model_card import CardFacts
 from llmeval.model_card import content as card_content
 from llmeval.registry import APPROVED, PENDING, REJECTED, Registry
 from llmeval.report import ReportInput, render_html, render_markdown
-from llmeval.results import ModelResult, read_model_result
+from llmeval.results import ModelResult, read_model_result, read_usage
 from llmeval.runtime import resolve_data_path
 from llmeval.selection import Selection, champion_gate, select
 
@@ -98,10 +98,14 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
 
 def model_result(run_folder: Any, model: str, summary: dict[str, Any] | None) -> ModelResult:
     """A model's result: the summary its evaluation handed on, else what the store says
-    (the failure a step recorded, or that nothing was written)."""
-    if summary:
-        return ModelResult.from_dict(summary)
-    return read_model_result(store.model_folder(run_folder, model), model)
+    (the failure a step recorded, or that nothing was written); with what its resources cost
+    (recorded in the store until its teardown)."""
+    folder = store.model_folder(run_folder, model)
+    if not summary:
+        return read_model_result(folder, model)
+    result = ModelResult.from_dict(summary)
+    result.usage = read_usage(folder) or result.usage
+    return result
 
 
 def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) -> Selection:
@@ -192,6 +196,7 @@ def register_best(
             "records_evaluated": best.generation.records_evaluated,
             "catalog_version": catalog_version,
             "gate": decision.reason[:250],
+            **({"cost_usd": best.cost_usd} if best.cost_usd is not None else {}),
             **({"review": reviewed[:250]} if reviewed else {}),
         }
         training = best.metadata.get("training")

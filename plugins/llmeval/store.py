@@ -10,7 +10,7 @@ Layout (every name is a constant below):
 
     runs/<dag>/<run>/            config.json dataset.jsonl bad_rows.json
                                  selection.json registration.json leaderboard.html summary.md
-    runs/<dag>/<run>/models/<m>/ results.json failure.json outputs.jsonl records.jsonl report.html
+    runs/<dag>/<run>/models/<m>/ results.json failure.json usage.json outputs.jsonl records.jsonl report.html
                                  finetuned/ and server.log (local target)
     history/<dag>/               <catalog version>.json trend.html
     registry/<group>/            v00001.json ...
@@ -46,6 +46,7 @@ SUMMARY = "summary.md"
 # a model's folder in a run
 RESULTS = "results.json"
 FAILURE = "failure.json"
+USAGE = "usage.json"  # what the model's endpoint and jobs were billed for
 OUTPUTS = "outputs.jsonl"
 RECORDS = "records.jsonl"
 MODEL_REPORT = "report.html"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraint
 from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
 from llmeval.config.errors import FieldProblem
 from llmeval.config.target_checks import check_target
+from llmeval.results import COST_METRICS
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
@@ -259,14 +260,16 @@ class AlgorithmSection(BaseModel):
 
 
 class _MetricRef(_Strict):
-    metric: str = Field(description="'<Algorithm>/<score name>' or 'generation/<figure>'.")
+    metric: str = Field(description="'<Algorithm>/<score name>', 'generation/<figure>' or 'cost/<figure>'.")
     direction: Literal["higher", "lower"] = "higher"
 
     @field_validator("metric")
     @classmethod
     def _shape(cls, value: str) -> str:
         if value.count("/") != 1 or not all(value.split("/")):
-            raise ValueError("must look like 'FactualKnowledge/factual_knowledge' or 'generation/latency_p95_ms'")
+            raise ValueError(
+                "must look like 'FactualKnowledge/factual_knowledge', 'generation/latency_p95_ms' or 'cost/usd'"
+            )
         return value
 
 
@@ -397,6 +400,14 @@ class SageMakerSection(_Strict):
             "not live endpoints.",
         )
     )
+    instance_prices: dict[
+        Annotated[str, StringConstraints(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")], Annotated[float, Field(ge=0)]
+    ] = Field(
+        {},
+        description="USD per instance-hour for instance types whose price differs from include/instance_prices.yaml "
+        "(on-demand, us-east-1): your region's or your discounted price. Costs in results.json and the leaderboard "
+        "use it.",
+    )
     pool_prefix: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,200}$",
@@ -523,7 +534,9 @@ class EvalConfig(_Strict):
             source, figure = rule.metric.split("/")
             if source == "generation" and figure not in GENERATION_METRICS:
                 raise FieldProblem(loc, f"expected generation/ one of {', '.join(GENERATION_METRICS)}")
-            if source != "generation" and source not in names:
+            if source == "cost" and figure not in COST_METRICS:
+                raise FieldProblem(loc, f"expected cost/ one of {', '.join(COST_METRICS)} (lower is better)")
+            if source not in ("generation", "cost") and source not in names:
                 raise FieldProblem(loc, f"{source} is not among this config's algorithms ({', '.join(names)})")
         return self
 

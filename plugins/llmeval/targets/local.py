@@ -22,12 +22,14 @@ import tempfile
 import time
 import urllib.request
 from contextlib import closing
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.prices import usage
+from llmeval.results import record_usage
 from llmeval.runtime import PLUGINS_DIR, algorithms_dir, worker_python
 
 log = logging.getLogger("llmeval.local")
@@ -133,7 +135,15 @@ def start_endpoint(cfg: EvalConfig, model: str, run_folder: Any, who: str, previ
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    state = {"model": model, "endpoint_name": name, "pid": proc.pid, "url": None, "owner": who, "scratch": str(scratch)}
+    state = {
+        "model": model,
+        "endpoint_name": name,
+        "pid": proc.pid,
+        "url": None,
+        "owner": who,
+        "scratch": str(scratch),
+        "started_at": datetime.now(timezone.utc).isoformat(),
+    }
     log.info("started model server pid %d for %s (log %s)", proc.pid, name, log_path)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
@@ -192,6 +202,18 @@ def stop_endpoint(
         return "kept"
     stopped = stop_server(state["pid"], who) if state else False
     stopped = stop_servers(who) > 0 or stopped  # also a server whose deploy never handed its PID on
+    if stopped and state and state.get("started_at"):  # alive from its start until now, at no charge
+        alive = usage(
+            "local model server",
+            state["endpoint_name"],
+            "local",
+            1,
+            state["started_at"],
+            datetime.now(timezone.utc),
+            0.0,
+        )
+        record_usage(store.model_folder(run_folder, model), [alive])
+        log.info("%s: model server alive %.0f s", model, alive.seconds)
     if state and state.get("scratch"):
         server_log = Path(state["scratch"]) / store.SERVER_LOG
         if server_log.exists():

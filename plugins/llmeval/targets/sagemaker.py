@@ -16,12 +16,14 @@ import functools
 import json
 import logging
 import tempfile
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.prices import PriceTable, endpoint_usage, processing_usage, table_for, training_usage
 from llmeval.runtime import PACKAGE_DIR, algorithms_dir
 from llmeval.targets import endpoint_leases as leases
 from llmeval.targets import sagemaker_requests as req
@@ -120,12 +122,13 @@ def prepare_training(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     )
 
 
-def _training_summary(job: dict[str, Any], base_model: str) -> dict[str, Any]:
+def _training_summary(job: dict[str, Any], base_model: str, prices: PriceTable) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "job_name": job["TrainingJobName"],
         "base_model": base_model,
         "artifact": job["ModelArtifacts"]["S3ModelArtifacts"],
         "wall_seconds": job.get("TrainingTimeInSeconds"),
+        "usage": asdict(training_usage(job, prices)),
     }
     for metric in job.get("FinalMetricDataList") or []:
         summary[metric["MetricName"]] = metric["Value"]
@@ -143,7 +146,7 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     training = None
     if model.finetuning:  # deploy the tuned weights with the base model's inference container
         job = _hook(cfg).describe_training_job(req.training_job_name(dag_id, run_id, model_name))
-        training = _training_summary(job, model.model_id)
+        training = _training_summary(job, model.model_id, table_for(cfg.sagemaker.instance_prices))
         resolved = dict(resolved, model_data=training["artifact"])
     req.check_eula(model, resolved)  # a gated model without its EULA accepted: refused before anything exists
     endpoint = req.endpoint_config(cfg, model, resolved, role_arn(cfg))
@@ -179,7 +182,9 @@ def stage(
 
         with tempfile.TemporaryDirectory(prefix="llmeval-outputs-") as scratch:
             given = outputs_file(cfg, model_name, catalog_version, Path(scratch))
-            s3.load_file(str(given), f"{key_prefix}/run/{req.outputs_name(model_name)}", bucket_name=bucket, replace=True)
+            s3.load_file(
+                str(given), f"{key_prefix}/run/{req.outputs_name(model_name)}", bucket_name=bucket, replace=True
+            )
     job = req.processing_job_name(dag_id, run_id, model_name)
     return req.processing_config(
         cfg,
@@ -200,15 +205,18 @@ def collect(
 ) -> dict[str, Any]:
     """Copy the job's results into the run store; return the result summary, or raise why
     there is none."""
-    from llmeval.results import ModelResult
+    from llmeval.results import ModelResult, ResourceUsage, record_usage
 
     folder = store.model_folder(run_folder, model_name)
     uri = processing["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
     bucket, key_prefix = store.split_s3_uri(uri)
-    s3 = _s3(cfg)
+    s3, conn, prices = _s3(cfg), _hook(cfg).conn, table_for(cfg.sagemaker.instance_prices)
+    billed = [ResourceUsage(**training["usage"])] if training and training.get("usage") else []
+    cluster = processing["ProcessingResources"]["ClusterConfig"]
     keys = s3.list_keys(bucket_name=bucket, prefix=key_prefix) or []
     if not any(k.endswith(store.RESULTS) for k in keys):
-        job = req.stop_job_if_running(_hook(cfg).conn, "processing", processing["ProcessingJobName"])
+        job = req.stop_job_if_running(conn, "processing", processing["ProcessingJobName"])
+        record_usage(folder, billed + ([processing_usage(job, cluster, prices)] if job else []))
         if job is None:
             reason = "the job was never created"
         elif job["ProcessingJobStatus"] == "InProgress":
@@ -229,6 +237,8 @@ def collect(
     if training:
         result.metadata["training"] = training
     store.write_text(folder / store.RESULTS, result.to_json())
+    job = conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
+    record_usage(folder, billed + [processing_usage(job, cluster, prices)])
     if not result.succeeded:
         raise RuntimeError(f"{model_name} failed at {result.failed_step}: {result.error}")
     return json.loads(result.to_json())
@@ -240,17 +250,37 @@ def teardown(
     keep: bool,
     endpoint: dict[str, Any] | None,
     training_job: str | None = None,
+    run_folder: Any = None,
 ) -> list[str]:
     """Stop the model's fine-tuning job if its task ended with the job running; delete the
     endpoint, endpoint config and model this pipeline created: the ones its deploy handed on
-    by XCom, else the ones found by the endpoint's deterministic name and the ownership tag."""
+    by XCom, else the ones found by the endpoint's deterministic name and the ownership tag.
+    With `run_folder`, what the endpoint was billed for (creation to deletion) is recorded."""
+    from llmeval.results import record_usage
+
     conn = _hook(cfg).conn
     stopped = []
     job = training_job and req.stop_job_if_running(conn, "training", training_job)
     if job and job["TrainingJobStatus"] == "InProgress":
         stopped.append(f"training job {training_job} (stopped)")
-    if keep or not cfg.model(model_name).cleanup_endpoint:
+    model = cfg.model(model_name)
+    deployed = model.deployment_config
+    prices = table_for(cfg.sagemaker.instance_prices)
+    if job and run_folder is not None:  # also when fine-tuning failed and nothing was deployed
+        record_usage(store.model_folder(run_folder, model_name), [training_usage(job, prices)])
+    billed = []
+
+    def measure(kind: str, described: dict[str, Any]) -> None:
+        if kind == "endpoint":
+            at = datetime.now(timezone.utc)
+            billed.append(endpoint_usage(described, at, deployed.instance_type, deployed.num_instances, prices))
+
+    if keep or not model.cleanup_endpoint:
         log.warning("keeping the endpoint of %s (cleanup disabled): it keeps costing money", model_name)
+        described = req.describe_or_none(conn.describe_endpoint, EndpointName=req.endpoint_name(cfg, model))
+        if described and run_folder is not None:  # billed so far
+            measure("endpoint", described)
+            record_usage(store.model_folder(run_folder, model_name), billed)
         return stopped
     if endpoint:
         names = req.resource_names(endpoint)
@@ -258,12 +288,18 @@ def teardown(
         name = req.endpoint_name(cfg, cfg.model(model_name))
         log.info("%s: no deployment handed on; looking for endpoint %s and what it owns", model_name, name)
         names = req.discover_resources(conn, name, cfg.pipeline.name, model_name)
-    deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name)
-    model = cfg.model(model_name)
-    instance_type, name = model.deployment_config.instance_type, req.endpoint_name(cfg, model)
+    deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name, measure)
+    if billed and run_folder is not None:
+        record_usage(store.model_folder(run_folder, model_name), billed)
+        log.info("%s: endpoint alive %.0f s, %s", model_name, billed[0].seconds, _usd(billed[0].usd))
+    instance_type, name = deployed.instance_type, req.endpoint_name(cfg, model)
     if instance_type in cfg.sagemaker.endpoint_quotas and leases.give_back(cfg.artifacts_url, instance_type, name):
         deleted.append(f"{instance_type} endpoint lease of {name}")
     return stopped + deleted
+
+
+def _usd(usd: float | None) -> str:
+    return "no price for its instance type" if usd is None else f"${usd:.4f}"
 
 
 # --------------------------------------------------------------------------- operators
@@ -530,7 +566,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         job = req.training_job_name(run.dag_id, run.run_id, model) if frozen.model(model).finetuning else None
         prepared = own("prepare")
         endpoint = prepared.get("endpoint") if isinstance(prepared, dict) else None
-        return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job)
+        return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job, run.folder)
 
     def evaluation_job(staged: Any):
         """The Processing job running the evaluation entry point."""

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 from llmeval.config import EvalConfig, ModelSection
 from llmeval.evaluation import cache_sync
@@ -250,8 +250,11 @@ def discover_resources(client: Any, endpoint: str, pipeline: str, model: str) ->
     return found
 
 
-def delete_endpoint_resources(client: Any, names: dict[str, list[str]], pipeline: str) -> list[str]:
-    """Delete endpoints, endpoint configs and models by name, only where this pipeline created them."""
+def delete_endpoint_resources(
+    client: Any, names: dict[str, list[str]], pipeline: str, deleting: Callable[[str, dict], None] | None = None
+) -> list[str]:
+    """Delete endpoints, endpoint configs and models by name, only where this pipeline created
+    them; `deleting(kind, description)` sees each one just before it goes."""
     calls = {
         "endpoint": (client.describe_endpoint, "EndpointArn", client.delete_endpoint, "EndpointName"),
         "endpoint config": (
@@ -272,6 +275,8 @@ def delete_endpoint_resources(client: Any, names: dict[str, list[str]], pipeline
             elif not _owned(client, found[arn_key], pipeline):
                 log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
             else:
+                if deleting:
+                    deleting(kind, found)
                 delete(**{key: name})
                 deleted.append(f"{kind} {name}")
                 log.info("deleted %s %s", kind, name)
