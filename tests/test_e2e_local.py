@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import local_config, run_dag
+from sagemaker_fixtures import xcoms
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +151,20 @@ def test_no_model_server_is_left_running(e2e_run):
     assert _servers_running(GOOD + [BAD]) == []
     for name in GOOD + [BAD]:
         assert "serving" in (folder / "models" / name / "server.log").read_text()  # each was started, its log kept
+
+
+def test_each_server_stops_when_its_model_is_no_longer_needed_not_at_teardown(e2e_run):
+    """The evaluation says when generation (and any scorer that asks the model) is done; the
+    evaluate task stops the server then, while scoring goes on; teardown finds it gone."""
+    from datetime import datetime
+
+    from llmeval.results import read_model_result
+
+    dag_run, folder = e2e_run
+    tis = {(ti.task_id, ti.rendered_map_index): ti for ti in dag_run.get_task_instances()}
+    for name in GOOD:
+        (server,) = read_model_result(folder / "models" / name, name).usage
+        evaluate = tis[("model.evaluate", name)]
+        assert evaluate.start_date < datetime.fromisoformat(server.ended) < evaluate.end_date, (server, evaluate)
+    teardowns = xcoms(dag_run, "model.teardown")  # the bad model never got that far: teardown stopped it
+    assert sorted(teardowns.values()) == ["not running", "not running", "stopped"], teardowns

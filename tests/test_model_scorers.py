@@ -169,12 +169,16 @@ with LatencyServer(latency_s=0.05, capacity=16, throttle_rate=0.1, seed=3) as se
     client.invoker.sleep = lambda s: time.sleep(min(s, 0.05))
     rows = generate_with(client, records)
     generated = sum(server.answered.values())
-    results, scored = score_outputs(rows, [section], "loc", client)
+    plain = AlgorithmSection.model_validate({"algorithm": "FactualKnowledge"})
+    released = []
+    results, scored = score_outputs(rows, [plain, section], "loc", client,
+                                    released=lambda: released.append(sum(server.answered.values())))
     first = dict(server.answered)
     score_outputs(rows, [section], "loc", client)
     print(json.dumps({"generated": generated, "answered": first, "requests_after_rerun": sum(server.answered.values()),
                       "max_in_flight": server.max_in_flight, "throttled": server.throttled,
-                      "scores": [s.__dict__ for s in results[0].scores],
+                      "released_at": released, "order": [r.algorithm for r in results],
+                      "scores": [s.__dict__ for s in results[1].scores],
                       "scored": sum(1 for r in scored if r["scores"]["ClassificationAccuracySemanticRobustness"])}))
 """
 
@@ -197,3 +201,6 @@ def test_robustness_calls_are_concurrent_cached_and_never_duplicated(tmp_path):
     assert 40 < len(got["answered"]) <= 160  # the originals from the cache, the perturbed ones asked
     assert got["requests_after_rerun"] == sum(got["answered"].values())  # a second scoring: all from the cache
     assert got["max_in_flight"] >= 4  # records are scored in parallel, not one call at a time
+    # the scorer that asks the model ran first; the model was released after its last request
+    assert got["order"] == ["FactualKnowledge", "ClassificationAccuracySemanticRobustness"]
+    assert got["released_at"] == [sum(got["answered"].values())]

@@ -172,12 +172,14 @@ def read_usage(model_dir: Any) -> list[ResourceUsage]:
 
 def record_usage(model_dir: Any, items: list[ResourceUsage]) -> None:
     """Keep what a model's resources were billed for in its usage.json (a resource measured
-    again replaces its earlier entry), and in its results.json when it has one."""
-    if not items:
-        return
+    again replaces its earlier entry), and in its results.json when it has one. With no
+    items: put what was recorded into a results.json written since."""
     replaced = {(u.resource, u.name) for u in items}
     usage = [u for u in read_usage(model_dir) if (u.resource, u.name) not in replaced] + items
-    write_text(model_dir / USAGE, json.dumps([asdict(u) for u in usage], indent=2))
+    if not usage:
+        return
+    if items:
+        write_text(model_dir / USAGE, json.dumps([asdict(u) for u in usage], indent=2))
     results = model_dir / RESULTS
     if results.exists():
         result = ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))

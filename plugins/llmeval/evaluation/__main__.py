@@ -25,7 +25,7 @@ from pathlib import Path
 
 from llmeval.config import EvalConfig, ModelSection, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
-from llmeval.evaluation import cache_sync
+from llmeval.evaluation import RELEASE_MARK, cache_sync
 from llmeval.evaluation.generate import (
     ModelClient,
     ResponseCache,
@@ -159,13 +159,20 @@ def _score(
         )
         if not answered:
             return result
-    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / RECORDS), client)
+    result.algorithms, scored = score_outputs(
+        rows, cfg.algorithms, str(out / RECORDS), client, released=_released if client else None
+    )
     write_jsonl(out / RECORDS, scored)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):
         result.status, result.failed_step = "failed", "score"
         result.error = "; ".join(f"{a.algorithm}: {a.error}" for a in errors)
     return result
+
+
+def _released() -> None:
+    log.info("%s the model is no longer needed (generation and the scorers that ask it are done)", RELEASE_MARK)
+    sys.stdout.flush()
 
 
 def _stop(signum: int, _frame: object) -> None:

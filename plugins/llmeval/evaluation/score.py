@@ -175,42 +175,48 @@ def aggregate(per_record: PerRecord) -> list[Score]:
     return scores
 
 
+def calls_model(section: AlgorithmSection) -> bool:
+    """Whether the algorithm asks the model again while scoring (robustness, stereotyping)."""
+    return not section.is_custom and ALGORITHMS[section.algorithm].calls_model_when_scoring
+
+
 def score_outputs(
     rows: list[dict[str, Any]],
     algorithms: list[AlgorithmSection],
     records_location: str,
     client: ModelClient | None = None,
+    released: Callable[[], None] | None = None,
 ) -> tuple[list[AlgorithmResult], list[dict[str, Any]]]:
-    """(one result per algorithm, the answered rows with every per-record score added).
-    `client` calls the model for the algorithms that need it while scoring."""
+    """(one result per algorithm, in the config's order; the answered rows with every
+    per-record score added). `client` calls the model for the algorithms that need it while
+    scoring; they run first, then `released` says the model is no longer needed."""
     answered = [r for r in rows if r.get("model_output") is not None]
-    results: list[AlgorithmResult] = []
-    for section in algorithms:
-        name = section.name
-        try:
-            per_record, dataset_level = _scorer(section, client)(answered)
-        except Exception as exc:
-            log.error("score %s failed: %s", name, exc)
-            results.append(AlgorithmResult(name, [], records_location=records_location, error=str(exc)))
-            continue
-        for row, scores in zip(answered, per_record):
-            row.setdefault("scores", {})[name] = scores
-        by_category: dict[str, PerRecord] = defaultdict(list)
-        for row, scores in zip(answered, per_record):
-            if row.get("category") is not None:
-                by_category[str(row["category"])].append(scores)
-        dataset_scores = aggregate(per_record) + [Score(n, v, count=len(per_record)) for n, v in dataset_level.items()]
-        results.append(
-            AlgorithmResult(
-                name,
-                dataset_scores,
-                {cat: aggregate(recs) for cat, recs in sorted(by_category.items())},
-                records_location,
-            )
-        )
-        log.info(
-            "score %s: %s",
-            name,
-            ", ".join(f"{s.name}={s.value:.3f}" for s in results[-1].scores if s.value is not None),
-        )
-    return results, answered
+    asking = [s for s in algorithms if calls_model(s)]
+    results = {s.name: _score_one(s, answered, records_location, client) for s in asking}
+    if released:
+        released()
+    results |= {s.name: _score_one(s, answered, records_location, None) for s in algorithms if s not in asking}
+    return [results[s.name] for s in algorithms], answered
+
+
+def _score_one(
+    section: AlgorithmSection, answered: list[dict[str, Any]], records_location: str, client: ModelClient | None
+) -> AlgorithmResult:
+    name = section.name
+    try:
+        per_record, dataset_level = _scorer(section, client)(answered)
+    except Exception as exc:
+        log.error("score %s failed: %s", name, exc)
+        return AlgorithmResult(name, [], records_location=records_location, error=str(exc))
+    for row, scores in zip(answered, per_record):
+        row.setdefault("scores", {})[name] = scores
+    by_category: dict[str, PerRecord] = defaultdict(list)
+    for row, scores in zip(answered, per_record):
+        if row.get("category") is not None:
+            by_category[str(row["category"])].append(scores)
+    dataset_scores = aggregate(per_record) + [Score(n, v, count=len(per_record)) for n, v in dataset_level.items()]
+    result = AlgorithmResult(
+        name, dataset_scores, {cat: aggregate(recs) for cat, recs in sorted(by_category.items())}, records_location
+    )
+    log.info("score %s: %s", name, ", ".join(f"{s.name}={s.value:.3f}" for s in result.scores if s.value is not None))
+    return result

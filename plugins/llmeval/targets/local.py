@@ -24,10 +24,11 @@ import urllib.request
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.evaluation import RELEASE_MARK
 from llmeval.prices import usage
 from llmeval.results import record_usage
 from llmeval.runtime import PLUGINS_DIR, algorithms_dir, worker_python
@@ -259,8 +260,9 @@ def run_finetune(cfg: EvalConfig, model: str, run_folder: Any) -> dict[str, Any]
         return json.loads((out / TRAINING_METRICS).read_text())
 
 
-def stream_command(cmd: list[str], what: str) -> None:
-    """Run a worker command, streaming its output into the task log; kill it if the task dies."""
+def stream_command(cmd: list[str], what: str, on_line: Callable[[str], None] | None = None) -> None:
+    """Run a worker command, streaming its output into the task log (and to `on_line`); kill
+    it if the task dies."""
     log.info("running %s", " ".join(cmd))
     proc = subprocess.Popen(
         cmd,
@@ -278,6 +280,8 @@ def stream_command(cmd: list[str], what: str) -> None:
             if line and not line.startswith("sagemaker.config INFO"):
                 log.info("%s", line)
                 tail = (tail + [line])[-20:]
+                if on_line:
+                    on_line(line)
         proc.wait()
     except BaseException:  # task killed or timed out: do not leave the worker behind
         os.killpg(proc.pid, signal.SIGKILL)
@@ -295,11 +299,13 @@ def run_evaluation(
     cache: Any,
     training: dict[str, Any] | None = None,
     catalog_version: str = "",
+    release: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation entry point for one model in a scratch folder, streaming its log
     into the task log; its outputs and the response cache go back to the run store, also
     when it fails. Returns the result summary (results.json). A model given by its outputs
-    (no `endpoint`) has them scored."""
+    (no `endpoint`) has them scored. `release` is called when the entry point says the model
+    is no longer needed (scoring may go on)."""
     with tempfile.TemporaryDirectory(prefix="llmeval-evaluate-") as tmp:
         scratch = Path(tmp)
         out, cache_file = scratch / "out", scratch / "cache" / store.RESPONSE_CACHE
@@ -336,11 +342,20 @@ def run_evaluation(
                 "--model-identity",
                 f"{cfg.model(model).model_id}+tuned:{training['weights_sha256'][:16]}",
             ]
+
+        def released(line: str) -> None:
+            if release and RELEASE_MARK in line:
+                try:
+                    release()
+                except Exception:  # teardown stops it anyway
+                    log.exception("could not stop the server of %s early", model)
+
         try:
-            stream_command(cmd, f"evaluation of {model}")
+            stream_command(cmd, f"evaluation of {model}", released)
         finally:
             if out.exists():
                 store.upload_tree(out, store.model_folder(run_folder, model))
+                record_usage(store.model_folder(run_folder, model), [])  # a server stopped early: in results.json
             if cache_file.exists():
                 _checkpoint(cache_file)
                 store.write_bytes(cache, cache_file.read_bytes())
@@ -412,7 +427,21 @@ class LocalTarget:
 
             def body(cfg: EvalConfig, run: Any) -> dict[str, Any]:
                 cache = store.cache_object(run.dag_id, model, cfg.artifacts_url)
-                return run_evaluation(cfg, model, run.folder, endpoint, cache, training, run.catalog_version)
+                keep = bool(run.params.get("keep_endpoints"))
+
+                def release() -> None:  # the server goes as soon as the model is no longer needed
+                    log.info("%s: %s", model, stop_endpoint(cfg, model, who(model), endpoint, run.folder, keep))
+
+                return run_evaluation(
+                    cfg,
+                    model,
+                    run.folder,
+                    endpoint,
+                    cache,
+                    training,
+                    run.catalog_version,
+                    release if endpoint else None,
+                )
 
             return guarded("evaluate", model, body, first=kind == "provided")
 
