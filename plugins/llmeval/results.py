@@ -110,7 +110,7 @@ class ModelResult:
         return round(sum(alive), 3) if alive else None
 
     def metric(self, metric: str) -> float | None:
-        """Value of '<Algorithm>/<score>' or 'generation/<figure>'."""
+        """Value of '<Algorithm>/<score>', 'generation/<figure>' or 'cost/<figure>'."""
         score = self.scores_by_metric().get(metric)
         return score.value if score else None
 
