@@ -266,21 +266,24 @@ def teardown(
     model = cfg.model(model_name)
     deployed = model.deployment_config
     prices = table_for(cfg.sagemaker.instance_prices)
-    if job and run_folder is not None:  # also when fine-tuning failed and nothing was deployed
-        record_usage(store.model_folder(run_folder, model_name), [training_usage(job, prices)])
-    billed = []
+    billed = [training_usage(job, prices)] if job else []  # also when fine-tuning failed and nothing was deployed
 
     def measure(kind: str, described: dict[str, Any]) -> None:
         if kind == "endpoint":
             at = datetime.now(timezone.utc)
             billed.append(endpoint_usage(described, at, deployed.instance_type, deployed.num_instances, prices))
 
+    def record() -> None:
+        if billed and run_folder is not None:
+            record_usage(store.model_folder(run_folder, model_name), billed)
+            log.info("%s: %s", model_name, "; ".join(f"{u.resource} {u.seconds:.0f} s, {_usd(u.usd)}" for u in billed))
+
     if keep or not model.cleanup_endpoint:
         log.warning("keeping the endpoint of %s (cleanup disabled): it keeps costing money", model_name)
         described = req.describe_or_none(conn.describe_endpoint, EndpointName=req.endpoint_name(cfg, model))
-        if described and run_folder is not None:  # billed so far
+        if described:  # billed so far
             measure("endpoint", described)
-            record_usage(store.model_folder(run_folder, model_name), billed)
+        record()
         return stopped
     if endpoint:
         names = req.resource_names(endpoint)
@@ -289,12 +292,10 @@ def teardown(
         log.info("%s: no deployment handed on; looking for endpoint %s and what it owns", model_name, name)
         names = req.discover_resources(conn, name, cfg.pipeline.name, model_name)
     deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name, measure)
-    if billed and run_folder is not None:
-        record_usage(store.model_folder(run_folder, model_name), billed)
-        log.info("%s: endpoint alive %.0f s, %s", model_name, billed[0].seconds, _usd(billed[0].usd))
     instance_type, name = deployed.instance_type, req.endpoint_name(cfg, model)
     if instance_type in cfg.sagemaker.endpoint_quotas and leases.give_back(cfg.artifacts_url, instance_type, name):
         deleted.append(f"{instance_type} endpoint lease of {name}")
+    record()  # after the lease is given back: a waiting deploy need not wait for the bookkeeping
     return stopped + deleted
 
 
