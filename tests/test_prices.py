@@ -75,6 +75,8 @@ def test_a_training_job_is_billed_for_its_billable_seconds_when_sagemaker_states
     assert used.seconds == 3000.0 and used.usd == dollars(1.515 * 3000 / 3600 * 2)
     del job["BillableTimeInSeconds"]
     assert training_usage(job, TABLE).seconds == 3600.0
+    del job["TrainingEndTime"], job["LastModifiedTime"]  # still running when teardown stops it: billed until now
+    assert training_usage(job, TABLE).seconds > 3600.0
 
 
 def test_an_instance_type_without_a_price_is_shown_as_such_not_as_free():

@@ -111,7 +111,7 @@ def endpoint_usage(
 
 def processing_usage(job: dict[str, Any], cluster: dict[str, Any], prices: PriceTable) -> ResourceUsage:
     """A Processing job from ProcessingStartTime (else CreationTime) to ProcessingEndTime
-    (else LastModifiedTime) of DescribeProcessingJob, on the instances of its request's
+    (else LastModifiedTime, else now: still running) of DescribeProcessingJob, on the instances of its request's
     `ProcessingResources.ClusterConfig`."""
     return usage(
         "processing job",
@@ -119,14 +119,14 @@ def processing_usage(job: dict[str, Any], cluster: dict[str, Any], prices: Price
         cluster["InstanceType"],
         cluster["InstanceCount"],
         job.get("ProcessingStartTime") or job["CreationTime"],
-        job.get("ProcessingEndTime") or job["LastModifiedTime"],
+        job.get("ProcessingEndTime") or job.get("LastModifiedTime") or datetime.now(timezone.utc),
         prices.hourly(cluster["InstanceType"]),
     )
 
 
 def training_usage(job: dict[str, Any], prices: PriceTable) -> ResourceUsage:
     """A training job's BillableTimeInSeconds when SageMaker states it, else its start to end
-    (DescribeTrainingJob)."""
+    (or to now while it runs) (DescribeTrainingJob)."""
     resources = job["ResourceConfig"]
     return usage(
         "training job",
@@ -134,7 +134,7 @@ def training_usage(job: dict[str, Any], prices: PriceTable) -> ResourceUsage:
         resources["InstanceType"],
         resources["InstanceCount"],
         job.get("TrainingStartTime") or job["CreationTime"],
-        job.get("TrainingEndTime") or job["LastModifiedTime"],
+        job.get("TrainingEndTime") or job.get("LastModifiedTime") or datetime.now(timezone.utc),
         prices.hourly(resources["InstanceType"]),
         seconds=job.get("BillableTimeInSeconds"),
     )
