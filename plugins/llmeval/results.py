@@ -170,14 +170,14 @@ def read_usage(model_dir: Any) -> list[ResourceUsage]:
     return [ResourceUsage(**u) for u in json.loads(path.read_text(encoding="utf-8"))] if path.exists() else []
 
 
-def record_usage(model_dir: Any, items: list[ResourceUsage]) -> None:
+def record_usage(model_dir: Any, items: list[ResourceUsage]) -> list[ResourceUsage]:
     """Keep what a model's resources were billed for in its usage.json (a resource measured
-    again replaces its earlier entry), and in its results.json when it has one. With no
-    items: put what was recorded into a results.json written since."""
+    again replaces its earlier entry), and in its results.json when it has one; return all
+    of it. With no items: put what was recorded into a results.json written since."""
     replaced = {(u.resource, u.name) for u in items}
     usage = [u for u in read_usage(model_dir) if (u.resource, u.name) not in replaced] + items
     if not usage:
-        return
+        return usage
     if items:
         write_text(model_dir / USAGE, json.dumps([asdict(u) for u in usage], indent=2))
     results = model_dir / RESULTS
@@ -185,6 +185,7 @@ def record_usage(model_dir: Any, items: list[ResourceUsage]) -> None:
         result = ModelResult.from_dict(json.loads(results.read_text(encoding="utf-8")))
         result.usage = usage
         write_text(results, result.to_json())
+    return usage
 
 
 def read_model_result(model_dir: Any, model: str) -> ModelResult:

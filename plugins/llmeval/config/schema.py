@@ -185,8 +185,7 @@ def _check_provided(cfg: EvalConfig, i: int, model: ModelSection) -> None:
                 ("models", i, field), f"a model given by outputs_location is only scored: remove {field}"
             )
     for j, section in enumerate(cfg.algorithms):
-        spec = ALGORITHMS.get(section.name)
-        if spec and spec.calls_model_when_scoring:
+        if section.calls_model:
             raise FieldProblem(
                 ("algorithms", j, "algorithm"),
                 f"{section.name} asks the model again while scoring, and models[{i}] ({model.name}) is given by "
@@ -216,6 +215,11 @@ class AlgorithmSection(BaseModel):
     def name(self) -> str:
         """The name results and metrics use: the class name of a custom algorithm."""
         return self.algorithm.rsplit(":", 1)[1] if self.is_custom else self.algorithm
+
+    @property
+    def calls_model(self) -> bool:
+        """Whether it asks the model again while scoring (robustness, stereotyping)."""
+        return not self.is_custom and ALGORITHMS[self.algorithm].calls_model_when_scoring
 
     @model_validator(mode="after")
     def _known_with_valid_options(self) -> AlgorithmSection:

@@ -175,11 +175,6 @@ def aggregate(per_record: PerRecord) -> list[Score]:
     return scores
 
 
-def calls_model(section: AlgorithmSection) -> bool:
-    """Whether the algorithm asks the model again while scoring (robustness, stereotyping)."""
-    return not section.is_custom and ALGORITHMS[section.algorithm].calls_model_when_scoring
-
-
 def score_outputs(
     rows: list[dict[str, Any]],
     algorithms: list[AlgorithmSection],
@@ -191,7 +186,7 @@ def score_outputs(
     per-record score added). `client` calls the model for the algorithms that need it while
     scoring; they run first, then `released` says the model is no longer needed."""
     answered = [r for r in rows if r.get("model_output") is not None]
-    asking = [s for s in algorithms if calls_model(s)]
+    asking = [s for s in algorithms if s.calls_model]
     results = {s.name: _score_one(s, answered, records_location, client) for s in asking}
     if released:
         released()

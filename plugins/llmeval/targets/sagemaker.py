@@ -236,9 +236,9 @@ def collect(
     result.outputs_location = f"{uri}{store.OUTPUTS}"
     if training:
         result.metadata["training"] = training
-    store.write_text(folder / store.RESULTS, result.to_json())
     job = conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
-    record_usage(folder, billed + [processing_usage(job, cluster, prices)])
+    result.usage = record_usage(folder, billed + [processing_usage(job, cluster, prices)])
+    store.write_text(folder / store.RESULTS, result.to_json())
     if not result.succeeded:
         raise RuntimeError(f"{model_name} failed at {result.failed_step}: {result.error}")
     return json.loads(result.to_json())
