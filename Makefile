@@ -63,6 +63,7 @@ benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last
 	$(WORKER_VENV)/bin/python benchmarks/robustness_throughput.py 2>&1 | tail -n 5
 	$(VENV)/bin/python benchmarks/parse_time.py
 	$(VENV)/bin/python benchmarks/task_start.py
+	$(VENV)/bin/python benchmarks/endpoint_minutes.py 2>&1 | tail -n 6
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)
 	rm -rf artifacts .airflow .pytest_cache

@@ -24,8 +24,12 @@ USERS = {
 
 
 class Standalone:
-    def __init__(self, root: Path, configs: Path, artifacts: Path, extra_env: dict[str, str] | None = None):
-        self.root, self.port = root, free_port()
+    def __init__(
+        self, root: Path, configs: Path, artifacts: Path, extra_env: dict[str, str] | None = None, teams: bool = True
+    ):
+        """`teams=False`: one team-less deployment (its triggerer serves every DAG's deferred
+        tasks; in multi-team mode the standalone triggerer serves no team's)."""
+        self.root, self.port, self.teams = root, free_port(), teams
         self.url = f"http://127.0.0.1:{self.port}"
         passwords = root / "passwords.json"
         passwords.write_text(json.dumps({name: pw for name, (_, _, pw) in USERS.items()}))
@@ -65,13 +69,20 @@ class Standalone:
             "HF_HUB_OFFLINE": "1",
             **(extra_env or {}),
         }
+        if not teams:
+            self.env["AIRFLOW__CORE__MULTI_TEAM"] = "False"
+            self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(
+                f"{n}:{r}" for n, (r, _, _) in USERS.items()
+            )
+            self.env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps([{**bundle, "team_name": None}])
         self.process = Process(
             "standalone", [PYTHON, "-m", "airflow", "standalone"], self.env, root, root / "standalone.log"
         )
         self._token: str | None = None
 
     def start(self) -> None:
-        for argv in (["db", "migrate"], ["teams", "create", "evals"], ["teams", "create", "others"]):
+        teams = (["teams", "create", "evals"], ["teams", "create", "others"]) if self.teams else ()
+        for argv in (["db", "migrate"], *teams):
             done = subprocess.run([PYTHON, "-m", "airflow", *argv], env=self.env, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         self.process.start()

@@ -1,7 +1,7 @@
 """A simulated SageMaker-runtime endpoint for benchmarks and fault tests.
 
 Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `capacity`
-requests at once (others wait, as on a real instance), and throttles a chosen fraction
+requests at once per endpoint (others wait, as on a real instance), and throttles a chosen fraction
 of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
 named in `failing_endpoints`. The answer echoes the prompt, so a test
 can check that every record got its own answer. Bedrock's InvokeModel path
@@ -35,7 +35,8 @@ class LatencyServer:
         self.failing_endpoints = failing_endpoints
         self.dies_after = dict(dies_after or {})  # endpoint -> requests answered before it starts failing
         self.latency_s = latency_s
-        self.capacity = threading.BoundedSemaphore(capacity)
+        self.capacity = capacity  # requests served at once, per endpoint (each is its own instance)
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         self.throttle_rate = throttle_rate
         self.random = random.Random(seed)
         self.lock = threading.Lock()
@@ -43,6 +44,7 @@ class LatencyServer:
         self.throttled = 0
         self.answered: Counter[str] = Counter()  # prompt -> answers given
         self.by_endpoint: Counter[str] = Counter()  # endpoint (or Bedrock model) -> answers given
+        self.asked: dict[str, list[float]] = {}  # endpoint -> [first request, last answer] (monotonic)
         self.max_in_flight = self._in_flight = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -90,15 +92,20 @@ class LatencyServer:
         request = json.loads(body)
         bedrock = path.startswith("/model/")
         inputs = request["messages"][0]["content"] if bedrock else request["inputs"]
-        with self.capacity:
+        endpoint, asked_at = path.split("/")[2], time.monotonic()
+        with self.lock:
+            slots = self._slots.setdefault(endpoint, threading.BoundedSemaphore(self.capacity))
+        with slots:
             with self.lock:
+                self.asked.setdefault(endpoint, [asked_at, asked_at])
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
             time.sleep(self.latency_s)
             with self.lock:
                 self._in_flight -= 1
                 self.answered[str(inputs)] += 1
-                self.by_endpoint[path.split("/")[2]] += 1
+                self.by_endpoint[endpoint] += 1
+                self.asked[endpoint][1] = time.monotonic()
         text = f"answer to: {inputs}"
         if bedrock:  # the Anthropic messages shape Bedrock returns
             return (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -53,13 +54,22 @@ def aws_env(moto_url, monkeypatch):
     _, s3 = clients(moto_url)
     s3.create_bucket(Bucket=BUCKET)
     jumpstart_bucket(s3)
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_MOTO", moto_connection(moto_url))
-    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN", ROLE)
-    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_S3_PREFIX", f"s3://{BUCKET}/llmeval")
-    monkeypatch.setenv("AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE", IMAGE)
-    monkeypatch.setenv("AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
-    monkeypatch.setenv("AWS_JUMPSTART_SPECS_LOCAL_ROOT_DIR_OVERRIDE", str(JUMPSTART_FIXTURES))
+    for name, value in target_env(moto_url).items():
+        monkeypatch.setenv(name, value)
     return moto_url
+
+
+def target_env(moto_url: str) -> dict[str, str]:
+    """The environment that points the SageMaker target at the moto server: the connection
+    `aws_moto`, the target's Variables and the JumpStart spec fixtures."""
+    return {
+        "AIRFLOW_CONN_AWS_MOTO": moto_connection(moto_url),
+        "AIRFLOW_VAR_LLM_EVAL_SAGEMAKER_ROLE_ARN": ROLE,
+        "AIRFLOW_VAR_LLM_EVAL_S3_PREFIX": f"s3://{BUCKET}/llmeval",
+        "AIRFLOW_VAR_LLM_EVAL_PROCESSING_IMAGE": IMAGE,
+        "AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE": str(JUMPSTART_FIXTURES),
+        "AWS_JUMPSTART_SPECS_LOCAL_ROOT_DIR_OVERRIDE": str(JUMPSTART_FIXTURES),
+    }
 
 
 def moto_connection(moto_url: str) -> str:
@@ -116,7 +126,7 @@ def sagemaker_config(name: str, models: list[str]) -> dict:
             for m in models
         ],
         "algorithms": [{"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"}],
-        "sagemaker": {"aws_conn_id": "aws_moto", "region": REGION},
+        "sagemaker": {"aws_conn_id": "aws_moto", "region": REGION, "poll_interval_s": 1},
         "registry": {"model_package_group_name": f"{name}-models"},
     }
 
@@ -130,11 +140,14 @@ def _download_prefix(s3, uri: str, local: Path) -> None:
             s3.download_file(bucket, obj["Key"], str(target))
 
 
-def emulate_processing_job(config: dict, moto_url: str, runtime_url: str, warm: WarmContainer | None = None) -> None:
+def emulate_processing_job(
+    config: dict, moto_url: str, runtime_url: str, warm: WarmContainer | None = None, scratch: Path | None = None
+) -> None:
     """Run the Processing job's container command locally, as SageMaker would (in a child of
-    the warm container when given: the same command without the interpreter's start-up)."""
+    the warm container when given: the same command without the interpreter's start-up), on
+    a disk of its own under `scratch`."""
     _, s3 = clients(moto_url)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         root = Path(tmp)
 
         def local(path: str) -> str:
@@ -152,7 +165,8 @@ def emulate_processing_job(config: dict, moto_url: str, runtime_url: str, warm: 
             AWS_SECRET_ACCESS_KEY="test",
             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=runtime_url,
             AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url,
-            AWS_ENDPOINT_URL_S3=moto_url,  # the response cache kept between jobs
+            AWS_ENDPOINT_URL_S3=moto_url,  # the response cache kept between jobs, the release object
+            AWS_ENDPOINT_URL_SAGEMAKER=moto_url,  # waiting for the endpoint to be InService
             HF_HUB_OFFLINE="1",
         )
         if warm is not None and app["ContainerEntrypoint"] == ENTRY:
@@ -182,32 +196,11 @@ def warm_container(tmp_path_factory):
 
 
 @pytest.fixture
-def processing_emulator(aws_env, monkeypatch, warm_container):
-    """Make SageMakerProcessingOperator run the job's container after moto 'completes' it."""
-    from airflow.providers.amazon.aws.operators.sagemaker import (
-        SageMakerProcessingOperator,
-    )
-
-    original = SageMakerProcessingOperator.execute
+def processing_emulator(aws_env, warm_container):
+    """SageMaker Processing as the DAG sees it: a job stays InProgress while its container
+    command runs here (one at a time), then turns Completed or Failed. Yields the runtime."""
     server = LatencyServer(latency_s=0.001, failing_endpoints=frozenset({"llmeval-sm-gamma-failing"}))
-
-    def execute(self, context):
-        from airflow.sdk.exceptions import AirflowException
-        from moto.sagemaker.models import sagemaker_backends
-
-        result = original(self, context)
-        job = sagemaker_backends["123456789012"][REGION].processing_jobs[self.config["ProcessingJobName"]]
-        try:
-            emulate_processing_job(self.config, aws_env, server.url, warm_container)
-        except RuntimeError as exc:  # as SageMaker reports it: the job Failed, with the reason
-            job.processing_job_status, job.failure_reason = "Failed", str(exc)[-1000:]
-            raise AirflowException(f"SageMaker job failed because {job.failure_reason}") from None
-        finally:
-            job.processing_end_time = job.last_modified_time = utcnow()  # moto ends it at its creation
-        return result
-
-    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
-    with server:
+    with server, EmulatedJobs(aws_env, server.url, parallel=1, warm=warm_container):
         yield server
 
 
@@ -228,10 +221,27 @@ class EmulatedJobs:
     until its container command has run here (at most `parallel` at once), then turns
     Completed, or Failed with the container's error as FailureReason. A second job with a
     running job's name is refused, as SageMaker does. Endpoint creations and deletions are
-    recorded in `endpoint_events` as (monotonic time, +1 or -1, name)."""
+    recorded in `endpoint_events` as (monotonic time, +1 or -1, name), job ends in `jobs_ended`.
+    SageMaker's delays, scaled down: an endpoint stays Creating for `creating_s` after
+    CreateEndpoint; a job starts its container `startup_s` after CreateProcessingJob (or after
+    `slow_starts[prefix]` for a job whose name starts with that prefix)."""
 
-    def __init__(self, moto_url: str, runtime_url: str, parallel: int = 2, warm: WarmContainer | None = None):
+    def __init__(
+        self,
+        moto_url: str,
+        runtime_url: str,
+        parallel: int = 2,
+        warm: WarmContainer | None = None,
+        creating_s: float = 0.0,
+        startup_s: float = 0.0,
+        slow_starts: dict[str, float] | None = None,
+    ):
         self.moto_url, self.runtime_url, self.warm = moto_url, runtime_url, warm
+        self.creating_s, self.startup_s, self.slow_starts = creating_s, startup_s, slow_starts or {}
+        self.closing = threading.Event()
+        self.jobs_ended: dict[str, float] = {}  # job name -> monotonic time it turned Completed or Failed
+        self.in_service: dict[str, float] = {}  # endpoint -> monotonic time it turned InService
+        self.scratch = Path(tempfile.mkdtemp(prefix="processing-jobs-"))  # SageMaker's disks, not a task's
         self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="processing-job")
         self.endpoint_events: list[tuple[float, int, str]] = []
         self.jobs_started: list[str] = []
@@ -264,7 +274,12 @@ class EmulatedJobs:
 
         def create_endpoint(response):
             result = emulator._originals["create_endpoint"](response)
-            emulator._event(+1, response._get_param("EndpointName"))
+            name = response._get_param("EndpointName")
+            emulator._event(+1, name)
+            if emulator.creating_s:
+                endpoint = response.sagemaker_backend.endpoints[name]
+                endpoint.endpoint_status = "Creating"
+                threading.Timer(emulator.creating_s, emulator._serve, (endpoint,)).start()
             return result
 
         def delete_endpoint(response):
@@ -282,23 +297,39 @@ class EmulatedJobs:
 
         for name, original in self._originals.items():
             setattr(responses.SageMakerResponse, name, original)
+        self.closing.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _event(self, delta: int, name: str) -> None:
         with self.lock:
             self.endpoint_events.append((time.monotonic(), delta, name))
 
+    def _serve(self, endpoint) -> None:
+        if endpoint.endpoint_status == "Creating":  # not deleted meanwhile
+            endpoint.endpoint_status = "InService"
+            with self.lock:
+                self.in_service[endpoint.endpoint_name] = time.monotonic()
+
     def _run(self, job, request: dict) -> None:
-        if job.processing_job_status != "InProgress":  # stopped while queued
+        name = job.processing_job_name
+        startup_s = next((s for prefix, s in self.slow_starts.items() if name.startswith(prefix)), self.startup_s)
+        starts = time.monotonic() + startup_s  # provisioning the instance, pulling the image, downloading inputs
+        while time.monotonic() < starts and job.processing_job_status == "InProgress":
+            self.closing.wait(min(0.2, startup_s))
+        if job.processing_job_status != "InProgress" or self.closing.is_set():  # stopped meanwhile
             return
         try:
-            emulate_processing_job(request, self.moto_url, self.runtime_url, self.warm)
+            emulate_processing_job(request, self.moto_url, self.runtime_url, self.warm, self.scratch)
             status, reason = "Completed", None
-        except Exception as exc:  # the job's failure, as SageMaker reports it
-            status, reason = "Failed", str(exc)[-1000:]
+        except Exception as exc:  # the job's failure, as SageMaker reports it (at most 1024 characters)
+            message = str(exc)
+            status, reason = "Failed", message if len(message) <= 1000 else f"{message[:150]} ... {message[-800:]}"
         if job.processing_job_status == "InProgress":
             job.processing_job_status = status
             job.processing_end_time = job.last_modified_time = utcnow()
+            with self.lock:
+                self.jobs_ended[job.processing_job_name] = time.monotonic()
             if reason:
                 job.failure_reason = reason
 

@@ -11,27 +11,16 @@ import yaml
 from conftest import run_dag, session_processes
 from fault_matrix import record
 from latency_server import LatencyServer
-from sagemaker_fixtures import clients, emulate_processing_job, sagemaker_config
+from sagemaker_fixtures import EmulatedJobs, clients, sagemaker_config
 
 pytestmark = pytest.mark.faults
 GOOD, BAD = "fault-good", "fault-bad"
 BAD_ENDPOINT = "llmeval-fault-bad-endpoint"
 
 
-def _run(tmp_path, aws_env, monkeypatch, name, server, warm, bad=None, cfg_extra=None):
-    from airflow.providers.amazon.aws.operators.sagemaker import (
-        SageMakerProcessingOperator,
-    )
+def _run(tmp_path, aws_env, monkeypatch, name, server, warm, bad=None, cfg_extra=None, slow_starts=None):
     from llmeval.store import run_folder
 
-    original = SageMakerProcessingOperator.execute
-
-    def execute(self, context):
-        result = original(self, context)
-        emulate_processing_job(self.config, aws_env, server.url, warm)
-        return result
-
-    monkeypatch.setattr(SageMakerProcessingOperator, "execute", execute)
     cfg = sagemaker_config(name, [GOOD, BAD])
     cfg["sagemaker"]["retries"] = 0
     cfg["models"][1]["endpoint_name"] = BAD_ENDPOINT
@@ -40,7 +29,7 @@ def _run(tmp_path, aws_env, monkeypatch, name, server, warm, bad=None, cfg_extra
     folder = tmp_path / "configs"
     folder.mkdir()
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
-    with server:
+    with server, EmulatedJobs(aws_env, server.url, 2, warm, slow_starts=slow_starts):
         dag, dag_run = run_dag(name, folder)
     return dag_run, run_folder(dag.dag_id, dag_run.run_id)
 
@@ -103,7 +92,7 @@ def test_endpoint_dies_mid_generate(tmp_path, airflow_db, aws_env, monkeypatch, 
     assert dag_run.state == "failed"
     failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
     assert failure["step"] == "evaluate" and "container exited 3" in failure["error"]
-    assert "failed 4" in failure["error"]  # 2 answered, then the container died: 4 of 6 failed
+    assert server.by_endpoint[BAD_ENDPOINT] == 2  # 2 answered, then the model container died
     record("endpoint dies mid-generate", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "evaluate"}))
 
 
@@ -193,19 +182,17 @@ def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch, warm_con
     running would be stopped, teardown deletes the endpoint, the good model is intact."""
     import time
 
-    from airflow.providers.amazon.aws.operators.sagemaker import (
-        SageMakerProcessingOperator,
-    )
+    from llmeval.targets.sagemaker import _operators
 
-    original = SageMakerProcessingOperator.execute
+    processing_operator = _operators()[1]
+    original = processing_operator.wait_for_release
 
-    def hangs_for_the_bad_model(self, context):
-        result = original(self, context)
+    def hangs_for_the_bad_model(self, context):  # its job was created and runs
         if f"eval-{BAD}" in self.config["ProcessingJobName"]:
             time.sleep(600)  # interrupted by the task's execution timeout
-        return result
+        return original(self, context)
 
-    monkeypatch.setattr(SageMakerProcessingOperator, "execute", hangs_for_the_bad_model)
+    monkeypatch.setattr(processing_operator, "wait_for_release", hangs_for_the_bad_model)
     dag_run, folder = _run(
         tmp_path,
         aws_env,
@@ -214,8 +201,12 @@ def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch, warm_con
         LatencyServer(0.001),
         warm_container,
         cfg_extra={"task_timeout_s": 25},
+        slow_starts={f"eval-{BAD}": 600},  # still running when its task times out
     )
     assert dag_run.state == "failed"
     failure = json.loads((folder / "models" / BAD / "failure.json").read_text())
     assert "Timeout" in failure["error"], failure["error"]
+    sm, _ = clients(aws_env)
+    jobs = sm.list_processing_jobs()["ProcessingJobSummaries"]
+    assert [j["ProcessingJobStatus"] for j in jobs if j["ProcessingJobName"].startswith(f"eval-{BAD}")] == ["Stopped"]
     record("evaluate task times out", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "evaluate"}))

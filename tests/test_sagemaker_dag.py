@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from datetime import datetime
 
 import pytest
 import yaml
-from conftest import CONFIGS, run_dag
-from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, clients, sagemaker_config, xcoms
+from conftest import CONFIGS, ROOT, run_dag
+from latency_server import LatencyServer
+from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, EmulatedJobs, clients, sagemaker_config, xcoms
 
 # botocore operations -> the IAM actions that allow them
 S3_ACTIONS = {
@@ -99,9 +102,8 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
     dag, dag_run = _run(tmp_path, "sm-three", MODELS, airflow_db)
     assert_policy_matches(_config("sm-three", MODELS), every_request_is_validated)
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
-    deleted = xcoms(dag_run, "model.teardown_endpoint")
-    assert sorted(len(v) for v in deleted.values()) == [3, 3, 3]  # endpoint, endpoint config, model each
-    assert all(v[0].startswith("endpoint llm") for v in deleted.values())
+    # each evaluation released its endpoint, config and model: the teardowns find nothing left
+    assert list(xcoms(dag_run, "model.teardown_endpoint").values()) == [[], [], []]
     sm, s3 = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
@@ -125,9 +127,9 @@ def test_three_models_deployed_evaluated_torn_down_and_registered(
         assert (folder / "models" / model / "report.html").exists()  # written in the job, copied from S3
         billed = {u["resource"]: u for u in result["usage"]}
         endpoint, job = billed["endpoint"], billed["processing job"]
-        # the endpoint lived from before the job started until after it ended, and is priced
-        assert endpoint["started"] <= job["started"] <= job["ended"] <= endpoint["ended"], billed
-        assert endpoint["seconds"] > job["seconds"] > 0 and endpoint["instance_type"] == "ml.g4dn.xlarge"
+        # the endpoint lived from before the job started until the job released it, and is priced
+        assert endpoint["started"] <= job["started"] <= endpoint["ended"], billed
+        assert endpoint["seconds"] > 0 and job["seconds"] > 0 and endpoint["instance_type"] == "ml.g4dn.xlarge"
         assert endpoint["usd"] == round(endpoint["seconds"] / 3600 * 0.736, 6)
     assert processing_emulator.requests == 18  # 3 models x 6 records, once each
     assert "cost/usd" in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["metrics"]
@@ -287,3 +289,52 @@ def test_a_model_given_by_its_outputs_is_scored_in_processing_without_an_endpoin
     packages = sm.list_model_packages(ModelPackageGroupName="sm-given-models")["ModelPackageSummaryList"]
     package = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
     assert "InferenceSpecification" not in package
+
+
+def slow_scoring_include(tmp_path, monkeypatch) -> None:
+    """An include folder whose algorithms hold the slow scorer (data and prices: the project's)."""
+    include = tmp_path / "include"
+    (include / "algorithms").mkdir(parents=True)
+    for name in ("data", "instance_prices.yaml"):
+        (include / name).symlink_to(ROOT / "include" / name)
+    shutil.copy(ROOT / "tests" / "data" / "algorithms" / "slow_scorer.py", include / "algorithms")
+    monkeypatch.setenv("LLM_EVAL_INCLUDE_DIR", str(include))
+
+
+def test_the_endpoint_lives_from_creation_until_the_job_stops_asking_it(
+    tmp_path, airflow_db, aws_env, warm_container, monkeypatch
+):
+    """The job starts while the endpoint is Creating and waits for InService; when generation is
+    done it writes its release object and the evaluate task deletes the endpoint while the slow
+    scorer goes on: the endpoint is gone seconds before the job completes."""
+    from llmeval.store import run_folder
+
+    slow_scoring_include(tmp_path, monkeypatch)
+    cfg = _config("sm-release", ["sm-alpha"])
+    cfg["algorithms"].append({"algorithm": "custom:slow_scorer:SlowScorer", "seconds": 1})  # 6 records: 6 s
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "sm-release.yaml").write_text(yaml.safe_dump(cfg))
+    with (
+        LatencyServer(latency_s=0.001) as runtime,
+        EmulatedJobs(aws_env, runtime.url, 1, warm_container, creating_s=3) as jobs,
+    ):
+        dag, dag_run = run_dag("sm-release", folder)
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    (created, _, endpoint), (deleted, _, _) = sorted(jobs.endpoint_events)
+    [(job_name, job_ended)] = jobs.jobs_ended.items()
+    assert job_ended - deleted > 3, (job_ended - deleted, "the endpoint outlived the model's use")
+    assert xcoms(dag_run, "model.teardown_endpoint")[0] == []  # nothing left for the teardown task
+    sm, s3 = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    result = json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-alpha" / "results.json").read_text())
+    assert {a["algorithm"]: a["error"] for a in result["algorithms"]}["SlowScorer"] is None
+    billed = {u["resource"]: u for u in result["usage"]}
+    # the job was created while the endpoint was still Creating (3 s), and outlived it
+    job = sm.describe_processing_job(ProcessingJobName=job_name)
+    endpoint_created = datetime.fromisoformat(billed["endpoint"]["started"])
+    assert (job["CreationTime"] - endpoint_created).total_seconds() < 3, (job["CreationTime"], endpoint_created)
+    assert billed["endpoint"]["ended"] < billed["processing job"]["ended"], billed
+    released = s3.list_objects_v2(Bucket=BUCKET, Prefix="llmeval/sm-release/")["Contents"]
+    assert sum(o["Key"].endswith("/released/sm-alpha.json") for o in released) == 1
+    assert endpoint.startswith("llm")

@@ -84,10 +84,16 @@ def test_processing_job_request_matches_the_api_model(cfg):
             "s3://b/p/run/",
             f"s3://b/p/results/{model.name}/",
             "us-east-1",
+            release_uri=f"s3://b/p/released/{model.name}.json" if model.deploys else None,
         )
         assert_valid(_client(), "CreateProcessingJob", request)
         args = request["AppSpecification"]["ContainerArguments"]
         assert args[args.index("--model") + 1] == model.name
+        # a deployed model's job waits for its endpoint, and says when it no longer needs it
+        assert req.job_argument(request, "--release-uri") == (
+            f"s3://b/p/released/{model.name}.json" if model.deploys else None
+        )
+        assert ("--wait-for-endpoint" in args) == model.deploys
         assert args[args.index("--endpoint-name") + 1] == model.endpoint_name
 
 
@@ -494,6 +500,20 @@ def test_vpc_needs_subnets_and_security_groups_together():
         SecuritySection(subnets=["subnet-0abc1234"])
 
 
+def _processing_job(status: str) -> dict:
+    """DescribeProcessingJob's answer for the job `eval-job` in `status`."""
+    return {
+        "ProcessingJobName": "eval-job",
+        "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:processing-job/eval-job",
+        "ProcessingJobStatus": status,
+        "ProcessingResources": {
+            "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+        },
+        "AppSpecification": {"ImageUri": IMAGE},
+        "CreationTime": "2026-01-01T00:00:00Z",
+    }
+
+
 @pytest.mark.parametrize("status, stopped", [("InProgress", True), ("Completed", False), ("Failed", False)])
 def test_a_still_running_evaluation_job_is_stopped(status, stopped):
     """When the evaluate task ends (timeout) with its job running, the job is stopped, not left billing."""
@@ -501,16 +521,7 @@ def test_a_still_running_evaluation_job_is_stopped(status, stopped):
     with Stubber(client) as stub:
         stub.add_response(
             "describe_processing_job",
-            {
-                "ProcessingJobName": "eval-job",
-                "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:processing-job/eval-job",
-                "ProcessingJobStatus": status,
-                "ProcessingResources": {
-                    "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
-                },
-                "AppSpecification": {"ImageUri": IMAGE},
-                "CreationTime": "2026-01-01T00:00:00Z",
-            },
+            _processing_job(status),
             {"ProcessingJobName": "eval-job"},
         )
         if stopped:
@@ -557,3 +568,66 @@ def test_teardown_stops_a_training_job_left_running(status, cfg, monkeypatch, tm
         stub.assert_no_pending_responses()
     assert deleted == (["training job ft-job (stopped)"] if status == "InProgress" else [])  # nothing deployed
     assert endpoint == cfg.models[0].endpoint_name  # looked up by its deterministic name
+
+
+ENDPOINT_ARN = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/llmeval-x"
+
+
+def _endpoint(status: str) -> dict:
+    return {
+        "EndpointName": "llmeval-x",
+        "EndpointArn": ENDPOINT_ARN,
+        "EndpointConfigName": "llmeval-x-cfg",
+        "EndpointStatus": status,
+        "CreationTime": "2026-01-01T00:00:00Z",
+        "LastModifiedTime": "2026-01-01T00:05:00Z",
+        **({"FailureReason": "capacity"} if status == "Failed" else {}),
+    }
+
+
+@pytest.mark.parametrize("settles_as", ["InService", "Failed"])
+def test_an_endpoint_still_being_created_is_waited_for_before_it_is_deleted(settles_as):
+    """SageMaker refuses to delete a Creating endpoint: teardown (say, after a job that failed
+    while its endpoint was still being created) waits until it is InService or Failed."""
+    client = _client()
+    seen = []
+    with Stubber(client) as stub:
+        stub.add_response("describe_endpoint", _endpoint("Creating"), {"EndpointName": "llmeval-x"})
+        tags = {"Tags": [{"Key": req.OWNER_TAG, "Value": "pipe"}]}
+        stub.add_response("list_tags", tags, {"ResourceArn": ENDPOINT_ARN})
+        stub.add_response("describe_endpoint", _endpoint(settles_as), {"EndpointName": "llmeval-x"})  # the waiter
+        stub.add_response("describe_endpoint", _endpoint(settles_as), {"EndpointName": "llmeval-x"})
+        stub.add_response("delete_endpoint", {}, {"EndpointName": "llmeval-x"})
+        deleted = req.delete_endpoint_resources(
+            client, {"endpoint": ["llmeval-x"]}, "pipe", lambda kind, found: seen.append(found["EndpointStatus"]), 1
+        )
+        stub.assert_no_pending_responses()
+    assert deleted == ["endpoint llmeval-x"] and seen == [settles_as]
+
+
+@pytest.mark.parametrize(
+    "marker, job_status, state",
+    [
+        (True, "InProgress", "released"),
+        (False, "InProgress", None),
+        (False, "Completed", "ended"),
+        (False, "Failed", "ended"),
+    ],
+)
+def test_the_release_check_reads_the_release_object_then_the_job(marker, job_status, state):
+    from llmeval.targets.model_release import release_state
+
+    s3, sm = _client("s3"), _client()
+    with Stubber(s3) as s3_stub, Stubber(sm) as sm_stub:
+        key = {"Bucket": "b", "Key": "p/released/m.json"}
+        if marker:
+            s3_stub.add_response("head_object", {"ContentLength": 40}, key)
+        else:
+            s3_stub.add_client_error("head_object", "404", "Not Found", 404, expected_params=key)
+            sm_stub.add_response(
+                "describe_processing_job", _processing_job(job_status), {"ProcessingJobName": "eval-job"}
+            )
+        found = release_state(s3, sm, "eval-job", "s3://b/p/released/m.json")
+        s3_stub.assert_no_pending_responses()
+        sm_stub.assert_no_pending_responses()
+    assert (found and found["status"]) == state

@@ -166,7 +166,7 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.deploys})
     statements: list[dict[str, Any]] = [
         {
-            "Sid": "RunInputsResultsCache",  # code and inputs, results, the response cache, training output
+            "Sid": "RunInputsResultsCache",  # inputs, results, response cache, release objects, training output
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject"],
             "Resource": [objects],
@@ -201,7 +201,7 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     if endpoints:
         statements.append(
             {
-                "Sid": "InvokeEndpoints",  # generation; fmeval's runner describes the endpoint first
+                "Sid": "InvokeEndpoints",  # generation; the job waits for InService (DescribeEndpoint) first
                 "Effect": "Allow",
                 "Action": ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
                 "Resource": sorted(_arn("endpoint", name) for name in endpoints),

@@ -391,6 +391,14 @@ class SageMakerSection(_Strict):
         "(for deployments without a triggerer).",
     )
     poll_interval_s: int = Field(30, ge=1, le=600, description="How often endpoint and job status is checked.")
+    early_release: bool = Field(
+        True,
+        description="An endpoint lives only while the evaluation asks it: the Processing job starts while the "
+        "endpoint is being created (the job waits for InService) and the endpoint is deleted as soon as the job "
+        "says the model is no longer needed (generation and the scorers that call the model are done), while "
+        "scoring goes on. False: deploy waits for InService and the endpoint is deleted after the results are "
+        "collected.",
+    )
     hub_access: bool = Field(
         True,
         description="The Processing job can download from the Hugging Face Hub (internet or a mirror). "

@@ -6,6 +6,7 @@ Processing container (the package shipped as its code input):
     python -m llmeval.evaluation --config run/config.json --model NAME \
         --dataset run/dataset.jsonl --output-dir run/models/NAME \
         --endpoint-name NAME [--endpoint-url http://127.0.0.1:PORT] [--cache-dir DIR]
+        [--wait-for-endpoint SECONDS --release-uri s3://...]  (SageMaker: the endpoint's lifetime)
 
 Writes outputs.jsonl (one row per record), records.jsonl (answered rows with every
 score), results.json (the result schema) and report.html (this model's scores with
@@ -26,6 +27,7 @@ from pathlib import Path
 from llmeval.config import EvalConfig, ModelSection, load_config
 from llmeval.dataset import read_jsonl, write_jsonl
 from llmeval.evaluation import RELEASE_MARK, cache_sync
+from llmeval.evaluation.endpoint_release import announce_release, wait_in_service
 from llmeval.evaluation.generate import (
     ModelClient,
     ResponseCache,
@@ -88,6 +90,8 @@ def run(args: argparse.Namespace) -> ModelResult:
         log_probability_path=ev.log_probability,
         log_probability_parameters=ev.log_probability_parameters,
     )
+    if args.wait_for_endpoint:  # the job started while the endpoint was being created
+        wait_in_service(target.endpoint_name, target.region, args.wait_for_endpoint)
     cache_file = args.cache_dir / "responses.sqlite"
     if args.cache_uri:
         cache_sync.pull(args.cache_uri, cache_file)
@@ -159,9 +163,8 @@ def _score(
         )
         if not answered:
             return result
-    result.algorithms, scored = score_outputs(
-        rows, cfg.algorithms, str(out / RECORDS), client, released=_released if client else None
-    )
+    released = (lambda: _released(model.name, args.release_uri)) if client else None
+    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / RECORDS), client, released=released)
     write_jsonl(out / RECORDS, scored)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):
@@ -170,9 +173,11 @@ def _score(
     return result
 
 
-def _released() -> None:
+def _released(model: str, release_uri: str | None) -> None:
     log.info("%s the model is no longer needed (generation and the scorers that ask it are done)", RELEASE_MARK)
     sys.stdout.flush()
+    if release_uri:
+        announce_release(release_uri, model)
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -192,9 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
     parser.add_argument("--cache-uri", help="s3:// object holding the response cache between jobs (SageMaker)")
+    parser.add_argument(
+        "--wait-for-endpoint",
+        type=float,
+        metavar="SECONDS",
+        help="wait until the SageMaker endpoint is InService first, checking every SECONDS",
+    )
+    parser.add_argument("--release-uri", help="s3:// object to write when the model is no longer needed")
     parser.add_argument("--outputs", type=Path, help="the model's provided outputs (JSONL): score them, ask nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line per client it builds
     signal.signal(signal.SIGTERM, _stop)  # SageMaker stops a job with SIGTERM: unwind, so the cache is kept
     result = run(args)
     path = write_result(args.output_dir, result)

@@ -16,6 +16,8 @@ import functools
 import json
 import logging
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -197,7 +199,13 @@ def stage(
         f"{prefix}/results/{model_name}/",
         region,
         cache_uri=f"{s3_prefix(cfg)}/{dag_id}/cache/{model_name}/responses.sqlite",
+        release_uri=f"{prefix}/released/{model_name}.json" if early_release(cfg, model_name) else None,
     )
+
+
+def early_release(cfg: EvalConfig, model_name: str) -> bool:
+    """Whether the model's endpoint is created without waiting and deleted when its job releases it."""
+    return cfg.sagemaker.early_release and cfg.model(model_name).deploys
 
 
 def collect(
@@ -291,7 +299,7 @@ def teardown(
         name = req.endpoint_name(cfg, cfg.model(model_name))
         log.info("%s: no deployment handed on; looking for endpoint %s and what it owns", model_name, name)
         names = req.discover_resources(conn, name, cfg.pipeline.name, model_name)
-    deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name, measure)
+    deleted = req.delete_endpoint_resources(conn, names, cfg.pipeline.name, measure, cfg.sagemaker.poll_interval_s)
     instance_type, name = deployed.instance_type, req.endpoint_name(cfg, model)
     if instance_type in cfg.sagemaker.endpoint_quotas and leases.give_back(cfg.artifacts_url, instance_type, name):
         deleted.append(f"{instance_type} endpoint lease of {name}")
@@ -318,10 +326,13 @@ def _operators():
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRescheduleException
     from airflow.providers.amazon.aws.utils import trim_none_values
 
+    from llmeval.targets.model_release import RELEASED, ReleasedOrEnded, clients, release_state
+
     class ReusingEndpointOperator(SageMakerEndpointOperator):
         """Reuse an InService endpoint; create only the parts that do not exist yet. Under an
         endpoint quota for its instance type, wait until a lease is free (in the triggerer, or
-        rescheduled when not deferrable)."""
+        rescheduled when not deferrable). Without `wait_for_completion`, return once the
+        endpoint is being created: the evaluation job waits for InService itself."""
 
         def __init__(
             self, *, endpoint_quotas: dict[str, int] | None = None, artifacts_url: str | None = None, **kwargs
@@ -349,52 +360,112 @@ def _operators():
                 self.log.info("endpoint %s is already InService: reusing it", name)
                 return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
             if status in ("Creating", "Updating", "SystemUpdating"):
-                self.log.info("endpoint %s is %s: waiting for it", name, status)
-                self.hook.get_waiter("endpoint_in_service").wait(EndpointName=name)
+                if self.wait_for_completion:  # else the evaluation job waits for it
+                    self.log.info("endpoint %s is %s: waiting for it", name, status)
+                    self.hook.get_waiter("endpoint_in_service").wait(EndpointName=name)
                 return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
             if status is not None:
                 raise RuntimeError(f"endpoint {name} exists with status {status}; delete it or fix it first")
             self.config = req.missing_parts(conn, self.config)
-            return super().execute(context)
+            if self.wait_for_completion:
+                return super().execute(context)
+            self.preprocess_config()
+            for part, create in (
+                ("Model", self.hook.create_model),
+                ("EndpointConfig", self.hook.create_endpoint_config),
+                ("Endpoint", functools.partial(self.hook.create_endpoint, wait_for_completion=False)),
+            ):
+                if part in self.config:
+                    create(self.config[part])
+            self.log.info("creating endpoint %s; the evaluation job waits for it to be InService", name)
+            return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
 
         def execute_after_lease_wait(self, context, event=None):
             return self.execute(context)
 
     class ReusingProcessingOperator(SageMakerProcessingOperator):
         """A job with the same (deterministic) name is this model's evaluation: a retry (say,
-        after its worker died) waits for it or reuses its outputs, and never runs it twice."""
+        after its worker died) waits for it or reuses its outputs, and never runs it twice.
+        With `release` (a job that writes a release object), the job is created without waiting;
+        when it releases its endpoint, `release(model)` deletes the endpoint while the job goes
+        on scoring."""
+
+        def __init__(self, *, release: Callable[[str], list[str]] | None = None, **kwargs):
+            super().__init__(**kwargs)
+            self.release = release
 
         def execute(self, context):
             name = self.config["ProcessingJobName"]
             job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
             status = job and job["ProcessingJobStatus"]
+            releases = self.release is not None and req.job_argument(self.config, "--release-uri") is not None
+            if status is None and not releases:
+                return self.not_retried_if_the_job_ended(super().execute, context)
+            if status is None:
+                self.preprocess_config()
+                self.hook.create_processing_job(self.config, wait_for_completion=False)
+                self.log.info("processing job %s created: waiting for it to release the endpoint", name)
+                return self.wait_for_release(context)
+            if status == "InProgress" and releases:
+                self.log.info("processing job %s (started by an earlier try) is running: waiting for it", name)
+                return self.wait_for_release(context)
             if status in ("InProgress", "Stopping"):
                 self.log.info("processing job %s is %s (started by an earlier try): waiting for it", name, status)
-                if self.deferrable:
-                    self.defer(
-                        trigger=SageMakerTrigger(
-                            job_name=name,
-                            job_type="Processing",
-                            waiter_delay=self.check_interval,
-                            waiter_max_attempts=self.max_attempts,
-                            aws_conn_id=self.aws_conn_id,
-                            region_name=self.region_name,
-                        ),
-                        method_name="execute_complete",
-                        timeout=timedelta(seconds=self.max_ingestion_time),
-                    )
-                self.hook.conn.get_waiter("processing_job_completed_or_stopped").wait(
-                    ProcessingJobName=name,
-                    WaiterConfig={"Delay": self.check_interval, "MaxAttempts": self.max_attempts},
+                return self.wait_for_end(context)
+            return self.finished(job)
+
+        def wait_for_release(self, context):
+            """Until the job releases its endpoint or ends (in the triggerer when deferrable)."""
+            name, uri = self.config["ProcessingJobName"], req.job_argument(self.config, "--release-uri")
+            if self.deferrable:
+                self.defer(
+                    trigger=ReleasedOrEnded(name, uri, self.aws_conn_id, self.region_name, self.check_interval),
+                    method_name="execute_after_release",
+                    timeout=timedelta(seconds=self.max_ingestion_time),
                 )
-                job = self.hook.describe_processing_job(name)
-                status = job["ProcessingJobStatus"]
-            if status == "Completed":
-                self.log.info("processing job %s completed: reusing its outputs", name)
+            s3, sagemaker = clients(self.aws_conn_id, self.region_name)
+            while (event := release_state(s3, sagemaker, name, uri)) is None:
+                time.sleep(self.check_interval)
+            return self.execute_after_release(context, event)
+
+        def execute_after_release(self, context, event=None):
+            if event and event["status"] == RELEASED:
+                model = req.job_argument(self.config, "--model")
+                self.log.info("the job no longer needs the endpoint of %s: deleting it while scoring goes on", model)
+                try:
+                    self.log.info("released: %s", self.release(model))
+                except Exception:  # the teardown task deletes it later, and fails loudly if it cannot
+                    self.log.exception("releasing the endpoint of %s failed: teardown will delete it", model)
+                return self.wait_for_end(context)
+            return self.finished(self.hook.describe_processing_job(self.config["ProcessingJobName"]))  # it ended
+
+        def wait_for_end(self, context):
+            name = self.config["ProcessingJobName"]
+            if self.deferrable:
+                self.defer(
+                    trigger=SageMakerTrigger(
+                        job_name=name,
+                        job_type="Processing",
+                        waiter_delay=self.check_interval,
+                        waiter_max_attempts=self.max_attempts,
+                        aws_conn_id=self.aws_conn_id,
+                        region_name=self.region_name,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.max_ingestion_time),
+                )
+            self.hook.conn.get_waiter("processing_job_completed_or_stopped").wait(
+                ProcessingJobName=name,
+                WaiterConfig={"Delay": self.check_interval, "MaxAttempts": self.max_attempts},
+            )
+            return self.finished(self.hook.describe_processing_job(name))
+
+        def finished(self, job: dict[str, Any]) -> dict[str, Any]:
+            """The task's result for an ended job: its description, or the failure."""
+            if job["ProcessingJobStatus"] == "Completed":
+                self.log.info("processing job %s completed", job["ProcessingJobName"])
                 return {"Processing": trim_none_values(job)}
-            if status in ("Failed", "Stopped"):
-                raise self.ended(job)
-            return self.not_retried_if_the_job_ended(super().execute, context)
+            raise self.ended(job)
 
         def execute_complete(self, context, event=None):
             return self.not_retried_if_the_job_ended(super().execute_complete, context, event)
@@ -555,25 +626,36 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
             "evaluate", model, lambda cfg, run: collect(cfg, model, run.folder, prepared["processing"], training)
         )
 
-    @task(map_index_template="{{ model_label }}", **retried)
-    def teardown_endpoint(model: str) -> list[str]:
-        """Delete the endpoint, endpoint config and model this pipeline created (and stop a
-        fine-tuning job still running), whatever happened."""
+    def delete_endpoint(model: str, training_job: bool) -> list[str]:
+        """Delete what this pipeline created for the model (with `training_job`, also stop its
+        fine-tuning job if still running), from any of the model's tasks."""
         from llmeval.tasks import current_run
 
-        label(model)
         run = current_run()
         frozen = run.config()
-        job = req.training_job_name(run.dag_id, run.run_id, model) if frozen.model(model).finetuning else None
+        job = (
+            req.training_job_name(run.dag_id, run.run_id, model)
+            if training_job and frozen.model(model).finetuning
+            else None
+        )
         prepared = own("prepare")
         endpoint = prepared.get("endpoint") if isinstance(prepared, dict) else None
         return teardown(frozen, model, bool(run.params.get("keep_endpoints")), endpoint, job, run.folder)
 
-    def evaluation_job(staged: Any):
+    @task(map_index_template="{{ model_label }}", **retried)
+    def teardown_endpoint(model: str) -> list[str]:
+        """Delete the endpoint, endpoint config and model this pipeline created (and stop a
+        fine-tuning job still running), whatever happened: usually the evaluation released
+        them already, and this finds nothing left."""
+        label(model)
+        return delete_endpoint(model, training_job=True)
+
+    def evaluation_job(staged: Any, release: Callable[[str], list[str]] | None = None):
         """The Processing job running the evaluation entry point."""
         return processing_op(
             task_id="evaluate",
             config=staged,
+            release=release,
             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
             execution_timeout=timeout,
             **aws,
@@ -600,9 +682,11 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
             **retried,
         )
         training >> finetune >> prepared
+    early = cfg.sagemaker.early_release
     deploy = endpoint_op(
         task_id="deploy",
         config=prepared["endpoint"],
+        wait_for_completion=not early,
         endpoint_quotas=cfg.sagemaker.endpoint_quotas,
         artifacts_url=cfg.artifacts_url,
         **aws,
@@ -610,7 +694,9 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
         **retried,
         **pooled,
     )
-    evaluate = evaluation_job(prepared["processing"])
+    evaluate = evaluation_job(
+        prepared["processing"], functools.partial(delete_endpoint, training_job=False) if early else None
+    )
     collected = collect_results(model_name)
     stop = teardown_endpoint(model_name)
     prepared >> deploy >> evaluate >> collected >> stop

@@ -251,10 +251,16 @@ def discover_resources(client: Any, endpoint: str, pipeline: str, model: str) ->
 
 
 def delete_endpoint_resources(
-    client: Any, names: dict[str, list[str]], pipeline: str, deleting: Callable[[str, dict], None] | None = None
+    client: Any,
+    names: dict[str, list[str]],
+    pipeline: str,
+    deleting: Callable[[str, dict], None] | None = None,
+    poll_s: int = 30,
 ) -> list[str]:
     """Delete endpoints, endpoint configs and models by name, only where this pipeline created
-    them; `deleting(kind, description)` sees each one just before it goes."""
+    them; `deleting(kind, description)` sees each one just before it goes. An endpoint still
+    being created or updated is waited for first (checked every `poll_s`): SageMaker refuses
+    to delete it until it is InService or Failed."""
     calls = {
         "endpoint": (client.describe_endpoint, "EndpointArn", client.delete_endpoint, "EndpointName"),
         "endpoint config": (
@@ -275,12 +281,35 @@ def delete_endpoint_resources(
             elif not _owned(client, found[arn_key], pipeline):
                 log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
             else:
+                if kind == "endpoint" and found["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating"):
+                    found = _settled(client, name, found["EndpointStatus"], poll_s)
                 if deleting:
                     deleting(kind, found)
                 delete(**{key: name})
                 deleted.append(f"{kind} {name}")
                 log.info("deleted %s %s", kind, name)
     return deleted
+
+
+def _settled(client: Any, name: str, status: str, poll_s: int) -> dict[str, Any]:
+    """The endpoint's description once it is no longer being created or updated."""
+    from botocore.exceptions import WaiterError
+
+    log.info("endpoint %s is %s: waiting until it can be deleted", name, status)
+    try:
+        client.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": poll_s, "MaxAttempts": max(1, 7200 // poll_s)}
+        )
+    except WaiterError as exc:  # Failed (deletable) or still settling after two hours: try anyway
+        log.warning("endpoint %s: %s; deleting it anyway", name, exc)
+    return client.describe_endpoint(EndpointName=name)
+
+
+def job_argument(processing: dict[str, Any], flag: str) -> str | None:
+    """The value of the evaluation entry point's `flag` in a Processing job request (e.g.
+    `--release-uri`: None when the job does not release its endpoint early)."""
+    args = processing["AppSpecification"]["ContainerArguments"]
+    return args[args.index(flag) + 1] if flag in args else None
 
 
 def outputs_name(model: str) -> str:
@@ -299,9 +328,12 @@ def processing_config(
     output_uri: str,
     region: str,
     cache_uri: str | None = None,
+    release_uri: str | None = None,
 ) -> dict[str, Any]:
     """A Processing job running the project's evaluation entry point for one model.
-    `cache_uri`: the S3 object that keeps the model's response cache between jobs."""
+    `cache_uri`: the S3 object that keeps the model's response cache between jobs;
+    `release_uri`: the S3 object the job writes when it no longer needs the model's endpoint
+    (the job then also waits for the endpoint to be InService before asking it)."""
     sm = cfg.sagemaker
     security = sm.security
 
@@ -359,6 +391,13 @@ def processing_config(
         request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = security.volume_kms_key_id
     if cache_uri:
         request["AppSpecification"]["ContainerArguments"] += ["--cache-uri", cache_uri]
+    if release_uri:
+        request["AppSpecification"]["ContainerArguments"] += [
+            "--release-uri",
+            release_uri,
+            "--wait-for-endpoint",
+            str(sm.poll_interval_s),
+        ]
     if security.output_kms_key_id:
         request["ProcessingOutputConfig"]["KmsKeyId"] = security.output_kms_key_id
         request["Environment"][cache_sync.KMS_ENV] = security.output_kms_key_id
