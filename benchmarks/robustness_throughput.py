@@ -27,7 +27,7 @@ from generate_throughput import (
     fmeval_evaluate,
 )
 
-N, PERTURBATIONS = 200, 4
+N, PERTURBATIONS, TARGET_RATIO = 200, 4, 1.3  # the bound of generate_throughput: same endpoint
 OPTIONS = {"perturbation_type": "whitespace_add_remove", "num_perturbations": PERTURBATIONS, "valid_labels": ["1"]}
 
 
@@ -65,7 +65,8 @@ def main() -> None:
     print(f"capacity limit:        {limit:.2f} s (endpoint {LATENCY_S * 1000:.0f} ms, {CAPACITY} at once)")
     print(f"project generate+score: {project:.2f} s ({project / limit:.2f}x the limit)")
     print(f"fmeval evaluate():      {fmeval:.2f} s ({fmeval / limit:.2f}x the limit)")
-    print(f"robustness_throughput: {project / limit:.2f}x the limit, {fmeval / project:.1f}x faster than fmeval")
+    print(f"project {fmeval / project:.1f}x faster than fmeval")
+    print(f"robustness_throughput: {project / limit:.2f}x (target <= {TARGET_RATIO}x)")
 
 
 if __name__ == "__main__":
