@@ -16,7 +16,13 @@ from llmeval.store import split_s3_uri
 
 log = logging.getLogger("llmeval.cache")
 
-KMS_ENV = "LLM_EVAL_S3_KMS_KEY"  # SSE-KMS key for the pushed cache object
+KMS_ENV = "LLM_EVAL_S3_KMS_KEY"  # SSE-KMS key for the objects the job puts
+
+
+def encryption() -> dict[str, str]:
+    """The S3 put arguments for SSE-KMS when the job was given a key (else none)."""
+    key = os.environ.get(KMS_ENV)
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key} if key else {}
 
 
 def pull(uri: str, path: Path) -> bool:
@@ -42,6 +48,5 @@ def push(path: Path, uri: str) -> None:
     import boto3
 
     bucket, key = split_s3_uri(uri)
-    extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": os.environ[KMS_ENV]} if os.environ.get(KMS_ENV) else {}
-    boto3.client("s3").upload_file(str(path), bucket, key, ExtraArgs=extra or None)
+    boto3.client("s3").upload_file(str(path), bucket, key, ExtraArgs=encryption() or None)
     log.info("response cache pushed to %s (%d bytes)", uri, path.stat().st_size)

@@ -1,21 +1,21 @@
 """The model's SageMaker endpoint as the evaluation job sees it: wait until it serves (the
-job starts while the endpoint is still being created), and say in the run store when the
-model is no longer needed, so the pipeline deletes the endpoint while scoring goes on."""
+job starts while the endpoint is still being created), and say with an S3 object under the
+run's prefix when the model is no longer needed, so the pipeline deletes the endpoint while
+scoring goes on."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from datetime import datetime, timezone
 
-from llmeval.evaluation.cache_sync import KMS_ENV
+from llmeval.evaluation.cache_sync import encryption
 from llmeval.store import split_s3_uri
 
 log = logging.getLogger("llmeval.evaluation")
 
-SETTLING = ("Creating", "Updating", "SystemUpdating")
+SETTLING = ("Creating", "Updating", "SystemUpdating")  # an endpoint that will change status by itself
 
 
 def wait_in_service(endpoint: str, region: str, poll_s: float) -> float:
@@ -46,9 +46,8 @@ def announce_release(uri: str, model: str) -> None:
 
     bucket, key = split_s3_uri(uri)
     body = json.dumps({"model": model, "released_at": datetime.now(timezone.utc).isoformat()})
-    extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": os.environ[KMS_ENV]} if os.environ.get(KMS_ENV) else {}
     try:
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), **extra)
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), **encryption())
     except Exception as exc:  # noqa: BLE001 - the evaluation goes on; teardown deletes the endpoint later
         log.warning("could not write the release object %s (%s): the endpoint lives until teardown", uri, exc)
         return

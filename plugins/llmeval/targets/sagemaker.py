@@ -25,6 +25,7 @@ from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.evaluation.endpoint_release import SETTLING
 from llmeval.prices import PriceTable, endpoint_usage, processing_usage, table_for, training_usage
 from llmeval.runtime import PACKAGE_DIR, algorithms_dir
 from llmeval.targets import endpoint_leases as leases
@@ -359,7 +360,7 @@ def _operators():
             if status == "InService":
                 self.log.info("endpoint %s is already InService: reusing it", name)
                 return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
-            if status in ("Creating", "Updating", "SystemUpdating"):
+            if status in SETTLING:
                 if self.wait_for_completion:  # else the evaluation job waits for it
                     self.log.info("endpoint %s is %s: waiting for it", name, status)
                     self.hook.get_waiter("endpoint_in_service").wait(EndpointName=name)

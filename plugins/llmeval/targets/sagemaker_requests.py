@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from llmeval.config import EvalConfig, ModelSection
 from llmeval.evaluation import cache_sync
+from llmeval.evaluation.endpoint_release import SETTLING
 
 log = logging.getLogger("llmeval.sagemaker")
 
@@ -281,7 +282,7 @@ def delete_endpoint_resources(
             elif not _owned(client, found[arn_key], pipeline):
                 log.warning("%s %s was not created by pipeline %s: left alone", kind, name, pipeline)
             else:
-                if kind == "endpoint" and found["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating"):
+                if kind == "endpoint" and found["EndpointStatus"] in SETTLING:
                     found = _settled(client, name, found["EndpointStatus"], poll_s)
                 if deleting:
                     deleting(kind, found)
