@@ -76,10 +76,10 @@ def usage(
     usd_per_hour: float | None,
     seconds: float | None = None,
 ) -> ResourceUsage:
-    """A resource's billed time (`ended - started` unless the API states the billed seconds)
+    """A resource's billed time, to the millisecond (`ended - started` unless the API states the billed seconds)
     and cost: seconds x instances x hourly price."""
     start, end = _utc(started), _utc(ended)
-    billed = max(0.0, (end - start).total_seconds()) if seconds is None else float(seconds)
+    billed = round(max(0.0, (end - start).total_seconds()) if seconds is None else float(seconds), 3)
     usd = None if usd_per_hour is None else round(billed / 3600 * usd_per_hour * instance_count, 6)
     return ResourceUsage(
         resource,
@@ -88,7 +88,7 @@ def usage(
         instance_count,
         start.isoformat(),
         end.isoformat(),
-        round(billed, 3),
+        billed,
         usd_per_hour,
         usd,
     )
