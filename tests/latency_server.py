@@ -3,7 +3,7 @@
 Answers `POST /endpoints/<name>/invocations` after a fixed latency, at most `capacity`
 requests at once per endpoint (others wait, as on a real instance), and throttles a chosen fraction
 of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
-named in `failing_endpoints`. The answer echoes the prompt, so a test
+named in `failing_endpoints`. The answer echoes the prompt (or is `reply(prompt)`), so a test
 can check that every record got its own answer. Bedrock's InvokeModel path
 (`/model/<id>/invoke`, Anthropic messages body) is answered too. It also answers DescribeEndpoint
 (InService), which fmeval's SageMakerModelRunner calls. Loopback only.
@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 from llmeval.evaluation.server import send_json
 
@@ -31,7 +31,9 @@ class LatencyServer:
         seed: int = 0,
         failing_endpoints: frozenset[str] = frozenset(),
         dies_after: dict[str, int] | None = None,
+        reply: Callable[[str], str] | None = None,
     ):
+        self.reply = reply  # the answer to a prompt; default: it echoes the prompt
         self.failing_endpoints = failing_endpoints
         self.dies_after = dict(dies_after or {})  # endpoint -> requests answered before it starts failing
         self.latency_s = latency_s
@@ -106,7 +108,7 @@ class LatencyServer:
                 self.answered[str(inputs)] += 1
                 self.by_endpoint[endpoint] += 1
                 self.asked[endpoint][1] = time.monotonic()
-        text = f"answer to: {inputs}"
+        text = self.reply(str(inputs)) if self.reply else f"answer to: {inputs}"
         if bedrock:  # the Anthropic messages shape Bedrock returns
             return (
                 200,

@@ -426,14 +426,15 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
     def valid(option: str):
         if option in OPTION_VALUES or option in OPTION_RANGES:
             return {**OPTION_VALUES, **OPTION_RANGES}[option][-1]
-        return ["a"] if option == "valid_labels" else "x"
+        return {"valid_labels": ["a"], "rubrics": ["helpfulness"]}.get(option, "x")
 
     spec = ALGORITHMS[name]
+    required = {"judge": "j"} if spec.asks_judge else {}
     for option in set(spec.options) - set(NOT_FROM_YAML):
-        AlgorithmSection.model_validate({"algorithm": name, option: valid(option)})
+        AlgorithmSection.model_validate({"algorithm": name, **required, option: valid(option)})
     foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
     with pytest.raises(ValueError, match=f"{name} does not accept option '{foreign}'"):
-        AlgorithmSection.model_validate({"algorithm": name, foreign: "x"})
+        AlgorithmSection.model_validate({"algorithm": name, **required, foreign: "x"})
 
 
 def _local(**extra) -> dict:
@@ -455,7 +456,7 @@ CANNOT_RUN = {
         "algorithms[1].algorithm",
         "QAAccuracy: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run on "
         "the local target; algorithms that run offline: ClassificationAccuracy, "
-        "ClassificationAccuracySemanticRobustness, FactualKnowledge, PromptStereotyping, SemanticSimilarity",
+        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, PromptStereotyping, SemanticSimilarity",
     ),
     "unknown-perturbation": (
         _local(

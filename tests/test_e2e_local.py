@@ -9,6 +9,7 @@ run at the end (for alerting) and leave no model server running.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 
 GOOD = ["e2e-chat", "e2e-plain"]
 BAD = "e2e-bad-output"
+JUDGE = "e2e-judge"
 
 
 def _servers_running(names: list[str]) -> list[int]:
@@ -52,6 +54,7 @@ def e2e_run(airflow_db, tmp_path_factory):
         "prompt_template": "Question: $feature\nAnswer:",
     }
     bad = dict(plain, output="[0].no_such_field")
+    judging = dict(chat, inference_parameters={"max_new_tokens": 24, "temperature": 0}, prompt_template="$feature")
     cfg = local_config(
         "e2e-local",
         models=[
@@ -64,7 +67,9 @@ def e2e_run(airflow_db, tmp_path_factory):
             {"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
             {"algorithm": "SemanticSimilarity"},
             {"algorithm": "custom:brevity:Brevity", "max_words": 4},  # a user's class from include/algorithms
+            {"algorithm": "LLMJudge", "judge": JUDGE, "rubrics": ["correctness"]},
         ],
+        judges=[{"name": JUDGE, "model_id": "smollm2-135m-instruct", "evaluation_config": judging}],
         registry={"model_package_group_name": "e2e-local-group"},
     )
     import yaml
@@ -146,9 +151,38 @@ def test_registry_holds_a_new_version_for_the_selected_model(e2e_run):
     assert "FactualKnowledge/factual_knowledge" in versions[0].metrics
 
 
+def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_run):
+    """SmolLM2's ratings are weak: shapes and counts, not values."""
+    from llmeval.results import read_model_result
+
+    dag_run, folder = e2e_run
+    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert states["deploy_judges"] == "success" and states["teardown_judges"] == "success"
+    for name in GOOD:
+        res = read_model_result(folder / "models" / name, name)
+        (judged,) = [a for a in res.algorithms if a.algorithm == "LLMJudge"]
+        scores = {s.name: s for s in judged.scores}
+        unparseable = int(scores["correctness_unparseable"].value)
+        assert scores["correctness"].count + unparseable == 4, scores
+        if scores["correctness"].count:
+            assert 0.0 <= scores["correctness"].value <= 1.0
+        rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
+        verdicts = [r["judgements"]["correctness"] for r in rows]
+        assert sum(v["rating"] is None for v in verdicts) == unparseable
+        assert all(v["rating"] in (1, 2, 3, 4, 5) and "explanation" in v for v in verdicts if v["rating"] is not None)
+        assert "<th>judge</th>" in (folder / "models" / name / "report.html").read_text()
+    (judge,) = read_model_result(folder / "models" / JUDGE, JUDGE).usage  # the judge's server, start to stop
+    assert judge.resource == "local model server" and judge.seconds > 0
+    tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+    ended = datetime.fromisoformat(judge.ended)
+    assert max(ti.end_date for (task, _), ti in tis.items() if task == "model.evaluate") < ended
+    assert ended < tis[("teardown_judges", -1)].end_date
+    assert _servers_running([JUDGE]) == []
+
+
 def test_no_model_server_is_left_running(e2e_run):
     _, folder = e2e_run
-    assert _servers_running(GOOD + [BAD]) == []
+    assert _servers_running(GOOD + [BAD, JUDGE]) == []
     for name in GOOD + [BAD]:
         assert "serving" in (folder / "models" / name / "server.log").read_text()  # each was started, its log kept
 
@@ -156,8 +190,6 @@ def test_no_model_server_is_left_running(e2e_run):
 def test_each_server_stops_when_its_model_is_no_longer_needed_not_at_teardown(e2e_run):
     """The evaluation says when generation (and any scorer that asks the model) is done; the
     evaluate task stops the server then, while scoring goes on; teardown finds it gone."""
-    from datetime import datetime
-
     from llmeval.results import read_model_result
 
     dag_run, folder = e2e_run

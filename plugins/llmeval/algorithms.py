@@ -30,6 +30,7 @@ class AlgorithmSpec:
     calls_model_when_scoring: bool = False  # robustness (perturbed inputs), stereotyping (log probabilities)
     config_class: str | None = None  # fmeval's config dataclass, when not "<name>Config"
     has_config: bool = True  # False: fmeval's class takes no config object
+    asks_judge: bool = False  # LLMJudge: a judge model rates each answer
 
     @property
     def eval_name(self) -> str | None:
@@ -142,6 +143,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             frozenset({"target_output_delimiter"}),
             None,
         ),
+        AlgorithmSpec("LLMJudge", frozenset({"judge", "rubrics"}), None, asks_judge=True),
     )
 }
 

@@ -3,6 +3,7 @@
     preprocess -> plan -> model[i]         (mapped: deploy -> evaluate -> teardown)
                        -> tuned_model[j]   (mapped: finetune -> deploy -> evaluate -> teardown)
                        -> bedrock_model[k] (mapped: evaluate; SageMaker target only)
+                  (between deploy_judges and teardown_judges when LLMJudge asks judges)
                -> select [-> review] -> register -> report -> verdict
 
 The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
@@ -225,6 +226,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         models = plan(preprocess())
         chosen = select(models)
+        judges_up, judges_down = target.judge_steps(cfg) if cfg.judged_by else (None, None)
         for kind, group_id in GROUPS.items():
             if not any(m.kind == kind for m in cfg.models):
                 continue
@@ -234,7 +236,10 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 target.model_steps(cfg, model_name, kind)
 
             steps.__doc__ = docs[kind]
-            task_group(group_id=group_id)(steps).expand(model_name=names) >> chosen
+            group = task_group(group_id=group_id)(steps).expand(model_name=names)
+            group >> chosen
+            if judges_up is not None:
+                models >> judges_up >> group >> judges_down
         registered = register(chosen, models)
         if cfg.registry.approval == "review":
             from llmeval.review_task import review_task

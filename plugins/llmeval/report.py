@@ -181,4 +181,5 @@ def render_markdown(data: ReportInput) -> str:
 
 def render_model_html(result: ModelResult, samples: list[dict] | None = None, limit: int = 20) -> str:
     """One model's report: every algorithm's scores with intervals, categories, sample records."""
-    return render("model_report.html", result=result, samples=(samples or [])[:limit])
+    shown = (samples or [])[:limit]
+    return render("model_report.html", result=result, samples=shown, judged=any(r.get("judgements") for r in shown))

@@ -56,7 +56,11 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
     ds = cfg.dataset
     limit = num_records if num_records is not None else cfg.num_records
     location = ds.input_data_location.replace("{catalog_version}", catalog_version)
-    pairs = {"sent_more_input": ds.sent_more_input_key, "sent_less_input": ds.sent_less_input_key}
+    columns = {
+        "sent_more_input": ds.sent_more_input_key,
+        "sent_less_input": ds.sent_less_input_key,
+        "context": ds.context_key,
+    }
     with tempfile.TemporaryDirectory(prefix="llmeval-") as scratch:
         prepared = read_dataset(
             _dataset_file(location, Path(scratch)),
@@ -64,7 +68,7 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
             ds.target_output_key,
             ds.category_key,
             limit,
-            text_columns={name: column for name, column in pairs.items() if column},
+            text_columns={name: column for name, column in columns.items() if column},
         )
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in prepared.records)
     store.write_text(run_folder / store.DATASET, lines)

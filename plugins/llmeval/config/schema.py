@@ -14,6 +14,7 @@ from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_probl
 from llmeval.config.errors import FieldProblem
 from llmeval.config.target_checks import check_target
 from llmeval.results import COST_METRICS
+from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, rubric_problem, rubrics_of
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
@@ -43,6 +44,9 @@ class DatasetSection(_Strict):
     category_key: str | None = Field(None, description="Column with a category, for per-category scores.")
     sent_more_input_key: str | None = Field(None, description="PromptStereotyping: the more stereotypical sentence.")
     sent_less_input_key: str | None = Field(None, description="PromptStereotyping: the less stereotypical sentence.")
+    context_key: str | None = Field(
+        None, description="Column with a context the answer must stay faithful to (LLMJudge)."
+    )
 
     @model_validator(mode="after")
     def _sentence_pairs(self) -> DatasetSection:
@@ -245,6 +249,8 @@ class AlgorithmSection(BaseModel):
             raise FieldProblem(
                 ("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}"
             )
+        if spec.asks_judge:
+            _check_judge_options(self.options)
         for option in self.options:
             if option not in spec.options:
                 takers = accepting(option)
@@ -261,6 +267,33 @@ class AlgorithmSection(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @property
+    def asks_judge(self) -> bool:
+        return not self.is_custom and ALGORITHMS[self.algorithm].asks_judge
+
+    @property
+    def rubrics(self) -> list[Rubric]:
+        """LLMJudge's rubrics."""
+        return rubrics_of(self.options.get("rubrics", DEFAULT_RUBRICS))
+
+
+def _check_judge_options(options: dict[str, Any]) -> None:
+    """LLMJudge: a judge (checked against the config's judges later) and its rubrics."""
+    if not isinstance(options.get("judge"), str):
+        raise FieldProblem(("judge",), "LLMJudge needs judge: the name of one of the config's judges")
+    entries = options.get("rubrics", DEFAULT_RUBRICS)
+    if not isinstance(entries, list) or not entries:
+        raise FieldProblem(("rubrics",), f"expected a non-empty list of rubrics ({', '.join(BUILT_IN)} or custom)")
+    names: list[str] = []
+    for i, entry in enumerate(entries):
+        problem = rubric_problem(entry)
+        if problem:
+            raise FieldProblem(("rubrics", i, *problem[0]), problem[1])
+        name = entry if isinstance(entry, str) else entry["name"]
+        if name in names:
+            raise FieldProblem(("rubrics", i), f"rubric {name!r} is listed twice")
+        names.append(name)
 
 
 class _MetricRef(_Strict):
@@ -445,6 +478,9 @@ class EvalConfig(_Strict):
     pipeline: PipelineSection
     dataset: DatasetSection
     models: list[ModelSection] = Field(min_length=1)
+    judges: list[ModelSection] = Field(
+        [], description="Models that judge answers (LLMJudge): deployed and torn down with the run, never candidates."
+    )
     algorithms: list[AlgorithmSection] = Field(min_length=1)
     schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
     catchup: bool = Field(False, description="Create runs for missed schedule intervals since the start date.")
@@ -512,29 +548,35 @@ class EvalConfig(_Strict):
             raise FieldProblem(("catalog_asset",), "use either schedule or catalog_asset, not both")
         if self.end_date and self.end_date < self.start_date:
             raise FieldProblem(("end_date",), f"end_date {self.end_date} is before start_date {self.start_date}")
-        seen: dict[str, int] = {}
-        endpoints: dict[str, int] = {}
-        for i, model in enumerate(self.models):
+        seen: dict[str, str] = {}
+        endpoints: dict[str, str] = {}
+        for key, i, model in [("models", i, m) for i, m in enumerate(self.models)] + [
+            ("judges", i, m) for i, m in enumerate(self.judges)
+        ]:
             if model.name in seen:
-                raise FieldProblem(
-                    ("models", i, "name"), f"duplicate model name {model.name!r} (also models[{seen[model.name]}])"
-                )
-            seen[model.name] = i
+                raise FieldProblem((key, i, "name"), f"duplicate model name {model.name!r} (also {seen[model.name]})")
+            seen[model.name] = f"{key}[{i}]"
             endpoint = model.endpoint_name or (model.name if self.target == "local" else None)
             if endpoint and model.kind not in ("bedrock", "provided"):
                 if endpoint in endpoints:
                     raise FieldProblem(
-                        ("models", i, "endpoint_name"),
-                        f"endpoint {endpoint!r} is also models[{endpoints[endpoint]}]'s: each model needs its own "
+                        (key, i, "endpoint_name"),
+                        f"endpoint {endpoint!r} is also {endpoints[endpoint]}'s: each model needs its own "
                         "endpoint (one would be evaluated on the other's, and one teardown would delete both)",
                     )
-                endpoints[endpoint] = i
+                endpoints[endpoint] = f"{key}[{i}]"
+            if key == "judges" and model.kind not in ("foundation", "bedrock"):
+                raise FieldProblem(
+                    (key, i, "finetuning" if model.finetuning else "outputs_location"),
+                    "a judge must answer prompts: a deployed foundation model or a Bedrock model",
+                )
             if model.model_provider == "bedrock" and model.finetuning:
                 raise FieldProblem(
                     ("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning"
                 )
             if model.outputs_location:
                 _check_provided(self, i, model)
+        self._check_judging()
         check_target(self)
         names = [a.name for a in self.algorithms]
         for i, name in enumerate(names):
@@ -552,8 +594,32 @@ class EvalConfig(_Strict):
                 raise FieldProblem(loc, f"{source} is not among this config's algorithms ({', '.join(names)})")
         return self
 
+    def _check_judging(self) -> None:
+        judges = [j.name for j in self.judges]
+        for i, section in enumerate(self.algorithms):
+            if not section.asks_judge:
+                continue
+            judge = section.options["judge"]
+            if judge not in judges:
+                listed = f"the config's judges: {', '.join(judges)}" if judges else "the config has no judges: section"
+                raise FieldProblem(("algorithms", i, "judge"), f"unknown judge {judge!r}; expected one of {listed}")
+            for k, rubric in enumerate(section.rubrics):
+                if "$context" in rubric.template and not self.dataset.context_key:
+                    raise FieldProblem(
+                        ("algorithms", i, "rubrics", k),
+                        f"rubric {rubric.name!r} shows the judge $context: set dataset.context_key to the "
+                        "dataset's context column",
+                    )
+
+    @property
+    def judged_by(self) -> list[ModelSection]:
+        """The judges the algorithms ask (each deployed once per run)."""
+        asked = {s.options["judge"] for s in self.algorithms if s.asks_judge}
+        return [j for j in self.judges if j.name in asked]
+
     def model(self, name: str) -> ModelSection:
-        for model in self.models:
+        """A candidate or a judge, by name."""
+        for model in [*self.models, *self.judges]:
             if model.name == name:
                 return model
         raise KeyError(f"no model named {name!r} in {self.pipeline.name}")

@@ -1,6 +1,6 @@
 """What a config's target can and cannot run, checked at load before any resource exists:
 local models and fine-tune parameters on the local target, algorithms that need the Hugging
-Face Hub when offline, PromptStereotyping's inputs, one pool per instance type."""
+Face Hub when offline, PromptStereotyping's inputs, one pool per instance type, judges."""
 
 from __future__ import annotations
 
@@ -23,27 +23,34 @@ def check_target(cfg: EvalConfig) -> None:
         _check_local_models(cfg)
     else:
         _check_eulas(cfg)
+        if cfg.judges:
+            raise FieldProblem(
+                ("judges",),
+                "LLMJudge's judges are deployed by the local target only, so far; on SageMaker, score with "
+                "fmeval's algorithms, or judge the outputs in a local-target config (outputs_location)",
+            )
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
 
 
 def _check_local_models(cfg: EvalConfig) -> None:
-    for i, model in enumerate(cfg.models):
+    listed = [("models", i, m) for i, m in enumerate(cfg.models)] + [("judges", i, m) for i, m in enumerate(cfg.judges)]
+    for key, i, model in listed:
         if model.kind == "provided":  # only scored: its model_id is a label
             continue
         if model.model_provider not in (None, "local"):
-            raise FieldProblem(("models", i, "model_provider"), "the local target serves only local models")
+            raise FieldProblem((key, i, "model_provider"), "the local target serves only local models")
         extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
         if extra - LOCAL_HYPERPARAMETERS:
             raise FieldProblem(
-                ("models", i, "finetuning", "parameters", sorted(extra - LOCAL_HYPERPARAMETERS)[0]),
+                (key, i, "finetuning", "parameters", sorted(extra - LOCAL_HYPERPARAMETERS)[0]),
                 f"the local fine-tune does not know this parameter; it accepts the seed's keys and "
                 f"{', '.join(sorted(LOCAL_HYPERPARAMETERS))}",
             )
         if model.model_id not in LOCAL_MODELS:
             raise FieldProblem(
-                ("models", i, "model_id"),
+                (key, i, "model_id"),
                 f"{model.model_id!r} is not a local model; expected one of {', '.join(LOCAL_MODELS)}",
             )
 

@@ -7,6 +7,7 @@ Processing container (the package shipped as its code input):
         --dataset run/dataset.jsonl --output-dir run/models/NAME \
         --endpoint-name NAME [--endpoint-url http://127.0.0.1:PORT] [--cache-dir DIR]
         [--wait-for-endpoint SECONDS --release-uri s3://...]  (SageMaker: the endpoint's lifetime)
+        [--judge NAME=ENDPOINT[@URL] ...]  (LLMJudge: where each judge answers)
 
 Writes outputs.jsonl (one row per record), records.jsonl (answered rows with every
 score), results.json (the result schema) and report.html (this model's scores with
@@ -58,22 +59,15 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
 
 
-def run(args: argparse.Namespace) -> ModelResult:
-    cfg = _load(args.config)
-    model = cfg.model(args.model)
+def model_target(
+    model: ModelSection, endpoint_name: str | None, endpoint_url: str | None, identity: str | None, region: str | None
+) -> Target:
+    """How to ask `model`: its endpoint (or Bedrock model), templates and limits."""
     ev = model.evaluation_config
-    records = read_jsonl(args.dataset)
-    out = args.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    if args.outputs:  # a model served elsewhere: its outputs were given, nothing to ask
-        started = time.perf_counter()
-        shown = model.outputs_location or str(args.outputs)
-        rows = provided_rows(records, read_outputs(args.outputs, shown), shown)
-        return _score(cfg, model, rows, args, started, retries=0, client=None)
     bedrock = model.model_provider == "bedrock"
-    target = Target(
-        endpoint_name=model.model_id if bedrock else (args.endpoint_name or model.endpoint_name or model.name),
-        model_identity=args.model_identity or f"{model.model_id}@{model.model_version}",
+    return Target(
+        endpoint_name=model.model_id if bedrock else (endpoint_name or model.endpoint_name or model.name),
+        model_identity=identity or f"{model.model_id}@{model.model_version}",
         output_path=ev.output,
         content_template=ev.content_template,
         inference_parameters=ev.inference_parameters,
@@ -81,8 +75,8 @@ def run(args: argparse.Namespace) -> ModelResult:
             f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in ev.custom_attributes.items()
         )
         or None,
-        endpoint_url=args.endpoint_url,
-        region=args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=endpoint_url,
+        region=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         max_concurrency=model.max_concurrency,
         timeout_s=ev.request_timeout_s,
         max_retries=ev.max_retries,
@@ -90,26 +84,55 @@ def run(args: argparse.Namespace) -> ModelResult:
         log_probability_path=ev.log_probability,
         log_probability_parameters=ev.log_probability_parameters,
     )
-    if args.wait_for_endpoint:  # the job started while the endpoint was being created
-        wait_in_service(target.endpoint_name, target.region, args.wait_for_endpoint)
+
+
+def _judge_endpoints(given: list[str]) -> dict[str, tuple[str, str | None]]:
+    """--judge NAME=ENDPOINT[@URL] arguments, by judge name."""
+    out = {}
+    for item in given:
+        name, _, endpoint = item.partition("=")
+        endpoint_name, _, url = endpoint.partition("@")
+        if not name or not endpoint_name:
+            raise SystemExit(f"--judge {item!r}: expected NAME=ENDPOINT_NAME[@URL]")
+        out[name] = (endpoint_name, url or None)
+    return out
+
+
+def run(args: argparse.Namespace) -> ModelResult:
+    cfg = _load(args.config)
+    model = cfg.model(args.model)
+    records = read_jsonl(args.dataset)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     cache_file = args.cache_dir / "responses.sqlite"
     if args.cache_uri:
         cache_sync.pull(args.cache_uri, cache_file)
     cache = ResponseCache(cache_file)
+    endpoints = _judge_endpoints(args.judge)
+    judges = {
+        judge.name: ModelClient(
+            model_target(judge, *endpoints.get(judge.name, (None, None)), None, args.region),
+            judge.evaluation_config.prompt_template,
+            cache,
+        )
+        for judge in cfg.judged_by
+    }
     try:
-        return _generate_and_score(cfg, model, records, ModelClient(target, ev.prompt_template, cache), args)
+        if args.outputs:  # a model served elsewhere: its outputs were given, nothing to ask
+            started = time.perf_counter()
+            shown = model.outputs_location or str(args.outputs)
+            rows = provided_rows(records, read_outputs(args.outputs, shown), shown)
+            return _score(cfg, model, rows, args, started, 0, None, judges)
+        target = model_target(model, args.endpoint_name, args.endpoint_url, args.model_identity, args.region)
+        if args.wait_for_endpoint:  # the job started while the endpoint was being created
+            wait_in_service(target.endpoint_name, target.region, args.wait_for_endpoint)
+        client = ModelClient(target, model.evaluation_config.prompt_template, cache)
+        started = time.perf_counter()
+        rows = generate_with(client, records)
+        return _score(cfg, model, rows, args, started, client.invoker.retries, client, judges)
     finally:
         cache.close()
         if args.cache_uri:
             cache_sync.push(cache_file, args.cache_uri)
-
-
-def _generate_and_score(
-    cfg: EvalConfig, model: ModelSection, records: list[dict], client: ModelClient, args: argparse.Namespace
-) -> ModelResult:
-    started = time.perf_counter()
-    rows = generate_with(client, records)
-    return _score(cfg, model, rows, args, started, client.invoker.retries, client)
 
 
 def _score(
@@ -120,6 +143,7 @@ def _score(
     started: float,
     retries: int,
     client: ModelClient | None,
+    judges: dict[str, ModelClient],
 ) -> ModelResult:
     out = args.output_dir
     write_jsonl(out / OUTPUTS, rows)
@@ -164,7 +188,9 @@ def _score(
         if not answered:
             return result
     released = (lambda: _released(model.name, args.release_uri)) if client else None
-    result.algorithms, scored = score_outputs(rows, cfg.algorithms, str(out / RECORDS), client, released=released)
+    result.algorithms, scored = score_outputs(
+        rows, cfg.algorithms, str(out / RECORDS), client, released=released, judges=judges
+    )
     write_jsonl(out / RECORDS, scored)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):
@@ -205,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--release-uri", help="s3:// object to write when the model is no longer needed")
     parser.add_argument("--outputs", type=Path, help="the model's provided outputs (JSONL): score them, ask nothing")
+    parser.add_argument(
+        "--judge",
+        action="append",
+        default=[],
+        metavar="NAME=ENDPOINT[@URL]",
+        help="the endpoint (and runtime URL) of one of the config's judges (LLMJudge)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line per client it builds

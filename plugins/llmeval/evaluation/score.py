@@ -122,10 +122,14 @@ def custom_scorer(class_path: str, options: dict[str, Any]) -> Scorer:
     return score
 
 
-def _scorer(section: AlgorithmSection, client: ModelClient | None) -> Scorer:
+def _scorer(section: AlgorithmSection, client: ModelClient | None, judges: dict[str, ModelClient]) -> Scorer:
     if section.is_custom:
         return custom_scorer(section.algorithm.removeprefix("custom:"), section.options)
     spec = ALGORITHMS[section.algorithm]
+    if spec.asks_judge:
+        from llmeval.evaluation.judge import judge_scorer
+
+        return judge_scorer(section, judges)
     reason = spec.hub_download
     if reason and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise AlgorithmUnavailable(
@@ -181,25 +185,33 @@ def score_outputs(
     records_location: str,
     client: ModelClient | None = None,
     released: Callable[[], None] | None = None,
+    judges: dict[str, ModelClient] | None = None,
 ) -> tuple[list[AlgorithmResult], list[dict[str, Any]]]:
     """(one result per algorithm, in the config's order; the answered rows with every
     per-record score added). `client` calls the model for the algorithms that need it while
-    scoring; they run first, then `released` says the model is no longer needed."""
+    scoring; they run first, then `released` says the model is no longer needed. `judges`
+    (by name) answer LLMJudge."""
     answered = [r for r in rows if r.get("model_output") is not None]
     asking = [s for s in algorithms if s.calls_model]
-    results = {s.name: _score_one(s, answered, records_location, client) for s in asking}
+    results = {s.name: _score_one(s, answered, records_location, client, {}) for s in asking}
     if released:
         released()
-    results |= {s.name: _score_one(s, answered, records_location, None) for s in algorithms if s not in asking}
+    results |= {
+        s.name: _score_one(s, answered, records_location, None, judges or {}) for s in algorithms if s not in asking
+    }
     return [results[s.name] for s in algorithms], answered
 
 
 def _score_one(
-    section: AlgorithmSection, answered: list[dict[str, Any]], records_location: str, client: ModelClient | None
+    section: AlgorithmSection,
+    answered: list[dict[str, Any]],
+    records_location: str,
+    client: ModelClient | None,
+    judges: dict[str, ModelClient],
 ) -> AlgorithmResult:
     name = section.name
     try:
-        per_record, dataset_level = _scorer(section, client)(answered)
+        per_record, dataset_level = _scorer(section, client, judges)(answered)
     except Exception as exc:
         log.error("score %s failed: %s", name, exc)
         return AlgorithmResult(name, [], records_location=records_location, error=str(exc))

@@ -300,12 +300,13 @@ def run_evaluation(
     training: dict[str, Any] | None = None,
     catalog_version: str = "",
     release: Callable[[], None] | None = None,
+    judges: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation entry point for one model in a scratch folder, streaming its log
     into the task log; its outputs and the response cache go back to the run store, also
     when it fails. Returns the result summary (results.json). A model given by its outputs
     (no `endpoint`) has them scored. `release` is called when the entry point says the model
-    is no longer needed (scoring may go on)."""
+    is no longer needed (scoring may go on). `judges`: the judges' servers, by name."""
     with tempfile.TemporaryDirectory(prefix="llmeval-evaluate-") as tmp:
         scratch = Path(tmp)
         out, cache_file = scratch / "out", scratch / "cache" / store.RESPONSE_CACHE
@@ -334,6 +335,8 @@ def run_evaluation(
             cmd += ["--outputs", str(outputs_file(cfg, model, catalog_version, scratch))]
         else:
             cmd += ["--endpoint-name", endpoint["endpoint_name"], "--endpoint-url", endpoint["url"]]
+        for name, judge in (judges or {}).items():
+            cmd += ["--judge", f"{name}={judge['endpoint_name']}@{judge['url']}"]
         if training:
             (scratch / TRAINING_METRICS).write_text(json.dumps(training))
             cmd += [
@@ -370,6 +373,8 @@ def _checkpoint(database: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Airflow tasks
+
+JUDGES_UP = "deploy_judges"
 
 
 class LocalTarget:
@@ -441,6 +446,7 @@ class LocalTarget:
                     training,
                     run.catalog_version,
                     release if endpoint else None,
+                    get_current_context()["ti"].xcom_pull(task_ids=JUDGES_UP) if cfg.judged_by else None,
                 )
 
             return guarded("evaluate", model, body, first=kind == "provided")
@@ -472,3 +478,39 @@ class LocalTarget:
         done = evaluate(model_name, deploy_task, training)
         stop = teardown(model_name)
         done >> stop.as_teardown(setups=deploy_task)
+
+    def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any]:
+        """(start the judges' servers, stop them): the model groups run between the two."""
+        from airflow.sdk import get_current_context, task
+
+        from llmeval.tasks import current_run, write_failure
+
+        def who(judge: str) -> str:
+            ti = get_current_context()["ti"]
+            return owner(ti.dag_id, ti.run_id, judge)
+
+        @task(task_id=JUDGES_UP)
+        def deploy_judges() -> dict[str, dict[str, Any]]:
+            """Start a server for each judge the algorithms ask (LLMJudge)."""
+            run = current_run()
+            frozen = run.config()
+            try:
+                return {j.name: start_endpoint(frozen, j.name, run.folder, who(j.name)) for j in frozen.judged_by}
+            except Exception as exc:  # every model's evaluation needs the judges
+                for model in get_current_context()["ti"].xcom_pull(task_ids="plan") or []:
+                    write_failure(run.model_folder(model), model, JUDGES_UP, f"{type(exc).__name__}: {exc}")
+                raise
+
+        @task(task_id="teardown_judges")
+        def teardown_judges() -> dict[str, str]:
+            """Stop the judges' servers, whatever happened upstream."""
+            run = current_run()
+            frozen, keep = run.config(), bool(run.params.get("keep_endpoints"))
+            started = get_current_context()["ti"].xcom_pull(task_ids=JUDGES_UP) or {}
+            return {
+                j.name: stop_endpoint(frozen, j.name, who(j.name), started.get(j.name), run.folder, keep)
+                for j in frozen.judged_by
+            }
+
+        up = deploy_judges()
+        return up, teardown_judges().as_teardown(setups=up)
