@@ -61,6 +61,7 @@ benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last
 	$(WORKER_VENV)/bin/python benchmarks/generate_throughput.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|^\s*$$"
 	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
 	$(WORKER_VENV)/bin/python benchmarks/robustness_throughput.py 2>&1 | tail -n 5
+	$(WORKER_VENV)/bin/python benchmarks/judge_throughput.py 2>&1 | grep -v "sagemaker.config"
 	$(VENV)/bin/python benchmarks/parse_time.py
 	$(VENV)/bin/python benchmarks/task_start.py
 	$(VENV)/bin/python benchmarks/endpoint_minutes.py 2>&1 | tail -n 6

@@ -26,8 +26,8 @@ N, LATENCY_S, CAPACITY, TARGET_RATIO = 2000, 0.05, 16, 1.3
 
 
 @contextmanager
-def endpoint_process(folder: Path):
-    """The simulated endpoint in its own process; yields its URL and a request counter."""
+def endpoint_process(folder: Path, *flags: str):
+    """The simulated endpoint in its own process (`flags` added to its command line); yields its URL."""
     ready = folder / "ready"
     proc = subprocess.Popen(
         [
@@ -39,6 +39,7 @@ def endpoint_process(folder: Path):
             str(CAPACITY),
             "--ready-file",
             str(ready),
+            *flags,
         ]
     )
     try:

@@ -11,6 +11,7 @@ can check that every record got its own answer. Bedrock's InvokeModel path
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import threading
@@ -136,6 +137,12 @@ class LatencyServer:
         return Handler
 
 
+def judge_reply(prompt: str) -> str:
+    """A judge's answer that follows the prompt: a rating (1-5) and a winner (A or B)."""
+    digest = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+    return f"Rating: {digest % 5 + 1}\nWinner: {'AB'[digest % 2]}\nExplanation: simulated."
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM, in its own process (as a real endpoint would be)."""
     import argparse
@@ -147,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=16)
     parser.add_argument("--throttle-rate", type=float, default=0.0)
     parser.add_argument("--ready-file", type=Path, required=True, help="receives the URL once serving")
+    parser.add_argument("--judge", action="store_true", help="answer as a judge: a rating, a winner, a reason")
     args = parser.parse_args(argv)
-    server = LatencyServer(args.latency_s, args.capacity, args.throttle_rate)
+    server = LatencyServer(args.latency_s, args.capacity, args.throttle_rate, reply=judge_reply if args.judge else None)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
     args.ready_file.write_text(server.url)
     server.httpd.serve_forever()

@@ -426,10 +426,10 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
     def valid(option: str):
         if option in OPTION_VALUES or option in OPTION_RANGES:
             return {**OPTION_VALUES, **OPTION_RANGES}[option][-1]
-        return {"valid_labels": ["a"], "rubrics": ["helpfulness"]}.get(option, "x")
+        return {"valid_labels": ["a"], "rubrics": ["helpfulness"], "all_pairs": True}.get(option, "x")
 
     spec = ALGORITHMS[name]
-    required = {"judge": "j"} if spec.asks_judge else {}
+    required = ({"judge": "j"} if spec.asks_judge else {}) | ({"champion": "c"} if spec.compares_models else {})
     for option in set(spec.options) - set(NOT_FROM_YAML):
         AlgorithmSection.model_validate({"algorithm": name, **required, option: valid(option)})
     foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
@@ -456,7 +456,7 @@ CANNOT_RUN = {
         "algorithms[1].algorithm",
         "QAAccuracy: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run on "
         "the local target; algorithms that run offline: ClassificationAccuracy, "
-        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, PromptStereotyping, SemanticSimilarity",
+        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, Pairwise, PromptStereotyping, SemanticSimilarity",
     ),
     "unknown-perturbation": (
         _local(

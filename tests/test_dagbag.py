@@ -217,3 +217,21 @@ def test_review_sits_between_selection_and_registration(monkeypatch, write_confi
     assert review.upstream_task_ids == {"select"} and "register" in review.downstream_task_ids
     assert review.options == ["Approve", "Reject"] and list(review.params) == ["comment"]
     assert review.response_timeout.total_seconds() == 90 * 60
+
+
+def test_judges_are_up_before_the_model_groups_and_torn_down_after_the_comparison(monkeypatch, write_config):
+    judge = {"name": "judge", "model_id": "smollm2-135m-instruct"}
+    algorithms = [
+        {"algorithm": "LLMJudge", "judge": "judge"},
+        {"algorithm": "Pairwise", "judge": "judge", "champion": "m-one"},
+    ]
+    write_config("judged.yaml", local_config("judged", judges=[judge], algorithms=algorithms))
+    write_config("plain.yaml", local_config("plain"))
+    bag = _dagbag(monkeypatch, write_config.folder)
+    assert bag.import_errors == {}
+    dag = bag.dags["judged"]
+    up, compare, down = (dag.get_task(t) for t in ("deploy_judges", "compare", "teardown_judges"))
+    assert up.is_setup and down.is_teardown and compare.trigger_rule == "all_done"
+    assert "model.deploy" in up.downstream_task_ids and "plan" in up.upstream_task_ids
+    assert "model.evaluate" in compare.upstream_task_ids and {"select", "teardown_judges"} <= compare.downstream_task_ids
+    assert not {"deploy_judges", "compare", "teardown_judges"} & set(bag.dags["plain"].task_ids)

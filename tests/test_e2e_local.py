@@ -68,9 +68,16 @@ def e2e_run(airflow_db, tmp_path_factory):
             {"algorithm": "SemanticSimilarity"},
             {"algorithm": "custom:brevity:Brevity", "max_words": 4},  # a user's class from include/algorithms
             {"algorithm": "LLMJudge", "judge": JUDGE, "rubrics": ["correctness"]},
+            {"algorithm": "Pairwise", "judge": JUDGE, "champion": GOOD[0]},
         ],
         judges=[{"name": JUDGE, "model_id": "smollm2-135m-instruct", "evaluation_config": judging}],
         registry={"model_package_group_name": "e2e-local-group"},
+        selection={
+            "metrics": [
+                {"metric": "FactualKnowledge/factual_knowledge", "weight": 2},
+                {"metric": "Pairwise/win_rate_vs_champion", "weight": 1},
+            ]
+        },
     )
     import yaml
 
@@ -171,6 +178,15 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
         assert sum(v["rating"] is None for v in verdicts) == unparseable
         assert all(v["rating"] in (1, 2, 3, 4, 5) and "explanation" in v for v in verdicts if v["rating"] is not None)
         assert "<th>judge</th>" in (folder / "models" / name / "report.html").read_text()
+    pairwise = json.loads((folder / "pairwise.json").read_text())  # the bad model answered nothing: not compared
+    (pair,) = pairwise["pairs"]
+    assert (pair["a"], pair["b"]) == tuple(GOOD) and pair["records"] + pair["unparseable"] == 4
+    assert pair["wins_a"] + pair["ties"] + pair["wins_b"] == pair["records"]
+    assert sorted(row["model"] for row in pairwise["bradley_terry"]) == sorted(GOOD)
+    ranking = {c["model"]: c for c in json.loads((folder / "selection.json").read_text())["ranking"]}
+    assert ranking[GOOD[0]]["metrics"]["Pairwise/win_rate_vs_champion"] == 0.5, ranking  # merged in for selection
+    assert "<h2>Pairwise</h2>" in (folder / "leaderboard.html").read_text()
+    assert states["compare"] == "success"
     (judge,) = read_model_result(folder / "models" / JUDGE, JUDGE).usage  # the judge's server, start to stop
     assert judge.resource == "local model server" and judge.seconds > 0
     tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}

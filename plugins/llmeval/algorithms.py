@@ -30,7 +30,8 @@ class AlgorithmSpec:
     calls_model_when_scoring: bool = False  # robustness (perturbed inputs), stereotyping (log probabilities)
     config_class: str | None = None  # fmeval's config dataclass, when not "<name>Config"
     has_config: bool = True  # False: fmeval's class takes no config object
-    asks_judge: bool = False  # LLMJudge: a judge model rates each answer
+    asks_judge: bool = False  # LLMJudge, Pairwise: a judge model rates answers
+    compares_models: bool = False  # Pairwise: judged across models after every model's evaluation
 
     @property
     def eval_name(self) -> str | None:
@@ -144,6 +145,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             None,
         ),
         AlgorithmSpec("LLMJudge", frozenset({"judge", "rubrics"}), None, asks_judge=True),
+        AlgorithmSpec(
+            "Pairwise", frozenset({"judge", "champion", "all_pairs"}), None, asks_judge=True, compares_models=True
+        ),
     )
 }
 

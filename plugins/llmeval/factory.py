@@ -4,6 +4,7 @@
                        -> tuned_model[j]   (mapped: finetune -> deploy -> evaluate -> teardown)
                        -> bedrock_model[k] (mapped: evaluate; SageMaker target only)
                   (between deploy_judges and teardown_judges when LLMJudge asks judges)
+               [-> compare]  (Pairwise: the judge compares the models' answers)
                -> select [-> review] -> register -> report -> verdict
 
 The factory knows steps, not services: `llmeval.targets.<target>` builds the per-model
@@ -226,7 +227,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         models = plan(preprocess())
         chosen = select(models)
-        judges_up, judges_down = target.judge_steps(cfg) if cfg.judged_by else (None, None)
+        judges_up, compared, judges_down = target.judge_steps(cfg) if cfg.judged_by else (None, None, None)
         for kind, group_id in GROUPS.items():
             if not any(m.kind == kind for m in cfg.models):
                 continue
@@ -239,7 +240,9 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             group = task_group(group_id=group_id)(steps).expand(model_name=names)
             group >> chosen
             if judges_up is not None:
-                models >> judges_up >> group >> judges_down
+                models >> judges_up >> group >> (judges_down if compared is None else compared)
+        if compared is not None:
+            compared >> [chosen, judges_down]
         registered = register(chosen, models)
         if cfg.registry.approval == "review":
             from llmeval.review_task import review_task

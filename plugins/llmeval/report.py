@@ -26,6 +26,7 @@ class ReportInput:
     trend_link: str = ""
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> its scored records
     record_links: dict[str, str] = field(default_factory=dict)  # model -> its records view (in Airflow)
+    pairwise: dict[str, Any] | None = None  # the run's pairwise comparison (pairwise.json)
 
 
 def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:

@@ -188,6 +188,24 @@ def record_usage(model_dir: Any, items: list[ResourceUsage]) -> list[ResourceUsa
     return usage
 
 
+def pairwise_result(document: dict[str, Any], model: str) -> AlgorithmResult | None:
+    """A model's `Pairwise` scores from the run's pairwise document: its win rate against the
+    champion (a tie is half a win; the champion's own is 0.5), the rates of wins, ties and
+    losses, and its Bradley-Terry strength. None for a model that was not compared."""
+    strengths = {row["model"]: row["strength"] for row in document["bradley_terry"]}
+    if model not in strengths:
+        return None
+    scores = []
+    if model == document["champion"]:
+        scores.append(Score("win_rate_vs_champion", 0.5, 0.5, 0.5))
+    elif model in document["versus_champion"]:
+        versus = document["versus_champion"][model]
+        for name in ("win_rate_vs_champion", "wins_vs_champion", "ties_vs_champion", "losses_vs_champion"):
+            scores.append(Score(name, *versus[name], count=versus["records_vs_champion"]))
+    scores.append(Score("bradley_terry", strengths[model]))
+    return AlgorithmResult("Pairwise", scores)
+
+
 def read_model_result(model_dir: Any, model: str) -> ModelResult:
     """The model's result in a folder (local or in the run store), with what its resources
     cost; a failed result when it has none (naming the step if a failure was recorded)."""

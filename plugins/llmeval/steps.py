@@ -21,7 +21,7 @@ from llmeval.model_card import CardFacts
 from llmeval.model_card import content as card_content
 from llmeval.registry import APPROVED, PENDING, REJECTED, Registry
 from llmeval.report import ReportInput, render_html, render_markdown
-from llmeval.results import ModelResult, read_model_result, read_usage
+from llmeval.results import ModelResult, pairwise_result, read_model_result, read_usage
 from llmeval.runtime import resolve_data_path
 from llmeval.selection import Selection, champion_gate, select
 
@@ -103,12 +103,17 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
 def model_result(run_folder: Any, model: str, summary: dict[str, Any] | None) -> ModelResult:
     """A model's result: the summary its evaluation handed on, else what the store says
     (the failure a step recorded, or that nothing was written); with what its resources cost
-    (recorded in the store until its teardown)."""
+    (recorded in the store until its teardown) and its pairwise scores (pairwise.json)."""
     folder = store.model_folder(run_folder, model)
     if not summary:
-        return read_model_result(folder, model)
-    result = ModelResult.from_dict(summary)
-    result.usage = read_usage(folder) or result.usage
+        result = read_model_result(folder, model)
+    else:
+        result = ModelResult.from_dict(summary)
+        result.usage = read_usage(folder) or result.usage
+    pairwise = run_folder / store.PAIRWISE
+    compared = pairwise_result(json.loads(pairwise.read_text()), model) if pairwise.exists() else None
+    if compared and result.succeeded:
+        result.algorithms.append(compared)
     return result
 
 
@@ -284,6 +289,7 @@ def report_input(
             if r.succeeded and (rows := read_records(store.model_folder(run_folder, r.model)))
         },
         record_links=record_links or {},
+        pairwise=json.loads(pairwise.read_text()) if (pairwise := run_folder / store.PAIRWISE).exists() else None,
     )
 
 

@@ -40,6 +40,7 @@ CONFIG = "config.json"
 DATASET = "dataset.jsonl"
 BAD_ROWS = "bad_rows.json"
 SELECTION = "selection.json"
+PAIRWISE = "pairwise.json"  # the run's pairwise comparison (Pairwise)
 REGISTRATION = "registration.json"
 LEADERBOARD = "leaderboard.html"
 SUMMARY = "summary.md"

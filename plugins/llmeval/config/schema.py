@@ -249,7 +249,9 @@ class AlgorithmSection(BaseModel):
             raise FieldProblem(
                 ("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}"
             )
-        if spec.asks_judge:
+        if spec.compares_models:
+            _check_pairwise_options(self.options)
+        elif spec.asks_judge:
             _check_judge_options(self.options)
         for option in self.options:
             if option not in spec.options:
@@ -273,6 +275,11 @@ class AlgorithmSection(BaseModel):
         return not self.is_custom and ALGORITHMS[self.algorithm].asks_judge
 
     @property
+    def compares_models(self) -> bool:
+        """Judged across models once every model is evaluated (Pairwise), not per model."""
+        return not self.is_custom and ALGORITHMS[self.algorithm].compares_models
+
+    @property
     def rubrics(self) -> list[Rubric]:
         """LLMJudge's rubrics."""
         return rubrics_of(self.options.get("rubrics", DEFAULT_RUBRICS))
@@ -294,6 +301,18 @@ def _check_judge_options(options: dict[str, Any]) -> None:
         if name in names:
             raise FieldProblem(("rubrics", i), f"rubric {name!r} is listed twice")
         names.append(name)
+
+
+def _check_pairwise_options(options: dict[str, Any]) -> None:
+    """Pairwise: a judge, a champion (checked against the config's models later), all_pairs."""
+    for option in ("judge", "champion"):
+        if not isinstance(options.get(option), str):
+            what = "one of the config's judges" if option == "judge" else "the model every candidate is compared with"
+            raise FieldProblem((option,), f"Pairwise needs {option}: the name of {what}")
+    if not isinstance(options.get("all_pairs", False), bool):
+        raise FieldProblem(
+            ("all_pairs",), "expected true (judge every pair of models) or false (each against the champion)"
+        )
 
 
 class _MetricRef(_Strict):
@@ -603,6 +622,9 @@ class EvalConfig(_Strict):
             if judge not in judges:
                 listed = f"the config's judges: {', '.join(judges)}" if judges else "the config has no judges: section"
                 raise FieldProblem(("algorithms", i, "judge"), f"unknown judge {judge!r}; expected one of {listed}")
+            if section.compares_models:
+                self._check_pairwise(i, section)
+                continue
             for k, rubric in enumerate(section.rubrics):
                 if "$context" in rubric.template and not self.dataset.context_key:
                     raise FieldProblem(
@@ -610,6 +632,15 @@ class EvalConfig(_Strict):
                         f"rubric {rubric.name!r} shows the judge $context: set dataset.context_key to the "
                         "dataset's context column",
                     )
+
+    def _check_pairwise(self, i: int, section: AlgorithmSection) -> None:
+        champion, names = section.options["champion"], [m.name for m in self.models]
+        if champion not in names:
+            raise FieldProblem(
+                ("algorithms", i, "champion"), f"unknown champion {champion!r}; expected one of {', '.join(names)}"
+            )
+        if len(names) < 2:
+            raise FieldProblem(("models",), "Pairwise compares models: list a second model beside the champion")
 
     @property
     def judged_by(self) -> list[ModelSection]:

@@ -192,6 +192,7 @@ def score_outputs(
     scoring; they run first, then `released` says the model is no longer needed. `judges`
     (by name) answer LLMJudge."""
     answered = [r for r in rows if r.get("model_output") is not None]
+    algorithms = [s for s in algorithms if not s.compares_models]  # judged across models, after all of them
     asking = [s for s in algorithms if s.calls_model]
     results = {s.name: _score_one(s, answered, records_location, client, {}) for s in asking}
     if released:

@@ -365,6 +365,39 @@ def run_evaluation(
         return json.loads((out / store.RESULTS).read_text())
 
 
+def run_pairwise(
+    cfg: EvalConfig, run_folder: Any, dag_id: str, models: list[str], judges: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Run the pairwise comparison (`llmeval.evaluation.pairwise`) over the models' outputs
+    in the run store; pairwise.json and the judge's response cache go back to the store.
+    Returns the Bradley-Terry ranking."""
+    section = next(s for s in cfg.algorithms if s.compares_models)
+    cache = store.cache_object(dag_id, f"pairwise-{section.options['judge']}", cfg.artifacts_url)
+    with tempfile.TemporaryDirectory(prefix="llmeval-pairwise-") as tmp:
+        scratch = Path(tmp)
+        cache_file, output = scratch / "cache" / store.RESPONSE_CACHE, scratch / store.PAIRWISE
+        store.download(run_folder / store.CONFIG, scratch / store.CONFIG)
+        for model in models:
+            outputs = store.model_folder(run_folder, model) / store.OUTPUTS
+            if outputs.exists():
+                store.download(outputs, scratch / "models" / model / store.OUTPUTS)
+        if cache.exists():
+            store.download(cache, cache_file)
+        cmd = [worker_python(), "-m", "llmeval.evaluation.pairwise", "--config", str(scratch / store.CONFIG)]
+        cmd += ["--runs-dir", str(scratch / "models"), "--output", str(output), "--cache-dir", str(cache_file.parent)]
+        for name, judge in judges.items():
+            cmd += ["--judge", f"{name}={judge['endpoint_name']}@{judge['url']}"]
+        (scratch / "models").mkdir(exist_ok=True)
+        try:
+            stream_command(cmd, "pairwise comparison")
+        finally:
+            if cache_file.exists():
+                _checkpoint(cache_file)
+                store.write_bytes(cache, cache_file.read_bytes())
+        store.write_bytes(run_folder / store.PAIRWISE, output.read_bytes())
+        return {"bradley_terry": json.loads(output.read_text())["bradley_terry"]}
+
+
 def _checkpoint(database: Path) -> None:
     """Fold SQLite's write-ahead log into the database file (a killed worker leaves answers
     there), so the one file pushed to the store holds every answer."""
@@ -479,8 +512,9 @@ class LocalTarget:
         stop = teardown(model_name)
         done >> stop.as_teardown(setups=deploy_task)
 
-    def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any]:
-        """(start the judges' servers, stop them): the model groups run between the two."""
+    def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any, Any]:
+        """(start the judges' servers, compare the models pairwise or None, stop the servers):
+        the model groups run between the first and the others."""
         from airflow.sdk import get_current_context, task
 
         from llmeval.tasks import current_run, write_failure
@@ -512,5 +546,15 @@ class LocalTarget:
                 for j in frozen.judged_by
             }
 
+        @task(task_id="compare", trigger_rule="all_done", execution_timeout=timedelta(seconds=cfg.task_timeout_s))
+        def compare() -> dict[str, Any]:
+            """Pairwise: the judge compares the models' answers, in both orders (pairwise.json)."""
+            run = current_run()
+            frozen = run.config()
+            started = get_current_context()["ti"].xcom_pull(task_ids=JUDGES_UP) or {}
+            models = get_current_context()["ti"].xcom_pull(task_ids="plan") or []
+            return run_pairwise(frozen, run.folder, run.dag_id, models, started)
+
         up = deploy_judges()
-        return up, teardown_judges().as_teardown(setups=up)
+        compared = compare() if any(s.compares_models for s in cfg.algorithms) else None
+        return up, compared, teardown_judges().as_teardown(setups=up)

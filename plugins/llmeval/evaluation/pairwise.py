@@ -1,0 +1,242 @@
+"""Pairwise comparison: a judge sees two models' answers to the same record, in both orders.
+
+A pair of models is judged on the records both answered. Each record is asked twice,
+A's answer first then B's first, so position bias cancels: the record is a win for a
+model only when both orders prefer it; orders that disagree (or both say tie) make a tie;
+an answer without a verdict makes the record unparseable (counted, not an outcome). Win,
+tie and loss rates carry bootstrap 95% intervals; a Bradley-Terry fit over every judged
+pair ranks the models. Judge calls go through the generation client and its cache, so a
+re-run asks nothing again.
+
+    python -m llmeval.evaluation.pairwise --config run/config.json --runs-dir run/models \
+        --output run/pairwise.json --cache-dir DIR --judge NAME=ENDPOINT[@URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import re
+import string
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmeval.config import AlgorithmSection, EvalConfig
+from llmeval.dataset import read_jsonl
+from llmeval.evaluation.generate import ModelClient, Progress, ResponseCache
+from llmeval.evaluation.score import bootstrap_ci
+from llmeval.store import OUTPUTS
+
+log = logging.getLogger("llmeval.pairwise")
+
+PROMPT = (
+    "Compare two answers to the same question.\nQuestion: $model_input\nReference answer: $target_output\n"
+    "Answer A: $answer_a\nAnswer B: $answer_b\n"
+    "Which answer is better, judged by correctness first and clarity second?\n"
+    "Reply in exactly this form:\nWinner: <A, B or tie>\nExplanation: <one sentence>"
+)
+_WINNER = re.compile(r"winner\W{0,4}(a|b|tie)\b", re.IGNORECASE)
+_LEADING = re.compile(r"^\W{0,4}(a|b|tie)\b", re.IGNORECASE)
+
+
+def read_verdict(answer: str) -> str | None:
+    """'A', 'B' or 'tie' from a judge's answer; None when it names none."""
+    found = _WINNER.search(answer or "") or _LEADING.search((answer or "").strip())
+    if not found:
+        return None
+    value = found.group(1).lower()
+    return "tie" if value == "tie" else value.upper()
+
+
+def outcome(first: str | None, swapped: str | None) -> str | None:
+    """One record's outcome for (a, b): 'a', 'b', 'tie', or None (unparseable). `first` is
+    the verdict with a's answer as A, `swapped` with b's answer as A."""
+    if first is None or swapped is None:
+        return None
+    votes = {"A": "a", "B": "b", "tie": "tie"}[first], {"A": "b", "B": "a", "tie": "tie"}[swapped]
+    return votes[0] if votes[0] == votes[1] and votes[0] != "tie" else "tie"
+
+
+@dataclass
+class PairResult:
+    a: str
+    b: str
+    records: int  # judged records with an outcome
+    wins_a: int
+    ties: int
+    wins_b: int
+    unparseable: int
+    rates: dict[
+        str, list[float | None]
+    ]  # win_a / tie / win_b / preference_a (a tie is half a win) -> [rate, low, high]
+
+
+def pair_result(a: str, b: str, outcomes: list[str | None]) -> PairResult:
+    decided = [o for o in outcomes if o is not None]
+    rates = {}
+    points = {"win_a": {"a": 1.0}, "tie": {"tie": 1.0}, "win_b": {"b": 1.0}, "preference_a": {"a": 1.0, "tie": 0.5}}
+    for name, scored in points.items():
+        values = [scored.get(o, 0.0) for o in decided]
+        rate = sum(values) / len(values) if values else None
+        low, high = bootstrap_ci(values) if values else (None, None)
+        rates[name] = [None if v is None else round(v, 4) for v in (rate, low, high)]
+    return PairResult(
+        a,
+        b,
+        len(decided),
+        decided.count("a"),
+        decided.count("tie"),
+        decided.count("b"),
+        len(outcomes) - len(decided),
+        rates,
+    )
+
+
+def bradley_terry(pairs: list[PairResult], models: list[str], iterations: int = 500) -> dict[str, float]:
+    """Each model's strength (summing to 1) from the pairwise outcomes, a tie counting half a
+    win to each side; Hunter's MM updates, with half a win each way per judged pair as a prior
+    so a model that won or lost everything keeps a finite strength."""
+    wins = {m: 0.0 for m in models}
+    games: dict[tuple[str, str], float] = {}
+    for p in pairs:
+        if not p.records:
+            continue
+        wins[p.a] += p.wins_a + p.ties / 2 + 0.5
+        wins[p.b] += p.wins_b + p.ties / 2 + 0.5
+        games[(p.a, p.b)] = games.get((p.a, p.b), 0.0) + p.records + 1
+    strength = {m: 1.0 for m in models}
+    for _ in range(iterations):
+        updated = {}
+        for m in models:
+            denominator = sum(n / (strength[x] + strength[y]) for (x, y), n in games.items() if m in (x, y))
+            updated[m] = wins[m] / denominator if denominator else strength[m]
+        total = sum(updated.values())
+        updated = {m: v / total for m, v in updated.items()}
+        converged = max(abs(updated[m] - strength[m]) for m in models) < 1e-10
+        strength = updated
+        if converged:
+            break
+    return {m: round(v, 6) for m, v in strength.items()}
+
+
+def pairs_to_judge(section: AlgorithmSection, models: list[str]) -> list[tuple[str, str]]:
+    """(champion, candidate) for each candidate, or every pair when all_pairs is set."""
+    champion = section.options["champion"]
+    if section.options.get("all_pairs"):
+        return [(a, b) for a, b in itertools.combinations(models, 2)]
+    return [(champion, m) for m in models if m != champion]
+
+
+def compare(
+    section: AlgorithmSection, answers: dict[str, dict[str, dict[str, Any]]], client: ModelClient
+) -> dict[str, Any]:
+    """Judge every pair on the records both models answered; the pairwise document
+    (pairs, Bradley-Terry strengths, each model's rates against the champion)."""
+    models = sorted(answers)
+    champion = section.options["champion"]
+    pairs = pairs_to_judge(section, models)
+    work = [
+        (a, b, rid) for a, b in pairs for rid in sorted(set(answers[a]) & set(answers[b]), key=str)
+    ]  # records answered by both
+    progress = Progress(len(work), "pairwise judge")
+
+    def ask(a_answer: str, b_answer: str, record: dict[str, Any]) -> str | None:
+        prompt = string.Template(PROMPT).safe_substitute(
+            model_input=record["model_input"],
+            target_output=record.get("target_output", ""),
+            answer_a=a_answer,
+            answer_b=b_answer,
+        )
+        return read_verdict(client.ask(prompt)["model_output"])
+
+    def one(item: tuple[str, str, str]) -> str | None:
+        a, b, rid = item
+        record_a, record_b = answers[a][rid], answers[b][rid]
+        try:
+            result = outcome(
+                ask(record_a["model_output"], record_b["model_output"], record_a),
+                ask(record_b["model_output"], record_a["model_output"], record_a),
+            )
+        except Exception as exc:
+            log.warning("pair %s/%s record %s: the judge failed: %s", a, b, rid, exc)
+            result = None
+        progress.tick(cached=False, failed=result is None)
+        return result
+
+    with ThreadPoolExecutor(max_workers=client.target.max_concurrency, thread_name_prefix="pairwise") as pool:
+        outcomes = list(pool.map(one, work))
+    results = []
+    for a, b in pairs:
+        mine = [o for (x, y, _), o in zip(work, outcomes) if (x, y) == (a, b)]
+        results.append(pair_result(a, b, mine))
+    strengths = bradley_terry(results, models)
+    versus = {}
+    for p in results:
+        if champion not in (p.a, p.b) or not p.records:
+            continue
+        other, won, lost = (p.b, "win_b", "win_a") if p.a == champion else (p.a, "win_a", "win_b")
+        preference = p.rates["preference_a"]
+        if other == p.b:  # the champion is a: b's preference is 1 - a's (the interval flips)
+            preference = [round(1 - v, 4) for v in (preference[0], preference[2], preference[1])]
+        versus[other] = {
+            "win_rate_vs_champion": preference,
+            "wins_vs_champion": p.rates[won],
+            "ties_vs_champion": p.rates["tie"],
+            "losses_vs_champion": p.rates[lost],
+            "records_vs_champion": p.records,
+        }
+    return {
+        "judge": section.options["judge"],
+        "champion": champion,
+        "pairs": [asdict(p) for p in results],
+        "bradley_terry": sorted(
+            ({"model": m, "strength": s} for m, s in strengths.items()), key=lambda r: -r["strength"]
+        ),
+        "versus_champion": versus,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llmeval.evaluation.__main__ import _judge_endpoints, _load, model_target
+
+    parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation.pairwise", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--runs-dir", type=Path, required=True, help="folder with <model>/outputs.jsonl")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--judge", action="append", default=[], metavar="NAME=ENDPOINT[@URL]")
+    parser.add_argument("--region")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    cfg: EvalConfig = _load(args.config)
+    (section,) = [s for s in cfg.algorithms if s.compares_models]
+    answers = {}
+    for folder in sorted(p for p in args.runs_dir.iterdir() if (p / OUTPUTS).exists()):
+        rows = read_jsonl(folder / OUTPUTS)
+        answered = {r["record_id"]: r for r in rows if r.get("error") is None and r.get("model_output") is not None}
+        if answered:  # a model that answered nothing is not compared
+            answers[folder.name] = answered
+    judge = cfg.model(section.options["judge"])
+    endpoint = _judge_endpoints(args.judge).get(judge.name, (None, None))
+    cache = ResponseCache(args.cache_dir / "responses.sqlite")
+    try:
+        client = ModelClient(
+            model_target(judge, *endpoint, None, args.region), judge.evaluation_config.prompt_template, cache
+        )
+        document = compare(section, answers, client)
+    finally:
+        cache.close()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    log.info("pairwise: %s", ", ".join(f"{r['model']} {r['strength']:.3f}" for r in document["bradley_terry"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Pairwise comparison: its checks at load, how verdicts combine across the order swap, and
+the comparison command against simulated judges with known behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, WORKER_PYTHON, local_config
+from latency_server import LatencyServer
+from llmeval.config import load_config
+from llmeval.config.errors import ConfigError
+from llmeval.evaluation.pairwise import PairResult, bradley_terry, outcome, read_verdict
+from llmeval.results import ModelResult, pairwise_result
+
+MODELS = ["m1", "m2", "m3", "m4"]  # m4 answers best, m1 worst
+JUDGE = {"name": "judge", "model_id": "smollm2-135m-instruct"}
+
+
+def _config(tmp_path: Path, models: list[str] = MODELS, **options) -> Path:
+    algorithm = {"algorithm": "Pairwise", "judge": "judge", "champion": "m1", **options}
+    entries = [{"name": m, "model_id": "vendor", "outputs_location": f"{m}.jsonl"} for m in models]
+    cfg = local_config("pairwise", models=entries, judges=[dict(JUDGE)], algorithms=[algorithm])
+    path = tmp_path / "pairwise.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "options, models, field, message",
+    [
+        ({"champion": None}, MODELS, "algorithms[0].champion", "Pairwise needs champion"),
+        ({"champion": "m9"}, MODELS, "algorithms[0].champion", "unknown champion 'm9'"),
+        ({}, ["m1"], "models", "list a second model"),
+        ({"judge": "oracle"}, MODELS, "algorithms[0].judge", "unknown judge 'oracle'"),
+        ({"all_pairs": "yes"}, MODELS, "algorithms[0].all_pairs", "expected true"),
+    ],
+)
+def test_a_bad_pairwise_comparison_is_refused_at_load(tmp_path, options, models, field, message):
+    path = _config(tmp_path, models, **options)
+    if options.get("champion", "") is None:
+        cfg = yaml.safe_load(path.read_text())
+        del cfg["algorithms"][0]["champion"]
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems[0].line and field in str(err.value) and message in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "first, swapped, expected",
+    [
+        ("A", "B", "a"),  # both orders prefer a's answer
+        ("B", "A", "b"),
+        ("A", "A", "tie"),  # the judge prefers whatever comes first: position bias cancels
+        ("tie", "A", "tie"),
+        ("tie", "tie", "tie"),
+        (None, "A", None),  # unparseable: no outcome
+    ],
+)
+def test_an_outcome_needs_both_orders_to_agree(first, swapped, expected):
+    assert outcome(first, swapped) == expected
+
+
+@pytest.mark.parametrize(
+    "answer, verdict",
+    [("Winner: A\nExplanation: ...", "A"), ("**Winner**: tie", "tie"), ("B. It is shorter.", "B"), ("both good", None)],
+)
+def test_a_verdict_is_read_from_the_judges_answer(answer, verdict):
+    assert read_verdict(answer) == verdict
+
+
+def test_bradley_terry_orders_models_by_their_wins():
+    def pair(a, b, wins_a, ties, wins_b):
+        return PairResult(a, b, wins_a + ties + wins_b, wins_a, ties, wins_b, 0, {})
+
+    pairs = [pair("x", "y", 8, 0, 2), pair("y", "z", 7, 2, 1), pair("x", "z", 9, 1, 0)]
+    strengths = bradley_terry(pairs, ["x", "y", "z"])
+    assert strengths["x"] > strengths["y"] > strengths["z"] > 0 and abs(sum(strengths.values()) - 1) < 1e-5
+
+
+def _quality(answer: str) -> int:
+    return int(re.match(r"q(\d)", answer).group(1))
+
+
+def _prefers_better(prompt: str) -> str:
+    """Prefers the answer of higher quality, but for one comparison in six (noise that
+    follows the prompt, so the same prompt gets the same verdict)."""
+    a = _quality(re.search(r"Answer A: (.*)", prompt).group(1))
+    b = _quality(re.search(r"Answer B: (.*)", prompt).group(1))
+    noisy = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 6 == 0
+    better = "A" if (a > b) != noisy else "B"
+    return f"Winner: {better}\nExplanation: answer {better} is better."
+
+
+def _compare(tmp_path: Path, url: str, config: Path, records: int = 12) -> subprocess.CompletedProcess:
+    runs = tmp_path / "models"
+    for quality, model in enumerate(MODELS, start=1):
+        rows = [
+            {"record_id": f"r{i}", "model_input": f"question {i}", "target_output": f"answer {i}"}
+            | {"model_output": f"q{quality} answer {i} by {model}", "error": None}
+            for i in range(records)
+        ]
+        (runs / model).mkdir(parents=True, exist_ok=True)
+        (runs / model / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    command = [WORKER_PYTHON, "-m", "llmeval.evaluation.pairwise", "--config", str(config), "--runs-dir", str(runs)]
+    command += ["--output", str(tmp_path / "pairwise.json"), "--cache-dir", str(tmp_path / "cache")]
+    command += ["--judge", f"judge=judge@{url}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugins"), AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_judge_preferring_the_first_answer_gives_only_ties_and_each_pair_costs_two_calls(tmp_path):
+    with LatencyServer(latency_s=0.005, reply=lambda prompt: "Winner: A\nExplanation: the first one.") as server:
+        done = _compare(tmp_path, server.url, _config(tmp_path))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert server.by_endpoint["judge"] == 3 * 12 * 2  # 3 candidates vs the champion, 12 records, 2 orders
+        assert max(server.answered.values()) == 1  # no prompt asked twice
+        again = _compare(tmp_path, server.url, _config(tmp_path))
+        assert again.returncode == 0 and server.by_endpoint["judge"] == 72  # a re-run asks nothing
+    document = json.loads((tmp_path / "pairwise.json").read_text())
+    assert [(p["a"], p["b"]) for p in document["pairs"]] == [("m1", "m2"), ("m1", "m3"), ("m1", "m4")]
+    assert all(p["ties"] == 12 and p["wins_a"] == p["wins_b"] == 0 for p in document["pairs"])
+    assert all(v["win_rate_vs_champion"][0] == 0.5 for v in document["versus_champion"].values())
+
+
+def test_bradley_terry_recovers_a_known_preference_order_and_feeds_selection(tmp_path):
+    with LatencyServer(latency_s=0.005, reply=_prefers_better) as server:
+        done = _compare(tmp_path, server.url, _config(tmp_path, all_pairs=True), records=20)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert server.by_endpoint["judge"] == 6 * 20 * 2  # every pair of 4 models, 20 records, both orders
+    document = json.loads((tmp_path / "pairwise.json").read_text())
+    assert [row["model"] for row in document["bradley_terry"]] == ["m4", "m3", "m2", "m1"]
+    best = document["versus_champion"]["m4"]
+    assert best["win_rate_vs_champion"][1] > 0.5  # clearly preferred to the champion: the interval is above half
+    assert best["wins_vs_champion"][0] + best["ties_vs_champion"][0] + best["losses_vs_champion"][0] == 1.0
+    scores = {m: pairwise_result(document, m) for m in MODELS}
+    assert scores["m1"].score("win_rate_vs_champion").value == 0.5  # the champion, even with itself
+    result = ModelResult(model="m4", status="succeeded", algorithms=[scores["m4"]])
+    assert result.metric("Pairwise/win_rate_vs_champion") == best["win_rate_vs_champion"][0]
+    assert result.metric("Pairwise/bradley_terry") == document["bradley_terry"][0]["strength"]
