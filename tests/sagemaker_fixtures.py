@@ -131,6 +131,21 @@ def sagemaker_config(name: str, models: list[str]) -> dict:
     }
 
 
+CLAUDE_JUDGE = {  # a Bedrock model as the judge of LLMJudge
+    "name": "sm-judge",
+    "model_provider": "bedrock",
+    "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "evaluation_config": {
+        "output": "content[0].text",
+        "content_template": {
+            "anthropic_version": "bedrock-2023-05-31",
+            "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
+        },
+        "inference_parameters": {"max_tokens": 200},
+    },
+}
+
+
 def _download_prefix(s3, uri: str, local: Path) -> None:
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

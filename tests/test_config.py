@@ -456,7 +456,8 @@ CANNOT_RUN = {
         "algorithms[1].algorithm",
         "QAAccuracy: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run on "
         "the local target; algorithms that run offline: ClassificationAccuracy, "
-        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, Pairwise, PromptStereotyping, SemanticSimilarity",
+        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, Pairwise, PromptStereotyping, "
+        "SemanticSimilarity",
     ),
     "unknown-perturbation": (
         _local(

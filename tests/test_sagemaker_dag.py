@@ -12,7 +12,15 @@ import pytest
 import yaml
 from conftest import CONFIGS, ROOT, run_dag
 from latency_server import LatencyServer
-from sagemaker_fixtures import BUCKET, EMULATOR_AGENT, EmulatedJobs, clients, sagemaker_config, xcoms
+from sagemaker_fixtures import (
+    BUCKET,
+    CLAUDE_JUDGE,
+    EMULATOR_AGENT,
+    EmulatedJobs,
+    clients,
+    sagemaker_config,
+    xcoms,
+)
 
 # botocore operations -> the IAM actions that allow them
 S3_ACTIONS = {
@@ -255,6 +263,38 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     for key in written:
         head = s3.head_object(Bucket=BUCKET, Key=key)
         assert (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == ("aws:kms", kms), key
+
+
+def test_a_bedrock_judge_rates_every_answer_in_the_processing_job(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
+    """LLMJudge on SageMaker: the judge is a Bedrock model (nothing deployed for it), asked from
+    the Processing job; its ratings follow its answers record by record."""
+    from latency_server import judge_reply
+    from llmeval.rubrics import BUILT_IN, Rubric
+    from llmeval.store import run_folder
+
+    processing_emulator.reply = judge_reply  # the endpoint and the judge answer with a rating that follows the prompt
+    cfg = _config("sm-judged", ["sm-alpha"])
+    cfg["judges"] = [CLAUDE_JUDGE]
+    cfg["algorithms"].append({"algorithm": "LLMJudge", "judge": "sm-judge", "rubrics": ["helpfulness"]})
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sm-judged.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("sm-judged", tmp_path / "configs")
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    assert_policy_matches(cfg, every_request_is_validated)  # bedrock:InvokeModel on the judge, nothing more
+    assert "deploy_judges" not in dag.task_ids  # a Bedrock judge has nothing to deploy
+    assert processing_emulator.by_endpoint[CLAUDE_JUDGE["model_id"].replace(":", "%3A")] == 6  # one per record
+    sm, _ = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == []
+    folder = run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-alpha"
+    rubric = Rubric("helpfulness", BUILT_IN["helpfulness"])
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    expected = [int(judge_reply(rubric.prompt(r)).split("\n")[0].removeprefix("Rating: ")) for r in records]
+    assert [r["judgements"]["helpfulness"]["rating"] for r in records] == expected
+    result = json.loads((folder / "results.json").read_text())
+    scores = {s["name"]: s["value"] for a in result["algorithms"] if a["algorithm"] == "LLMJudge" for s in a["scores"]}
+    assert scores == {"helpfulness": sum((e - 1) / 4 for e in expected) / 6, "helpfulness_unparseable": 0.0}
 
 
 def _scored_without_deploying(dag, dag_run, group: str, model_folder) -> dict:

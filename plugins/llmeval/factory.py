@@ -227,7 +227,8 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
 
         models = plan(preprocess())
         chosen = select(models)
-        judges_up, compared, judges_down = target.judge_steps(cfg) if cfg.judged_by else (None, None, None)
+        judging = any(j.deploys for j in cfg.judged_by) or any(s.compares_models for s in cfg.algorithms)
+        judges_up, compared, judges_down = target.judge_steps(cfg) if judging else (None, None, None)
         for kind, group_id in GROUPS.items():
             if not any(m.kind == kind for m in cfg.models):
                 continue

@@ -207,7 +207,7 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
                 "Resource": sorted(_arn("endpoint", name) for name in endpoints),
             }
         )
-    bedrock = sorted({m.model_id for m in cfg.models if m.kind == "bedrock"})
+    bedrock = sorted({m.model_id for m in [*cfg.models, *cfg.judged_by] if m.kind == "bedrock"})
     if bedrock:
         statements.append(
             {

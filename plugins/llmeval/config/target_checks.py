@@ -23,12 +23,7 @@ def check_target(cfg: EvalConfig) -> None:
         _check_local_models(cfg)
     else:
         _check_eulas(cfg)
-        if cfg.judges:
-            raise FieldProblem(
-                ("judges",),
-                "LLMJudge's judges are deployed by the local target only, so far; on SageMaker, score with "
-                "fmeval's algorithms, or judge the outputs in a local-target config (outputs_location)",
-            )
+        _check_sagemaker_judging(cfg)
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
@@ -65,6 +60,23 @@ def _check_eulas(cfg: EvalConfig) -> None:
                 ("models", i, "accept_eula"),
                 f"{model.model_id} is gated behind its end-user license agreement (EULA): read it, then accept it "
                 "with accept_eula: true on the model (or evaluation_config.custom_attributes.accept_eula: true)",
+            )
+
+
+def _check_sagemaker_judging(cfg: EvalConfig) -> None:
+    """On SageMaker a judge is a Bedrock model (nothing to deploy) and Pairwise is not built yet."""
+    for i, judge in enumerate(cfg.judges):
+        if judge.kind != "bedrock":
+            raise FieldProblem(
+                ("judges", i, "model_provider"),
+                "on the SageMaker target a judge is a Bedrock model (model_provider: bedrock) so far; deploying a "
+                "JumpStart judge endpoint is not built yet (the local target deploys its judges)",
+            )
+    for i, section in enumerate(cfg.algorithms):
+        if section.compares_models:
+            raise FieldProblem(
+                ("algorithms", i, "algorithm"),
+                "Pairwise runs on the local target only so far (its comparison is not a Processing job yet)",
             )
 
 

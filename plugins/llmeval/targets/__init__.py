@@ -23,8 +23,8 @@ class Target(Protocol):
 
     def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any, Any]:
         """(deploy the judges, compare the models pairwise or None, tear the judges down): the
-        model groups run after the first. Only targets whose config checks accept `judges`
-        have it (the local target)."""
+        model groups run after the first. Only targets whose config checks accept judges that
+        need deploying, or Pairwise, have it (the local target)."""
 
     def validate(self, cfg: EvalConfig) -> list[str]:
         """Problems with running `cfg` on this Airflow deployment (found at load, before any run)."""
