@@ -131,19 +131,23 @@ def sagemaker_config(name: str, models: list[str]) -> dict:
     }
 
 
-CLAUDE_JUDGE = {  # a Bedrock model as the judge of LLMJudge
-    "name": "sm-judge",
-    "model_provider": "bedrock",
-    "model_id": "anthropic.claude-3-5-sonnet-20240620-v1:0",
-    "evaluation_config": {
-        "output": "content[0].text",
-        "content_template": {
-            "anthropic_version": "bedrock-2023-05-31",
-            "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
+def claude(model_id: str, max_tokens: int) -> dict:
+    """A Bedrock Anthropic model entry (its messages body and where its answer is)."""
+    return {
+        "model_provider": "bedrock",
+        "model_id": model_id,
+        "evaluation_config": {
+            "output": "content[0].text",
+            "content_template": {
+                "anthropic_version": "bedrock-2023-05-31",
+                "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
+            },
+            "inference_parameters": {"max_tokens": max_tokens},
         },
-        "inference_parameters": {"max_tokens": 200},
-    },
-}
+    }
+
+
+CLAUDE_JUDGE = {"name": "sm-judge", **claude("anthropic.claude-3-5-sonnet-20240620-v1:0", 200)}  # LLMJudge's judge
 
 
 def _download_prefix(s3, uri: str, local: Path) -> None:

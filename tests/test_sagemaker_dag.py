@@ -17,6 +17,7 @@ from sagemaker_fixtures import (
     CLAUDE_JUDGE,
     EMULATOR_AGENT,
     EmulatedJobs,
+    claude,
     clients,
     sagemaker_config,
     xcoms,
@@ -217,18 +218,7 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     from llmeval.store import run_folder
 
     kms = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    bedrock = {
-        "model_provider": "bedrock",
-        "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
-        "evaluation_config": {
-            "output": "content[0].text",
-            "content_template": {
-                "anthropic_version": "bedrock-2023-05-31",
-                "messages": [{"role": "user", "content": "PROMPT_PLACEHOLDER"}],
-            },
-            "inference_parameters": {"max_tokens": 20},
-        },
-    }
+    bedrock = claude("anthropic.claude-3-haiku-20240307-v1:0", 20)
     dag, dag_run = _run(
         tmp_path,
         "sm-bedrock",
