@@ -57,7 +57,6 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
         (lambda c: c["algorithms"][0].update(rubrics=["faithfulness"]), "algorithms[0].rubrics[0]", "context_key"),
         (lambda c: c["judges"][0].update(name="m-one"), "judges[0].name", "duplicate model name 'm-one'"),
         (lambda c: c["judges"][0].update(model_id="gpt-x"), "judges[0].model_id", "not a local model"),
-        (lambda c: c.update(target="sagemaker"), "judges[0].model_provider", "a judge is a Bedrock model"),
     ],
 )
 def test_a_bad_judge_or_rubric_is_refused_at_load_with_file_line_and_field(tmp_path, change, field, message):
@@ -174,19 +173,12 @@ def test_a_judge_answering_garbage_is_counted_not_scored(tmp_path):
     assert "unparseable" in (tmp_path / "noisy" / "report.html").read_text()
 
 
-def test_sagemaker_refuses_a_judge_to_deploy_and_pairwise_at_load(tmp_path):
-    from sagemaker_fixtures import CLAUDE_JUDGE, sagemaker_config
+def test_sagemaker_refuses_a_gated_judge_without_its_eula_at_load(tmp_path):
+    from sagemaker_fixtures import sagemaker_config
 
-    for change, field in (
-        (lambda c: c["judges"][0].pop("model_provider"), "judges[0].model_provider"),
-        (
-            lambda c: c["algorithms"].append({"algorithm": "Pairwise", "judge": "sm-judge", "champion": "sm-alpha"}),
-            "algorithms[1].algorithm",
-        ),
-    ):
-        cfg = sagemaker_config("sm-refused", ["sm-alpha", "sm-beta"])
-        cfg["judges"] = [json.loads(json.dumps(CLAUDE_JUDGE))]
-        change(cfg)
-        (tmp_path / "refused.yaml").write_text(yaml.safe_dump(cfg))
-        with pytest.raises(ConfigError, match=re.escape(field)):
-            load_config(tmp_path / "refused.yaml")
+    cfg = sagemaker_config("sm-refused", ["sm-alpha"])
+    cfg["judges"] = [{"name": "sm-judge", "model_id": "meta-textgeneration-llama-3-8b-instruct"}]
+    cfg["algorithms"].append({"algorithm": "LLMJudge", "judge": "sm-judge"})
+    (tmp_path / "refused.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=re.escape("judges[0].accept_eula")):
+        load_config(tmp_path / "refused.yaml")

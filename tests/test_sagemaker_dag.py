@@ -287,6 +287,56 @@ def test_a_bedrock_judge_rates_every_answer_in_the_processing_job(
     assert scores == {"helpfulness": sum((e - 1) / 4 for e in expected) / 6, "helpfulness_unparseable": 0.0}
 
 
+def test_a_jumpstart_judge_is_deployed_for_the_run_and_deleted_after_the_comparison(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
+    """LLMJudge and Pairwise with a JumpStart judge: one endpoint for the run, InService before
+    any model's job asks it, asked from every model's job and from the comparison job, deleted
+    once the comparison is done."""
+    from latency_server import judge_reply
+    from llmeval.config import EvalConfig
+    from llmeval.store import run_folder
+    from llmeval.targets.sagemaker_requests import endpoint_name
+
+    processing_emulator.reply = judge_reply
+    cfg = _config("sm-js-judged", ["sm-alpha", "sm-beta"])
+    cfg["judges"] = [{**cfg["models"][0], "name": "sm-judge"}]
+    cfg["models"][1]["evaluation_config"]["prompt_template"] = "Question: $feature"  # its answers differ
+    cfg["algorithms"].append({"algorithm": "LLMJudge", "judge": "sm-judge"})
+    cfg["algorithms"].append({"algorithm": "Pairwise", "judge": "sm-judge", "champion": "sm-alpha"})
+    cfg["selection"] = {"metrics": [{"metric": "Pairwise/win_rate_vs_champion"}]}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sm-js-judged.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("sm-js-judged", tmp_path / "configs")
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    assert_policy_matches(cfg, every_request_is_validated)  # the jobs may invoke the judge's endpoint
+    validated = EvalConfig.model_validate(cfg)
+    judge = endpoint_name(validated, validated.model("sm-judge"))
+    # LLMJudge: 6 records x 2 models; Pairwise: 6 records x 2 orders for the one pair
+    assert processing_emulator.by_endpoint[judge] == 12 + 12
+    sm, _ = clients(aws_env)
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+    evaluations = [ti for (task, _), ti in tis.items() if task == "model.evaluate"]
+    assert len(evaluations) == 2 and all(ti.state == "success" for ti in evaluations)
+    assert tis[("deploy_judges", 0)].end_date <= min(ti.start_date for ti in evaluations)
+    assert tis[("compare.job", -1)].start_date >= max(ti.end_date for ti in evaluations)
+    assert tis[("teardown_judges", -1)].start_date >= tis[("compare.collect", -1)].end_date
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    (pair,) = json.loads((folder / "pairwise.json").read_text())["pairs"]
+    assert (pair["a"], pair["b"], pair["records"] + pair["unparseable"]) == ("sm-alpha", "sm-beta", 6)
+    selection = json.loads((folder / "selection.json").read_text())
+    ranked = {c["model"]: c["metrics"]["Pairwise/win_rate_vs_champion"] for c in selection["ranking"]}
+    assert ranked["sm-alpha"] == 0.5 and 0.0 <= ranked["sm-beta"] <= 1.0
+    assert "<h2>Pairwise</h2>" in (folder / "leaderboard.html").read_text()
+    usage = json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-judge" / "usage.json").read_text())
+    assert [u["resource"] for u in usage] == ["endpoint"] and usage[0]["usd"] > 0
+    for model in ("sm-alpha", "sm-beta"):
+        result = json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / model / "results.json").read_text())
+        (judged,) = [a for a in result["algorithms"] if a["algorithm"] == "LLMJudge"]
+        assert {s["name"]: s["count"] for s in judged["scores"]}["correctness"] == 6
+
+
 def _scored_without_deploying(dag, dag_run, group: str, model_folder) -> dict:
     """The run succeeded; the group only prepares, evaluates and collects; the model's result."""
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]

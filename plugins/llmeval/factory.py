@@ -228,7 +228,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
         models = plan(preprocess())
         chosen = select(models)
         judging = any(j.deploys for j in cfg.judged_by) or any(s.compares_models for s in cfg.algorithms)
-        judges_up, compared, judges_down = target.judge_steps(cfg) if judging else (None, None, None)
+        judges_up, compared, judges_down = target.judge_steps(cfg, models) if judging else (None, None, None)
         for kind, group_id in GROUPS.items():
             if not any(m.kind == kind for m in cfg.models):
                 continue
@@ -241,7 +241,7 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
             group = task_group(group_id=group_id)(steps).expand(model_name=names)
             group >> chosen
             if judges_up is not None:
-                models >> judges_up >> group >> (judges_down if compared is None else compared)
+                judges_up >> group >> (judges_down if compared is None else compared)
         if compared is not None:
             compared >> [chosen, judges_down]
         registered = register(chosen, models)

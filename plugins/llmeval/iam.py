@@ -77,7 +77,7 @@ def airflow_policy(
 ) -> dict[str, Any]:
     """The policy for the identity behind the Airflow AWS connection. `artifacts_url`: the run
     store when it is on S3 (default: the config's `artifacts_url`)."""
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.deploys})
+    endpoints = sorted({req.endpoint_name(cfg, m) for m in [*cfg.models, *cfg.judged_by] if m.deploys})
     resources = []
     for name in endpoints:
         resources += [
@@ -86,6 +86,8 @@ def airflow_policy(
             _arn("model", req.aws_name_pattern(f"{name[:40]}-model")),
         ]
     jobs = [_arn("processing-job", req.aws_name_pattern(f"eval-{m.name}")) for m in cfg.models]
+    if any(s.compares_models for s in cfg.algorithms):
+        jobs.append(_arn("processing-job", req.aws_name_pattern("pairwise")))
     groups = {cfg.registry_group} | {
         m.register_config.model_package_group_name for m in cfg.models if m.register_config
     }
@@ -163,7 +165,7 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     """The policy for the SageMaker execution role: what the Processing job (the evaluation
     entry point), the fine-tuning job and the endpoints do with it."""
     bucket_arn, objects = _objects(s3_prefix)
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in cfg.models if m.deploys})
+    endpoints = sorted({req.endpoint_name(cfg, m) for m in [*cfg.models, *cfg.judged_by] if m.deploys})
     statements: list[dict[str, Any]] = [
         {
             "Sid": "RunInputsResultsCache",  # inputs, results, response cache, release objects, training output

@@ -1,6 +1,6 @@
 """What a config's target can and cannot run, checked at load before any resource exists:
 local models and fine-tune parameters on the local target, algorithms that need the Hugging
-Face Hub when offline, PromptStereotyping's inputs, one pool per instance type, judges."""
+Face Hub when offline, PromptStereotyping's inputs, one pool per instance type."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
 
 if TYPE_CHECKING:
-    from llmeval.config.schema import EvalConfig
+    from llmeval.config.schema import EvalConfig, ModelSection
 
 LOCAL_MODELS = ("smollm2-135m-instruct",)
 GATED_FAMILIES = ("meta-textgeneration", "meta-vlm", "meta-textgenerationneuron")  # JumpStart's Llama: EULA-gated
@@ -23,15 +23,18 @@ def check_target(cfg: EvalConfig) -> None:
         _check_local_models(cfg)
     else:
         _check_eulas(cfg)
-        _check_sagemaker_judging(cfg)
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
 
 
+def _listed(cfg: EvalConfig) -> list[tuple[str, int, ModelSection]]:
+    """(section, index, model) for the candidates and the judges."""
+    return [("models", i, m) for i, m in enumerate(cfg.models)] + [("judges", i, m) for i, m in enumerate(cfg.judges)]
+
+
 def _check_local_models(cfg: EvalConfig) -> None:
-    listed = [("models", i, m) for i, m in enumerate(cfg.models)] + [("judges", i, m) for i, m in enumerate(cfg.judges)]
-    for key, i, model in listed:
+    for key, i, model in _listed(cfg):
         if model.kind == "provided":  # only scored: its model_id is a label
             continue
         if model.model_provider not in (None, "local"):
@@ -53,30 +56,13 @@ def _check_local_models(cfg: EvalConfig) -> None:
 def _check_eulas(cfg: EvalConfig) -> None:
     """A model of a family JumpStart gates behind a EULA needs the config to accept it (the
     deploy step checks every other model against its spec before creating anything)."""
-    for i, model in enumerate(cfg.models):
+    for key, i, model in _listed(cfg):
         gated = model.kind in ("foundation", "tuned") and model.model_id.startswith(GATED_FAMILIES)
         if gated and not model.eula_accepted:
             raise FieldProblem(
-                ("models", i, "accept_eula"),
+                (key, i, "accept_eula"),
                 f"{model.model_id} is gated behind its end-user license agreement (EULA): read it, then accept it "
                 "with accept_eula: true on the model (or evaluation_config.custom_attributes.accept_eula: true)",
-            )
-
-
-def _check_sagemaker_judging(cfg: EvalConfig) -> None:
-    """On SageMaker a judge is a Bedrock model (nothing to deploy) and Pairwise is not built yet."""
-    for i, judge in enumerate(cfg.judges):
-        if judge.kind != "bedrock":
-            raise FieldProblem(
-                ("judges", i, "model_provider"),
-                "on the SageMaker target a judge is a Bedrock model (model_provider: bedrock) so far; deploying a "
-                "JumpStart judge endpoint is not built yet (the local target deploys its judges)",
-            )
-    for i, section in enumerate(cfg.algorithms):
-        if section.compares_models:
-            raise FieldProblem(
-                ("algorithms", i, "algorithm"),
-                "Pairwise runs on the local target only so far (its comparison is not a Processing job yet)",
             )
 
 

@@ -9,7 +9,7 @@ pair ranks the models. Judge calls go through the generation client and its cach
 re-run asks nothing again.
 
     python -m llmeval.evaluation.pairwise --config run/config.json --runs-dir run/models \
-        --output run/pairwise.json --cache-dir DIR --judge NAME=ENDPOINT[@URL]
+        --output run/pairwise.json --cache-dir DIR [--cache-uri s3://...] --judge NAME=ENDPOINT[@URL]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from llmeval.config import AlgorithmSection, EvalConfig
 from llmeval.dataset import read_jsonl
+from llmeval.evaluation import cache_sync
 from llmeval.evaluation.generate import ModelClient, Progress, ResponseCache
 from llmeval.evaluation.score import bootstrap_ci
 from llmeval.store import OUTPUTS
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, required=True, help="folder with <model>/outputs.jsonl")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--cache-uri", help="s3:// object holding the judge's response cache between jobs (SageMaker)")
     parser.add_argument("--judge", action="append", default=[], metavar="NAME=ENDPOINT[@URL]")
     parser.add_argument("--region")
     args = parser.parse_args(argv)
@@ -224,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             answers[folder.name] = answered
     judge = cfg.model(section.options["judge"])
     endpoint = _judge_endpoints(args.judge).get(judge.name, (None, None))
-    cache = ResponseCache(args.cache_dir / "responses.sqlite")
+    cache_file = args.cache_dir / "responses.sqlite"
+    if args.cache_uri:
+        cache_sync.pull(args.cache_uri, cache_file)
+    cache = ResponseCache(cache_file)
     try:
         client = ModelClient(
             model_target(judge, *endpoint, None, args.region), judge.evaluation_config.prompt_template, cache
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         document = compare(section, answers, client)
     finally:
         cache.close()
+        if args.cache_uri:
+            cache_sync.push(cache_file, args.cache_uri)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2), encoding="utf-8")
     log.info("pairwise: %s", ", ".join(f"{r['model']} {r['strength']:.3f}" for r in document["bradley_terry"]))

@@ -21,10 +21,9 @@ class Target(Protocol):
     def registry(self, cfg: EvalConfig, run: CurrentRun) -> Registry:
         """The registry the selected model is registered in."""
 
-    def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any, Any]:
-        """(deploy the judges, compare the models pairwise or None, tear the judges down): the
-        model groups run after the first. Only targets whose config checks accept judges that
-        need deploying, or Pairwise, have it (the local target)."""
+    def judge_steps(self, cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
+        """(deploy the judges, after `after`; compare the models pairwise or None; tear the
+        judges down): the model groups run after the first."""
 
     def validate(self, cfg: EvalConfig) -> list[str]:
         """Problems with running `cfg` on this Airflow deployment (found at load, before any run)."""

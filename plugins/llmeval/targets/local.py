@@ -512,9 +512,9 @@ class LocalTarget:
         stop = teardown(model_name)
         done >> stop.as_teardown(setups=deploy_task)
 
-    def judge_steps(self, cfg: EvalConfig) -> tuple[Any, Any, Any]:
-        """(start the judges' servers, compare the models pairwise or None, stop the servers):
-        the model groups run between the first and the others."""
+    def judge_steps(self, cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
+        """(start the judges' servers, after `after`; compare the models pairwise or None; stop
+        the servers): the model groups run between the first and the others."""
         from airflow.sdk import get_current_context, task
 
         from llmeval.tasks import current_run, write_failure
@@ -556,5 +556,6 @@ class LocalTarget:
             return run_pairwise(frozen, run.folder, run.dag_id, models, started)
 
         up = deploy_judges()
+        after >> up
         compared = compare() if any(s.compares_models for s in cfg.algorithms) else None
         return up, compared, teardown_judges().as_teardown(setups=up)

@@ -165,13 +165,18 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     return {"region": region, "endpoint": endpoint, "container": container, "training": training}
 
 
+def run_prefix(cfg: EvalConfig, dag_id: str, run_id: str) -> str:
+    """The S3 prefix of a run's jobs: code/, run/ (inputs), results/<model>/, released/, pairwise/."""
+    return f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
+
+
 def stage(
     cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id: str, region: str, catalog_version: str
 ) -> dict:
     """Upload the code and the run's inputs (from the run store, and a model's provided
     outputs); return the Processing job request."""
     s3 = _s3(cfg)
-    prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
+    prefix = run_prefix(cfg, dag_id, run_id)
     bucket, key_prefix = store.split_s3_uri(prefix)
     for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".html")):  # code, templates
         key = f"{key_prefix}/code/llmeval/{path.relative_to(PACKAGE_DIR)}"
@@ -201,6 +206,7 @@ def stage(
         region,
         cache_uri=f"{s3_prefix(cfg)}/{dag_id}/cache/{model_name}/responses.sqlite",
         release_uri=f"{prefix}/released/{model_name}.json" if early_release(cfg, model_name) else None,
+        judges={j.name: req.endpoint_name(cfg, j) for j in cfg.judged_by if j.deploys},
     )
 
 
@@ -552,20 +558,157 @@ class SageMakerTarget:
     def model_steps(self, cfg: EvalConfig, model_name: Any, kind: str) -> None:
         _model_steps(cfg, model_name, kind)
 
+    def judge_steps(self, cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
+        return _judge_steps(cfg, after)
 
-def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
-    from airflow.sdk import get_current_context, task
 
-    from llmeval.tasks import GROUPS, guarded, label
-
+def _operator_args(cfg: EvalConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the AWS connection, retries, waits) every operator of the DAG gets."""
     aws = {"aws_conn_id": cfg.sagemaker.aws_conn_id, "region_name": cfg.sagemaker.region}
     # Every AWS step is retried with exponential back-off (throttling, capacity, a lost worker);
     # the reusing operators make a retry re-attach to what the failed try created, and never
     # re-run a job that failed (its failures are usually deterministic).
     retried = {"retries": cfg.sagemaker.retries, "retry_delay": timedelta(seconds=cfg.sagemaker.retry_delay_s)}
     waits = {"deferrable": cfg.sagemaker.deferrable, "check_interval": cfg.sagemaker.poll_interval_s}
-    # the provider polls a job at most 60 times by default: 30 minutes at a 30 s interval
-    polls = {"max_attempts": -(-(cfg.sagemaker.max_runtime_s + 600) // cfg.sagemaker.poll_interval_s)}
+    return aws, retried, waits
+
+
+def _polls(cfg: EvalConfig) -> dict[str, int]:
+    """How often a job's wait polls: the provider polls at most 60 times by default (30
+    minutes at a 30 s interval), so enough polls for the job's longest run."""
+    return {"max_attempts": -(-(cfg.sagemaker.max_runtime_s + 600) // cfg.sagemaker.poll_interval_s)}
+
+
+def compare_pairwise(cfg: EvalConfig, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The pairwise comparison's Processing job request: every model's results (from this
+    run's evaluation jobs) in, pairwise.json out; the judge's cache kept in S3."""
+    section = next(s for s in cfg.algorithms if s.compares_models)
+    prefix = run_prefix(cfg, dag_id, run_id)
+    return req.pairwise_config(
+        cfg,
+        req.pairwise_job_name(dag_id, run_id),
+        role_arn(cfg),
+        _setting(cfg.sagemaker.processing_image, "llm_eval_processing_image", "evaluation image"),
+        f"{prefix}/code/",
+        f"{prefix}/run/",
+        f"{prefix}/results/",
+        f"{prefix}/pairwise/",
+        cfg.sagemaker.region or _hook(cfg).conn_region_name,
+        f"{s3_prefix(cfg)}/{dag_id}/cache/pairwise-{section.options['judge']}/responses.sqlite",
+        {j.name: req.endpoint_name(cfg, j) for j in cfg.judged_by if j.deploys},
+    )
+
+
+def collect_pairwise(cfg: EvalConfig, run_folder: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Copy the comparison job's pairwise.json into the run store; the Bradley-Terry ranking."""
+    uri = request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    bucket, key_prefix = store.split_s3_uri(uri)
+    key = f"{key_prefix.rstrip('/')}/{store.PAIRWISE}"
+    s3 = _s3(cfg)
+    if not s3.check_for_key(key, bucket_name=bucket):
+        job = req.describe_or_none(
+            _hook(cfg).conn.describe_processing_job, ProcessingJobName=request["ProcessingJobName"]
+        )
+        reason = (job or {}).get("FailureReason") or (job or {}).get("ProcessingJobStatus") or "never created"
+        raise RuntimeError(f"pairwise comparison job {request['ProcessingJobName']}: no {store.PAIRWISE} ({reason})")
+    data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
+    store.write_bytes(run_folder / store.PAIRWISE, data)
+    return {"bradley_terry": json.loads(data)["bradley_terry"]}
+
+
+def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
+    """after >> prepare_judges >> deploy_judges (one endpoint per judge, waited for InService)
+    ... [compare: prepare >> job >> collect] ... teardown_judges (deletes them, whatever happened)."""
+    from airflow.sdk import TaskGroup, get_current_context, task
+
+    from llmeval.tasks import current_run, write_failure
+
+    aws, retried, waits = _operator_args(cfg)
+
+    @task
+    def prepare_judges() -> list[dict[str, Any]]:
+        """Resolve each judge's JumpStart model and name its model, endpoint config and endpoint."""
+        run = current_run()
+        frozen = run.config()
+        try:
+            return [
+                prepare_endpoint(frozen, j.name, run.dag_id, run.run_id)["endpoint"]
+                for j in frozen.judged_by
+                if j.deploys
+            ]
+        except Exception as exc:  # every model's evaluation needs the judges
+            for model in get_current_context()["ti"].xcom_pull(task_ids="plan") or []:
+                write_failure(run.model_folder(model), model, "deploy_judges", f"{type(exc).__name__}: {exc}")
+            raise
+
+    @task(**retried)
+    def teardown_judges() -> list[str]:
+        """Delete the judges' endpoints, endpoint configs and models (those prepare_judges named,
+        else found by name and ownership tag), whatever happened upstream; what they cost goes
+        to models/<judge>/."""
+        run = current_run()
+        frozen, keep = run.config(), bool(run.params.get("keep_endpoints"))
+        prepared = get_current_context()["ti"].xcom_pull(task_ids="prepare_judges") or []
+        named = {r["Endpoint"]["EndpointName"]: r for r in prepared}
+        deleted = []
+        for judge in (j for j in frozen.judged_by if j.deploys):
+            request = named.get(req.endpoint_name(frozen, judge))
+            deleted += teardown(frozen, judge.name, keep, request, None, run.folder)
+        return deleted
+
+    requests = prepare_judges()
+    after >> requests
+    deployed = (
+        _operators()[0]
+        .partial(
+            task_id="deploy_judges",
+            wait_for_completion=True,
+            endpoint_quotas=cfg.sagemaker.endpoint_quotas,
+            artifacts_url=cfg.artifacts_url,
+            **aws,
+            **waits,
+            **retried,
+        )
+        .expand(config=requests)
+    )
+    compared = None
+    if any(s.compares_models for s in cfg.algorithms):
+        with TaskGroup("compare", tooltip="Pairwise: the judge compares the models' answers") as compared:
+
+            @task(trigger_rule="all_done")
+            def prepare() -> dict[str, Any]:
+                """The comparison job's request, once every model's evaluation has ended."""
+                run = current_run()
+                return compare_pairwise(run.config(), run.dag_id, run.run_id)
+
+            @task
+            def collect(request: dict[str, Any]) -> dict[str, Any]:
+                """Copy pairwise.json into the run store."""
+                run = current_run()
+                return collect_pairwise(run.config(), run.folder, request)
+
+            request = prepare()
+            job = _operators()[1](
+                task_id="job",
+                config=request,
+                max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
+                execution_timeout=timedelta(seconds=min(cfg.task_timeout_s, cfg.sagemaker.max_runtime_s + 3600)),
+                **aws,
+                **waits,
+                **_polls(cfg),
+                **retried,
+            )
+            job >> collect(request)
+    return deployed, compared, teardown_judges().as_teardown(setups=[requests, deployed])
+
+
+def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
+    from airflow.sdk import get_current_context, task
+
+    from llmeval.tasks import GROUPS, guarded, label
+
+    aws, retried, waits = _operator_args(cfg)
+    polls = _polls(cfg)
     # deploys (creating an endpoint, or waiting for one or for its lease) in one pool per
     # instance type; the config checks there is one per kind
     pooled: dict[str, str] = {}

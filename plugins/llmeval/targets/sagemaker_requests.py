@@ -24,6 +24,8 @@ OWNER_TAG = "llmeval:pipeline"
 CODE_DIR = "/opt/ml/processing/input/code"
 RUN_DIR = "/opt/ml/processing/input/run"
 OUTPUT_DIR = "/opt/ml/processing/output/results"
+MODELS_DIR = "/opt/ml/processing/input/models"  # the pairwise job's view of every model's results
+CACHE_DIR = "/opt/ml/processing/cache"
 
 
 def short_hash(*parts: str, length: int = 8) -> str:
@@ -51,6 +53,10 @@ def endpoint_name(cfg: EvalConfig, model: ModelSection) -> str:
 
 def processing_job_name(dag_id: str, run_id: str, model: str) -> str:
     return aws_name(f"eval-{model}", dag_id, run_id)
+
+
+def pairwise_job_name(dag_id: str, run_id: str) -> str:
+    return aws_name("pairwise", dag_id, run_id)
 
 
 def training_job_name(dag_id: str, run_id: str, model: str) -> str:
@@ -330,46 +336,121 @@ def processing_config(
     region: str,
     cache_uri: str | None = None,
     release_uri: str | None = None,
+    judges: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Processing job running the project's evaluation entry point for one model.
     `cache_uri`: the S3 object that keeps the model's response cache between jobs;
     `release_uri`: the S3 object the job writes when it no longer needs the model's endpoint
-    (the job then also waits for the endpoint to be InService before asking it)."""
+    (the job then also waits for the endpoint to be InService before asking it);
+    `judges`: the endpoint of each judge the run deployed, by judge name."""
+    arguments = [
+        "--config",
+        f"{RUN_DIR}/config.json",
+        "--model",
+        model.name,
+        "--dataset",
+        f"{RUN_DIR}/dataset.jsonl",
+        "--output-dir",
+        OUTPUT_DIR,
+        "--endpoint-name",
+        endpoint_name(cfg, model),
+        "--region",
+        region,
+        "--cache-dir",
+        CACHE_DIR,
+        *(["--outputs", f"{RUN_DIR}/{outputs_name(model.name)}"] if model.outputs_location else []),
+    ]
+    if cache_uri:
+        arguments += ["--cache-uri", cache_uri]
+    arguments += _judge_arguments(judges)
+    if release_uri:
+        arguments += ["--release-uri", release_uri, "--wait-for-endpoint", str(cfg.sagemaker.poll_interval_s)]
+    return _processing_request(
+        cfg,
+        job_name,
+        role_arn,
+        image,
+        "llmeval.evaluation",
+        arguments,
+        [("code", code_uri, CODE_DIR), ("run", run_uri, RUN_DIR)],
+        output_uri,
+        region,
+        model.name,
+    )
+
+
+def pairwise_config(
+    cfg: EvalConfig,
+    job_name: str,
+    role_arn: str,
+    image: str,
+    code_uri: str,
+    run_uri: str,
+    results_uri: str,
+    output_uri: str,
+    region: str,
+    cache_uri: str,
+    judges: dict[str, str],
+) -> dict[str, Any]:
+    """A Processing job running the pairwise comparison over every model's outputs (the
+    evaluation jobs' results under `results_uri`), writing pairwise.json to `output_uri`."""
+    arguments = [
+        "--config",
+        f"{RUN_DIR}/config.json",
+        "--runs-dir",
+        MODELS_DIR,
+        "--output",
+        f"{OUTPUT_DIR}/pairwise.json",
+        "--cache-dir",
+        CACHE_DIR,
+        "--cache-uri",
+        cache_uri,
+        "--region",
+        region,
+        *_judge_arguments(judges),
+    ]
+    inputs = [("code", code_uri, CODE_DIR), ("run", run_uri, RUN_DIR), ("models", results_uri, MODELS_DIR)]
+    return _processing_request(
+        cfg, job_name, role_arn, image, "llmeval.evaluation.pairwise", arguments, inputs, output_uri, region, "pairwise"
+    )
+
+
+def _judge_arguments(judges: dict[str, str] | None) -> list[str]:
+    return [part for judge, endpoint in (judges or {}).items() for part in ("--judge", f"{judge}={endpoint}")]
+
+
+def _processing_request(
+    cfg: EvalConfig,
+    job_name: str,
+    role_arn: str,
+    image: str,
+    module: str,
+    arguments: list[str],
+    inputs: list[tuple[str, str, str]],
+    output_uri: str,
+    region: str,
+    owner: str,
+) -> dict[str, Any]:
+    """A Processing job running `python3 -m module arguments` on the S3 `inputs` (name, URI,
+    local path), its output folder uploaded to `output_uri`; with the config's security."""
     sm = cfg.sagemaker
     security = sm.security
-
-    def s3_input(name: str, uri: str, local: str) -> dict[str, Any]:
-        return {
-            "InputName": name,
-            "S3Input": {"S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix", "S3InputMode": "File"},
-        }
-
     request: dict[str, Any] = {
         "ProcessingJobName": job_name,
         "RoleArn": role_arn,
         "AppSpecification": {
             "ImageUri": image,
-            "ContainerEntrypoint": ["python3", "-m", "llmeval.evaluation"],
-            "ContainerArguments": [
-                "--config",
-                f"{RUN_DIR}/config.json",
-                "--model",
-                model.name,
-                "--dataset",
-                f"{RUN_DIR}/dataset.jsonl",
-                "--output-dir",
-                OUTPUT_DIR,
-                "--endpoint-name",
-                endpoint_name(cfg, model),
-                "--region",
-                region,
-                "--cache-dir",
-                "/opt/ml/processing/cache",
-                *(["--outputs", f"{RUN_DIR}/{outputs_name(model.name)}"] if model.outputs_location else []),
-            ],
+            "ContainerEntrypoint": ["python3", "-m", module],
+            "ContainerArguments": arguments,
         },
         "Environment": {"PYTHONPATH": CODE_DIR, "AWS_DEFAULT_REGION": region},
-        "ProcessingInputs": [s3_input("code", code_uri, CODE_DIR), s3_input("run", run_uri, RUN_DIR)],
+        "ProcessingInputs": [
+            {
+                "InputName": name,
+                "S3Input": {"S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix", "S3InputMode": "File"},
+            }
+            for name, uri, local in inputs
+        ],
         "ProcessingOutputConfig": {
             "Outputs": [
                 {
@@ -386,19 +467,10 @@ def processing_config(
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": sm.max_runtime_s},
-        "Tags": tags(cfg, model.name),
+        "Tags": tags(cfg, owner),
     }
     if security.volume_kms_key_id:
         request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] = security.volume_kms_key_id
-    if cache_uri:
-        request["AppSpecification"]["ContainerArguments"] += ["--cache-uri", cache_uri]
-    if release_uri:
-        request["AppSpecification"]["ContainerArguments"] += [
-            "--release-uri",
-            release_uri,
-            "--wait-for-endpoint",
-            str(sm.poll_interval_s),
-        ]
     if security.output_kms_key_id:
         request["ProcessingOutputConfig"]["KmsKeyId"] = security.output_kms_key_id
         request["Environment"][cache_sync.KMS_ENV] = security.output_kms_key_id
