@@ -62,3 +62,30 @@ def test_history_keeps_one_entry_per_catalog_version_and_draws_trends():
     assert history.scores_on("hist-dag", "2026-01-01", "m2")[FK].value == 0.5
     page = history.write_trend("hist-dag").read_text()
     assert page.count("<svg") == len(entries[0]["models"]["m1"]["metrics"]) and page.count("<polyline") >= 2
+
+
+def test_the_gate_takes_the_pairwise_win_rate_against_the_champion():
+    """The pairwise champion's own win rate is 0.5, so min_delta asks for a preference above half."""
+    from llmeval.results import pairwise_result
+
+    document = {
+        "champion": "champ",
+        "bradley_terry": [{"model": "cand", "strength": 0.7}, {"model": "champ", "strength": 0.3}],
+        "versus_champion": {
+            "cand": {
+                "win_rate_vs_champion": [0.6, 0.52, 0.68],
+                "wins_vs_champion": [0.5, 0.4, 0.6],
+                "ties_vs_champion": [0.2, 0.1, 0.3],
+                "losses_vs_champion": [0.3, 0.2, 0.4],
+                "records_vs_champion": 40,
+            }
+        },
+    }
+    metric = "Pairwise/win_rate_vs_champion"
+    candidate = result("cand")
+    candidate.algorithms.append(pairwise_result(document, "cand"))
+    champion = {metric: pairwise_result(document, "champ").score("win_rate_vs_champion")}
+    assert champion_gate([GateRule(metric=metric, min_delta=0.05)], candidate, "champ", champion).passed
+    assert not champion_gate([GateRule(metric=metric, min_delta=0.15)], candidate, "champ", champion).passed
+    separated = champion_gate([GateRule(metric=metric, require_ci_separation=True)], candidate, "champ", champion)
+    assert separated.passed  # [0.52, 0.68] against the champion's 0.5

@@ -75,6 +75,8 @@ def test_dag_shape_mapped_group_with_setup_and_teardown(monkeypatch):
         "tuned_model.deploy",
         "tuned_model.evaluate",
         "tuned_model.teardown",
+        "deploy_judges",  # the demo's judge (LLMJudge)
+        "teardown_judges",
         "select",
         "register",
         "report",

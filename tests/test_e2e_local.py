@@ -54,7 +54,14 @@ def e2e_run(airflow_db, tmp_path_factory):
         "prompt_template": "Question: $feature\nAnswer:",
     }
     bad = dict(plain, output="[0].no_such_field")
-    judging = dict(chat, inference_parameters={"max_new_tokens": 24, "temperature": 0}, prompt_template="$feature")
+    judging = dict(  # the answer starts with "Rating:" (prefill): the judge's number comes first
+        chat,
+        content_template=[
+            [{"role": "user", "content": "PROMPT_PLACEHOLDER"}, {"role": "assistant", "content": "Rating:"}]
+        ],
+        inference_parameters={"max_new_tokens": 16, "temperature": 0},
+        prompt_template="$feature",
+    )
     cfg = local_config(
         "e2e-local",
         models=[
@@ -165,12 +172,14 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
     dag_run, folder = e2e_run
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states["deploy_judges"] == "success" and states["teardown_judges"] == "success"
+    rated = 0
     for name in GOOD:
         res = read_model_result(folder / "models" / name, name)
         (judged,) = [a for a in res.algorithms if a.algorithm == "LLMJudge"]
         scores = {s.name: s for s in judged.scores}
         unparseable = int(scores["correctness_unparseable"].value)
         assert scores["correctness"].count + unparseable == 4, scores
+        rated += scores["correctness"].count
         if scores["correctness"].count:
             assert 0.0 <= scores["correctness"].value <= 1.0
         rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
@@ -178,6 +187,7 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
         assert sum(v["rating"] is None for v in verdicts) == unparseable
         assert all(v["rating"] in (1, 2, 3, 4, 5) and "explanation" in v for v in verdicts if v["rating"] is not None)
         assert "<th>judge</th>" in (folder / "models" / name / "report.html").read_text()
+    assert rated > 0  # with the "Rating:" prefill, SmolLM2's answers start with a number
     pairwise = json.loads((folder / "pairwise.json").read_text())  # the bad model answered nothing: not compared
     (pair,) = pairwise["pairs"]
     assert (pair["a"], pair["b"]) == tuple(GOOD) and pair["records"] + pair["unparseable"] == 4

@@ -69,6 +69,18 @@ def test_answers_chat_and_text_payloads_like_jumpstart(endpoint):
     assert isinstance(text[0]["generated_text"], str) and "generation" not in text[0]
 
 
+def test_a_last_assistant_message_is_continued_not_answered(endpoint):
+    """A prefill: the answer goes on from the assistant's words (a judge's "Rating:")."""
+    _, _, state = endpoint
+    question = [{"role": "user", "content": "Rate the answer 'Paris' to 'capital of France?' from 1 to 5."}]
+    greedy = {"max_new_tokens": 4, "temperature": 0}
+    fresh = _invoke(state["url"], "m-one", {"inputs": [question], "parameters": greedy})
+    prefilled = [*question, {"role": "assistant", "content": "Rating:"}]
+    continued = _invoke(state["url"], "m-one", {"inputs": [prefilled], "parameters": greedy})
+    # only the tokens of "Rating:" (3); a new assistant turn after it would add five more (end, start, role, newlines)
+    assert continued[0]["details"]["prompt_tokens"] - fresh[0]["details"]["prompt_tokens"] == 3, continued
+
+
 def test_greedy_answers_are_deterministic_under_concurrent_batching(endpoint):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -115,8 +115,11 @@ class Generator:
 
     def _text(self, prompt: Any) -> str:
         messages = _as_messages(prompt)
-        if messages is not None:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if messages is not None:  # a last assistant message is the start of the answer (prefill)
+            prefilled = messages[-1]["role"] == "assistant"
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
+            )
         if not isinstance(prompt, str):
             raise ModelError("'inputs' must be a string or a list of chat messages")
         return prompt
