@@ -199,6 +199,7 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
     assert states["compare"] == "success"
     (judge,) = read_model_result(folder / "models" / JUDGE, JUDGE).usage  # the judge's server, start to stop
     assert judge.resource == "local model server" and judge.seconds > 0
+    assert "e2e-judge (judge)" in (folder / "leaderboard.html").read_text()  # in the run's cost
     tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
     ended = datetime.fromisoformat(judge.ended)
     assert max(ti.end_date for (task, _), ti in tis.items() if task == "model.evaluate") < ended

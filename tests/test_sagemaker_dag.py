@@ -331,6 +331,15 @@ def test_a_jumpstart_judge_is_deployed_for_the_run_and_deleted_after_the_compari
     assert "<h2>Pairwise</h2>" in (folder / "leaderboard.html").read_text()
     usage = json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-judge" / "usage.json").read_text())
     assert [u["resource"] for u in usage] == ["endpoint"] and usage[0]["usd"] > 0
+    billed = [
+        u["usd"]
+        for m in ("sm-alpha", "sm-beta")
+        for u in json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / m / "usage.json").read_text())
+    ]
+    summary = (run_folder(dag.dag_id, dag_run.run_id) / "summary.md").read_text()
+    total = round(sum(billed + [usage[0]["usd"]]), 6)  # added in the order run_cost adds them
+    assert f"Cost: ${total:.4f}" in summary  # the run's cost includes the judge's endpoint
+    assert "sm-judge (judge)" in (run_folder(dag.dag_id, dag_run.run_id) / "leaderboard.html").read_text()
     for model in ("sm-alpha", "sm-beta"):
         result = json.loads((run_folder(dag.dag_id, dag_run.run_id) / "models" / model / "results.json").read_text())
         (judged,) = [a for a in result["algorithms"] if a["algorithm"] == "LLMJudge"]

@@ -254,6 +254,8 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
                 >> registered
             )
         written = report(models)
+        if judges_down is not None:  # the run's cost includes the judges'
+            judges_down >> written
         registered >> written >> verdict(models)
     return dag
 

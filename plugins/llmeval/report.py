@@ -10,7 +10,7 @@ from typing import Any
 
 from llmeval.html import fmt, render
 from llmeval.paired import paired_test, record_scores
-from llmeval.results import ModelResult, Score
+from llmeval.results import ModelResult, ResourceUsage, Score
 from llmeval.selection import Selection
 
 
@@ -27,6 +27,7 @@ class ReportInput:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # model -> its scored records
     record_links: dict[str, str] = field(default_factory=dict)  # model -> its records view (in Airflow)
     pairwise: dict[str, Any] | None = None  # the run's pairwise comparison (pairwise.json)
+    judge_usage: dict[str, list[ResourceUsage]] = field(default_factory=dict)  # judge -> what it was billed for
 
 
 def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
@@ -132,7 +133,7 @@ def render_html(data: ReportInput) -> str:
         tuned=[r for r in data.results if r.metadata.get("training")],
         categories=categories,
         category_rows=category_rows,
-        cost=run_cost(data.results),
+        cost=run_cost(data.results, data.judge_usage),
         failures=[r for r in data.results if not r.succeeded]
         + [r for r in data.results if r.succeeded and any(a.error for a in r.algorithms)],
     )
@@ -151,11 +152,14 @@ class RunCost:
         return f"${self.usd:.4f}{missing}, endpoints alive {self.endpoint_seconds:.0f} s"
 
 
-def run_cost(results: list[ModelResult]) -> RunCost:
-    usage = [u for r in results for u in r.usage]
+def run_cost(results: list[ModelResult], judges: dict[str, list[ResourceUsage]] | None = None) -> RunCost:
+    """The models' cost together with the judges' (`judges`: their usage, by judge name)."""
+    judged = [u for usage in (judges or {}).values() for u in usage]
+    usage = [u for r in results for u in r.usage] + judged
     return RunCost(
         usd=round(sum(u.usd for u in usage if u.usd is not None), 6),
-        endpoint_seconds=sum(r.endpoint_seconds or 0.0 for r in results),
+        endpoint_seconds=sum(r.endpoint_seconds or 0.0 for r in results)
+        + sum(u.seconds for u in judged if u.resource in ("endpoint", "local model server")),
         unpriced=sorted({u.instance_type for u in usage if u.usd is None}),
     )
 
@@ -169,7 +173,7 @@ def render_markdown(data: ReportInput) -> str:
         f"Selected: **{sel.best or 'none'}**. "
         f"Registry: {data.registration}",
         "",
-        f"Cost: {run_cost(data.results).text()}.",
+        f"Cost: {run_cost(data.results, data.judge_usage).text()}.",
         "",
         "| # | model | status | composite | " + " | ".join(r["metric"] for r in sel.rules) + " | reason |",
         "|---|---|---|---|" + "---|" * len(sel.rules) + "---|",

@@ -270,8 +270,10 @@ def report_input(
     registration: dict[str, Any] | None,
     trend_link: str,
     record_links: dict[str, str] | None = None,
+    judges: list[str] | None = None,
 ) -> ReportInput:
-    """What the leaderboard shows, with each succeeded model's scored records for the paired test."""
+    """What the leaderboard shows, with each succeeded model's scored records for the paired test
+    and what the `judges` were billed for."""
     from llmeval.paired import read_records
 
     return ReportInput(
@@ -290,6 +292,7 @@ def report_input(
         },
         record_links=record_links or {},
         pairwise=json.loads(pairwise.read_text()) if (pairwise := run_folder / store.PAIRWISE).exists() else None,
+        judge_usage={j: usage for j in judges or [] if (usage := read_usage(store.model_folder(run_folder, j)))},
     )
 
 
@@ -319,6 +322,7 @@ def write_run_report(
         selection or select(cfg, results),
         registration,
         trend_link=f"../../../history/{store.safe_segment(dag_id)}/{store.TREND}",
+        judges=[j.name for j in cfg.judged_by],
     )
     html, md = render_html(data), render_markdown(data)
     store.write_text(run_folder / store.LEADERBOARD, html)

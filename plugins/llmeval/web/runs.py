@@ -188,6 +188,7 @@ def leaderboard(run: RunRef, link_of: Callable[[str], str], trend_link: str) -> 
         registration,
         trend_link,
         {m: link_of(m) for m in models},
+        [j.name for j in cfg.judged_by],
     )
     if registration is None and run.state in ("queued", "running"):
         data.registration = "not decided yet (the run is still going)"
