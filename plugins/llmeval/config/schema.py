@@ -569,9 +569,7 @@ class EvalConfig(_Strict):
             raise FieldProblem(("end_date",), f"end_date {self.end_date} is before start_date {self.start_date}")
         seen: dict[str, str] = {}
         endpoints: dict[str, str] = {}
-        for key, i, model in [("models", i, m) for i, m in enumerate(self.models)] + [
-            ("judges", i, m) for i, m in enumerate(self.judges)
-        ]:
+        for key, i, model in self.listed_models():
             if model.name in seen:
                 raise FieldProblem((key, i, "name"), f"duplicate model name {model.name!r} (also {seen[model.name]})")
             seen[model.name] = f"{key}[{i}]"
@@ -641,6 +639,12 @@ class EvalConfig(_Strict):
             )
         if len(names) < 2:
             raise FieldProblem(("models",), "Pairwise compares models: list a second model beside the champion")
+
+    def listed_models(self) -> list[tuple[str, int, ModelSection]]:
+        """(section, index, model) for the candidates, then the judges: for errors that name the field."""
+        return [("models", i, m) for i, m in enumerate(self.models)] + [
+            ("judges", i, m) for i, m in enumerate(self.judges)
+        ]
 
     @property
     def judged_by(self) -> list[ModelSection]:

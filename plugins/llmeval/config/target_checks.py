@@ -10,7 +10,7 @@ from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
 
 if TYPE_CHECKING:
-    from llmeval.config.schema import EvalConfig, ModelSection
+    from llmeval.config.schema import EvalConfig
 
 LOCAL_MODELS = ("smollm2-135m-instruct",)
 GATED_FAMILIES = ("meta-textgeneration", "meta-vlm", "meta-textgenerationneuron")  # JumpStart's Llama: EULA-gated
@@ -28,13 +28,8 @@ def check_target(cfg: EvalConfig) -> None:
     _check_algorithms_can_run(cfg)
 
 
-def _listed(cfg: EvalConfig) -> list[tuple[str, int, ModelSection]]:
-    """(section, index, model) for the candidates and the judges."""
-    return [("models", i, m) for i, m in enumerate(cfg.models)] + [("judges", i, m) for i, m in enumerate(cfg.judges)]
-
-
 def _check_local_models(cfg: EvalConfig) -> None:
-    for key, i, model in _listed(cfg):
+    for key, i, model in cfg.listed_models():
         if model.kind == "provided":  # only scored: its model_id is a label
             continue
         if model.model_provider not in (None, "local"):
@@ -56,7 +51,7 @@ def _check_local_models(cfg: EvalConfig) -> None:
 def _check_eulas(cfg: EvalConfig) -> None:
     """A model of a family JumpStart gates behind a EULA needs the config to accept it (the
     deploy step checks every other model against its spec before creating anything)."""
-    for key, i, model in _listed(cfg):
+    for key, i, model in cfg.listed_models():
         gated = model.kind in ("foundation", "tuned") and model.model_id.startswith(GATED_FAMILIES)
         if gated and not model.eula_accepted:
             raise FieldProblem(

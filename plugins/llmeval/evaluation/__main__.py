@@ -44,7 +44,8 @@ from llmeval.store import MODEL_REPORT, OUTPUTS, RECORDS
 log = logging.getLogger("llmeval.evaluation")
 
 
-def _load(path: Path) -> EvalConfig:
+def read_config(path: Path) -> EvalConfig:
+    """The run's resolved config.json, or a config YAML."""
     if path.suffix == ".json":
         return EvalConfig.model_validate_json(path.read_text(encoding="utf-8"))
     return load_config(path)
@@ -98,25 +99,29 @@ def _judge_endpoints(given: list[str]) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def run(args: argparse.Namespace) -> ModelResult:
-    cfg = _load(args.config)
-    model = cfg.model(args.model)
-    records = read_jsonl(args.dataset)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    cache_file = args.cache_dir / "responses.sqlite"
-    if args.cache_uri:
-        cache_sync.pull(args.cache_uri, cache_file)
-    cache = ResponseCache(cache_file)
-    endpoints = _judge_endpoints(args.judge)
-    judges = {
+def judge_clients(
+    cfg: EvalConfig, given: list[str], region: str | None, cache: ResponseCache
+) -> dict[str, ModelClient]:
+    """A `ModelClient` for each judge the config's algorithms ask, at the endpoints `given`
+    as --judge NAME=ENDPOINT[@URL] (a Bedrock judge needs none), by judge name."""
+    endpoints = _judge_endpoints(given)
+    return {
         judge.name: ModelClient(
-            model_target(judge, *endpoints.get(judge.name, (None, None)), None, args.region),
+            model_target(judge, *endpoints.get(judge.name, (None, None)), None, region),
             judge.evaluation_config.prompt_template,
             cache,
         )
         for judge in cfg.judged_by
     }
-    try:
+
+
+def run(args: argparse.Namespace) -> ModelResult:
+    cfg = read_config(args.config)
+    model = cfg.model(args.model)
+    records = read_jsonl(args.dataset)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with cache_sync.opened(args.cache_dir, args.cache_uri) as cache:
+        judges = judge_clients(cfg, args.judge, args.region, cache)
         if args.outputs:  # a model served elsewhere: its outputs were given, nothing to ask
             started = time.perf_counter()
             shown = model.outputs_location or str(args.outputs)
@@ -129,10 +134,6 @@ def run(args: argparse.Namespace) -> ModelResult:
         started = time.perf_counter()
         rows = generate_with(client, records)
         return _score(cfg, model, rows, args, started, client.invoker.retries, client, judges)
-    finally:
-        cache.close()
-        if args.cache_uri:
-            cache_sync.push(cache_file, args.cache_uri)
 
 
 def _score(

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmeval.store import split_s3_uri
+
+if TYPE_CHECKING:  # the Airflow side imports this module for KMS_ENV, at DAG parse time
+    from llmeval.evaluation.generate import ResponseCache
 
 log = logging.getLogger("llmeval.cache")
 
@@ -50,3 +56,21 @@ def push(path: Path, uri: str) -> None:
     bucket, key = split_s3_uri(uri)
     boto3.client("s3").upload_file(str(path), bucket, key, ExtraArgs=encryption() or None)
     log.info("response cache pushed to %s (%d bytes)", uri, path.stat().st_size)
+
+
+@contextmanager
+def opened(cache_dir: Path, uri: str | None) -> Iterator[ResponseCache]:
+    """The response cache in `cache_dir`, pulled from `uri` first and pushed back after
+    (also when the body fails), when a `uri` is given."""
+    from llmeval.evaluation.generate import ResponseCache
+
+    path = cache_dir / "responses.sqlite"
+    if uri:
+        pull(uri, path)
+    cache = ResponseCache(path)
+    try:
+        yield cache
+    finally:
+        cache.close()
+        if uri:
+            push(path, uri)

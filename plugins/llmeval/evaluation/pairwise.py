@@ -29,7 +29,7 @@ from typing import Any
 from llmeval.config import AlgorithmSection, EvalConfig
 from llmeval.dataset import read_jsonl
 from llmeval.evaluation import cache_sync
-from llmeval.evaluation.generate import ModelClient, Progress, ResponseCache
+from llmeval.evaluation.generate import ModelClient, Progress
 from llmeval.evaluation.score import bootstrap_ci
 from llmeval.store import OUTPUTS
 
@@ -203,7 +203,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmeval.evaluation.__main__ import _judge_endpoints, _load, model_target
+    from llmeval.evaluation.__main__ import judge_clients, read_config
 
     parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation.pairwise", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    cfg: EvalConfig = _load(args.config)
+    cfg: EvalConfig = read_config(args.config)
     (section,) = [s for s in cfg.algorithms if s.compares_models]
     answers = {}
     for folder in sorted(p for p in args.runs_dir.iterdir() if (p / OUTPUTS).exists()):
@@ -224,21 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         answered = {r["record_id"]: r for r in rows if r.get("error") is None and r.get("model_output") is not None}
         if answered:  # a model that answered nothing is not compared
             answers[folder.name] = answered
-    judge = cfg.model(section.options["judge"])
-    endpoint = _judge_endpoints(args.judge).get(judge.name, (None, None))
-    cache_file = args.cache_dir / "responses.sqlite"
-    if args.cache_uri:
-        cache_sync.pull(args.cache_uri, cache_file)
-    cache = ResponseCache(cache_file)
-    try:
-        client = ModelClient(
-            model_target(judge, *endpoint, None, args.region), judge.evaluation_config.prompt_template, cache
+    with cache_sync.opened(args.cache_dir, args.cache_uri) as cache:
+        document = compare(
+            section, answers, judge_clients(cfg, args.judge, args.region, cache)[section.options["judge"]]
         )
-        document = compare(section, answers, client)
-    finally:
-        cache.close()
-        if args.cache_uri:
-            cache_sync.push(cache_file, args.cache_uri)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2), encoding="utf-8")
     log.info("pairwise: %s", ", ".join(f"{r['model']} {r['strength']:.3f}" for r in document["bradley_terry"]))
