@@ -1,10 +1,12 @@
 """Task start-up on a Celery worker: with `llmeval.celery_config` vs Airflow's own preload.
 
 A Celery worker forks each task process from itself; the task then parses its DAG file
-(only its own DAG is built) and reaches the run store through s3fs. This forks such task
-starts from a parent that imported what Airflow's worker preloads, alternately from a
-parent that also imported `llmeval.celery_config.PRELOADED`, and compares the children's
-median CPU time. Run with the Airflow environment:
+(only its own DAG is built), reaches the run store through s3fs and creates an AWS client
+through a provider hook. This forks such task starts from a parent that imported what
+Airflow's worker preloads, alternately from a parent that also imported
+`llmeval.celery_config.PRELOADED` and mapped the modules' files as the worker does at
+start (`map_module_files`), and compares the children's median CPU time. Run with the
+Airflow environment:
 
     PYTHONPATH=plugins .venv/bin/python benchmarks/task_start.py
 """
@@ -26,19 +28,22 @@ PARENT = """
 import importlib, json, os, runpy, sys, time
 import jinja2.ext, airflow.sdk.execution_time.task_runner  # what Airflow's worker imports
 import airflow.providers.standard.operators.python, airflow.providers.standard.operators.bash
-from llmeval.celery_config import PRELOADED
+from llmeval.celery_config import PRELOADED, map_module_files
 if sys.argv[1] == "preloaded":
     for name in PRELOADED:
         importlib.import_module(name)
+    map_module_files()
 cpu = []
 for _ in range({forks}):
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # a task process: parse the DAG file, reach the store
+    if pid == 0:  # a task process: parse the DAG file, reach the store, create an AWS client
         start = time.process_time()
         dags = runpy.run_path({dag_file!r})
         import s3fs
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         assert {dag_id!r} in dags and s3fs.S3FileSystem
+        S3Hook(aws_conn_id=None, region_name="us-east-1").get_conn()
         os.write(w, str(time.process_time() - start).encode())
         os._exit(0)
     os.close(w)
@@ -67,7 +72,7 @@ def main() -> None:
         cold += starts("airflow", CONFIG.parent)
         warm += starts("preloaded", CONFIG.parent)
     c, w = statistics.median(cold), statistics.median(warm)
-    print(f"task start (parse {DAG_ID}, reach s3fs); medians of {len(cold)} forked starts each")
+    print(f"task start (parse {DAG_ID}, reach s3fs, create an S3 client); medians of {len(cold)} forked starts each")
     print(f"Airflow's worker preload only:    {c:.2f} s CPU")
     print(f"with llmeval.celery_config:       {w:.2f} s CPU")
     print(f"task_start: {w / c:.2f}x (target <= {TARGET_RATIO}x)")

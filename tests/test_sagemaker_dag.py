@@ -248,7 +248,9 @@ def test_bedrock_model_is_evaluated_without_deploying_anything(tmp_path, airflow
     _, s3 = clients(aws_env)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         written += [o["Key"] for o in page.get("Contents", []) if re.search(r"/(code|run|registry|cache)/", o["Key"])]
-    assert any("/code/llmeval/" in k for k in written) and any(k.endswith("model_quality.json") for k in written)
+    assert any(re.search(r"/code/[0-9a-f]{16}/llmeval/", k) for k in written) and any(
+        k.endswith("model_quality.json") for k in written
+    )
     assert sum(k.endswith("/cache/sm-claude/responses.sqlite") for k in written) == 1
     for key in written:
         head = s3.head_object(Bucket=BUCKET, Key=key)

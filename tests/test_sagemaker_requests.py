@@ -8,13 +8,14 @@ import json
 
 import boto3
 import pytest
+import yaml
 from aws_model import assert_valid
 from botocore.stub import ANY, Stubber
 from conftest import CONFIGS
 from llmeval.config import EvalConfig, load_config
 from llmeval.registry import APPROVED, SageMakerModelRegistry
 from llmeval.targets import sagemaker_requests as req
-from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients
+from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients, sagemaker_config
 
 RESOLVED = {
     "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1.1-gpu-py310",
@@ -233,6 +234,36 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
     assert len(sm.list_model_packages(ModelPackageGroupName="grp")["ModelPackageSummaryList"]) == 1
     deleted = req.delete_endpoint_resources(sm, req.resource_names(config), cfg.pipeline.name)
     assert len(deleted) == 3 and sm.list_endpoints()["Endpoints"] == []
+
+
+def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_env, tmp_path, monkeypatch):
+    """The code prefix is named by the code's content: a second upload finds the manifest and
+    sends nothing; a changed custom algorithm is new code under a new prefix."""
+    from llmeval.targets import sagemaker
+
+    config = tmp_path / "code.yaml"
+    config.write_text(yaml.safe_dump(sagemaker_config("code-once", ["m"])))
+    code_cfg = load_config(config)
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "algorithms" / "house_metric.py").write_text("SCORE = 1\n")
+    monkeypatch.setenv("LLM_EVAL_INCLUDE_DIR", str(tmp_path))
+    _, s3 = clients(aws_env)
+
+    def objects(prefix: str) -> dict[str, str]:
+        bucket, _, key = prefix.removeprefix("s3://").partition("/")
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+        return {o["Key"][len(key) :]: o["ETag"] for o in listed}
+
+    first = sagemaker.upload_code(code_cfg)
+    uploaded = objects(first)
+    assert set(uploaded) == {*sagemaker.code_files(), sagemaker.CODE_MANIFEST}
+    assert "llmeval/evaluation/__main__.py" in uploaded and "house_metric.py" in uploaded
+    bucket, _, key = first.removeprefix("s3://").partition("/")
+    s3.delete_object(Bucket=bucket, Key=f"{key}house_metric.py")  # a second upload would put it back
+    assert sagemaker.upload_code(code_cfg) == first and "house_metric.py" not in objects(first)
+    (tmp_path / "algorithms" / "house_metric.py").write_text("SCORE = 2\n")
+    changed = sagemaker.upload_code(code_cfg)
+    assert changed != first and set(objects(changed)) == set(uploaded)
 
 
 def test_teardown_never_deletes_an_endpoint_it_did_not_create(aws_env, cfg):

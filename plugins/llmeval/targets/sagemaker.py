@@ -13,6 +13,7 @@ prefix and image come from Airflow Variables (never the YAML) unless the config 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import tempfile
@@ -32,6 +33,7 @@ from llmeval.targets import endpoint_leases as leases
 from llmeval.targets import sagemaker_requests as req
 
 log = logging.getLogger("llmeval.sagemaker")
+CODE_MANIFEST = "llmeval-code.json"  # written last: its presence means the code is complete
 
 
 def _hook(cfg: EvalConfig):
@@ -166,23 +168,52 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
 
 
 def run_prefix(cfg: EvalConfig, dag_id: str, run_id: str) -> str:
-    """The S3 prefix of a run's jobs: code/, run/ (inputs), results/<model>/, released/, pairwise/."""
+    """The S3 prefix of a run's jobs: run/ (inputs), results/<model>/, released/, pairwise/."""
     return f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
+
+
+def code_files() -> dict[str, Path]:
+    """The evaluation code a job imports, by its path under the job's code folder: the
+    package (modules and report templates) and the users' custom algorithms."""
+    files = {
+        f"llmeval/{p.relative_to(PACKAGE_DIR)}": p
+        for p in sorted(PACKAGE_DIR.rglob("*"))
+        if p.suffix in (".py", ".html")
+    }
+    return files | {p.name: p for p in sorted(algorithms_dir().glob("*.py"))}
+
+
+def upload_code(cfg: EvalConfig) -> str:
+    """The S3 prefix of the evaluation code, named by a digest of its content: the first task
+    that needs it uploads it (the manifest last), every later model, run and DAG running the
+    same code finds the manifest and uploads nothing."""
+    files = code_files()
+    digest = hashlib.sha256()
+    for name, path in files.items():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    prefix = f"{s3_prefix(cfg)}/code/{digest.hexdigest()[:16]}"
+    bucket, key_prefix = store.split_s3_uri(prefix)
+    s3 = _s3(cfg)
+    if s3.check_for_key(f"{key_prefix}/{CODE_MANIFEST}", bucket_name=bucket):
+        log.info("evaluation code: %s/ (already uploaded)", prefix)
+        return f"{prefix}/"
+    for name, path in files.items():
+        s3.load_file(str(path), f"{key_prefix}/{name}", bucket_name=bucket, replace=True)
+    manifest = json.dumps({"files": sorted(files)}, indent=1)
+    s3.load_string(manifest, f"{key_prefix}/{CODE_MANIFEST}", bucket_name=bucket, replace=True)
+    log.info("evaluation code: uploaded %d files to %s/", len(files), prefix)
+    return f"{prefix}/"
 
 
 def stage(
     cfg: EvalConfig, model_name: str, run_folder: Any, dag_id: str, run_id: str, region: str, catalog_version: str
 ) -> dict:
-    """Upload the code and the run's inputs (from the run store, and a model's provided
-    outputs); return the Processing job request."""
+    """Upload the code (unless it is there) and the run's inputs (from the run store, and a
+    model's provided outputs); return the Processing job request."""
     s3 = _s3(cfg)
+    code = upload_code(cfg)
     prefix = run_prefix(cfg, dag_id, run_id)
     bucket, key_prefix = store.split_s3_uri(prefix)
-    for path in sorted(p for p in PACKAGE_DIR.rglob("*") if p.suffix in (".py", ".html")):  # code, templates
-        key = f"{key_prefix}/code/llmeval/{path.relative_to(PACKAGE_DIR)}"
-        s3.load_file(str(path), key, bucket_name=bucket, replace=True)
-    for path in sorted(algorithms_dir().glob("*.py")):  # users' custom algorithms, importable in the job
-        s3.load_file(str(path), f"{key_prefix}/code/{path.name}", bucket_name=bucket, replace=True)
     for name in (store.CONFIG, store.DATASET):
         s3.load_bytes((run_folder / name).read_bytes(), f"{key_prefix}/run/{name}", bucket_name=bucket, replace=True)
     if cfg.model(model_name).outputs_location:
@@ -200,7 +231,7 @@ def stage(
         job,
         role_arn(cfg),
         _setting(cfg.sagemaker.processing_image, "llm_eval_processing_image", "evaluation image"),
-        f"{prefix}/code/",
+        code,
         f"{prefix}/run/",
         f"{prefix}/results/{model_name}/",
         region,
@@ -330,8 +361,8 @@ def _operators():
         SageMakerTrainingOperator,
     )
     from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRescheduleException
     from airflow.providers.amazon.aws.utils import trim_none_values
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRescheduleException
 
     from llmeval.targets.model_release import RELEASED, ReleasedOrEnded, clients, release_state
 
@@ -589,7 +620,7 @@ def compare_pairwise(cfg: EvalConfig, dag_id: str, run_id: str) -> dict[str, Any
         req.pairwise_job_name(dag_id, run_id),
         role_arn(cfg),
         _setting(cfg.sagemaker.processing_image, "llm_eval_processing_image", "evaluation image"),
-        f"{prefix}/code/",
+        upload_code(cfg),
         f"{prefix}/run/",
         f"{prefix}/results/",
         f"{prefix}/pairwise/",
