@@ -69,6 +69,29 @@ def test_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch, warm_container
     record("deploy fails", "sagemaker (moto)", **_invariants(aws_env, folder, {BAD: "deploy"}))
 
 
+def test_judge_deploy_fails(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
+    """The judge's endpoint cannot be created (moto rejects ml.g5): no model is evaluated, each
+    model's report names the judges' step, and teardown_judges deletes the judge's model."""
+    judge = sagemaker_config("judge", ["fault-judge"])["models"][0]
+    judge["deployment_config"]["instance_type"] = "ml.g5.2xlarge"
+    algorithms = [{"algorithm": "FactualKnowledge"}, {"algorithm": "LLMJudge", "judge": "fault-judge"}]
+    extra = {"judges": [judge], "algorithms": algorithms}
+    dag_run, folder = _run(
+        tmp_path, aws_env, monkeypatch, "fault-judge", LatencyServer(0.001), warm_container, cfg_extra=extra
+    )
+    assert dag_run.state == "failed"
+    states = {(t.task_id, t.map_index): t.state for t in dag_run.get_task_instances()}
+    assert states[("deploy_judges", 0)] == "failed" and states[("teardown_judges", -1)] == "success"
+    assert {s for (task, _), s in states.items() if task.startswith("model.")} == {"upstream_failed"}
+    error = json.loads((folder / "models" / GOOD / "failure.json").read_text())["error"]
+    assert "ml.g5.2xlarge" in error, error
+    record(
+        "judge's endpoint fails to deploy",
+        "sagemaker (moto)",
+        **_invariants(aws_env, folder, {GOOD: "deploy_judges", BAD: "deploy_judges"}),
+    )
+
+
 def test_endpoint_throttles_twenty_percent(tmp_path, airflow_db, aws_env, monkeypatch, warm_container):
     server = LatencyServer(0.001, throttle_rate=0.2, seed=5)
     dag_run, folder = _run(tmp_path, aws_env, monkeypatch, "fault-throttle", server, warm_container)

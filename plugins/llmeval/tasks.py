@@ -20,6 +20,8 @@ from llmeval.config import EvalConfig
 log = logging.getLogger("llmeval.tasks")
 
 PREPROCESS_TASK = "preprocess"
+JUDGE_STEPS = ("prepare_judges", "deploy_judges")  # before any model's group: every model needs the judges
+JUDGES_UP = JUDGE_STEPS[-1]
 GROUPS = {  # kind -> task group id
     "foundation": "model",
     "tuned": "tuned_model",
@@ -133,13 +135,20 @@ def record_task_failure(context: dict[str, Any]) -> None:
     (operator tasks cannot record it themselves)."""
     ti = context["ti"]
     group, _, step = ti.task_id.rpartition(".")
+    error = context.get("exception")
+    if ti.task_id in JUDGE_STEPS:  # no model is evaluated: each model's report says why
+        models = ti.xcom_pull(task_ids="plan") or []
+        log.error("LLM evaluation %s: the judges failed at %s (%s): %s", ti.dag_id, step, ", ".join(models), error)
+        run = run_folder_of(ti, ti.xcom_pull(task_ids=PREPROCESS_TASK))
+        for model in models:
+            write_failure(store.model_folder(run, model), model, step, f"{type(error).__name__}: {error}")
+        return
     if not group or ti.map_index < 0:
         log.error("LLM evaluation %s: step %s failed", ti.dag_id, ti.task_id)
         return
     kind = next((k for k, g in GROUPS.items() if g == group), "foundation")
     planned = planned_models(ti, kind)
     model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
-    error = context.get("exception")
     log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
     folder = store.model_folder(run_folder_of(ti, ti.xcom_pull(task_ids=PREPROCESS_TASK)), model)
     write_failure(folder, model, step, f"{type(error).__name__}: {error}")

@@ -407,8 +407,6 @@ def _checkpoint(database: Path) -> None:
 
 # --------------------------------------------------------------------------- Airflow tasks
 
-JUDGES_UP = "deploy_judges"
-
 
 class LocalTarget:
     result_task = "evaluate"
@@ -438,7 +436,7 @@ class LocalTarget:
         group; evaluate alone for a model given by its outputs."""
         from airflow.sdk import get_current_context, task
 
-        from llmeval.tasks import GROUPS, current_run, guarded, label
+        from llmeval.tasks import GROUPS, JUDGES_UP, current_run, guarded, label
 
         def who(model: str) -> str:
             ti = get_current_context()["ti"]
@@ -517,7 +515,7 @@ class LocalTarget:
         the servers): the model groups run between the first and the others."""
         from airflow.sdk import get_current_context, task
 
-        from llmeval.tasks import current_run, write_failure
+        from llmeval.tasks import JUDGES_UP, current_run
 
         def who(judge: str) -> str:
             ti = get_current_context()["ti"]
@@ -528,12 +526,7 @@ class LocalTarget:
             """Start a server for each judge the algorithms ask (LLMJudge)."""
             run = current_run()
             frozen = run.config()
-            try:
-                return {j.name: start_endpoint(frozen, j.name, run.folder, who(j.name)) for j in frozen.judged_by}
-            except Exception as exc:  # every model's evaluation needs the judges
-                for model in get_current_context()["ti"].xcom_pull(task_ids="plan") or []:
-                    write_failure(run.model_folder(model), model, JUDGES_UP, f"{type(exc).__name__}: {exc}")
-                raise
+            return {j.name: start_endpoint(frozen, j.name, run.folder, who(j.name)) for j in frozen.judged_by}
 
         @task(task_id="teardown_judges")
         def teardown_judges() -> dict[str, str]:

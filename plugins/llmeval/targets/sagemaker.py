@@ -652,7 +652,7 @@ def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
     ... [compare: prepare >> job >> collect] ... teardown_judges (deletes them, whatever happened)."""
     from airflow.sdk import TaskGroup, get_current_context, task
 
-    from llmeval.tasks import current_run, write_failure
+    from llmeval.tasks import JUDGES_UP, current_run
 
     aws, retried, waits = _operator_args(cfg)
 
@@ -661,16 +661,9 @@ def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
         """Resolve each judge's JumpStart model and name its model, endpoint config and endpoint."""
         run = current_run()
         frozen = run.config()
-        try:
-            return [
-                prepare_endpoint(frozen, j.name, run.dag_id, run.run_id)["endpoint"]
-                for j in frozen.judged_by
-                if j.deploys
-            ]
-        except Exception as exc:  # every model's evaluation needs the judges
-            for model in get_current_context()["ti"].xcom_pull(task_ids="plan") or []:
-                write_failure(run.model_folder(model), model, "deploy_judges", f"{type(exc).__name__}: {exc}")
-            raise
+        return [
+            prepare_endpoint(frozen, j.name, run.dag_id, run.run_id)["endpoint"] for j in frozen.judged_by if j.deploys
+        ]
 
     @task(**retried)
     def teardown_judges() -> list[str]:
@@ -692,7 +685,7 @@ def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
     deployed = (
         _operators()[0]
         .partial(
-            task_id="deploy_judges",
+            task_id=JUDGES_UP,
             wait_for_completion=True,
             endpoint_quotas=cfg.sagemaker.endpoint_quotas,
             artifacts_url=cfg.artifacts_url,
