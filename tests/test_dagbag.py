@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import CONFIGS, ROOT, local_config
@@ -179,11 +180,27 @@ def test_pool_per_instance_type_limits_deploys(monkeypatch, write_config):
     mixed["sagemaker"] = {"pool_prefix": "llmeval-"}
     mixed["models"][1]["deployment_config"]["instance_type"] = "ml.g5.12xlarge"
     write_config("mixed.yaml", mixed)
+    judged = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())
+    judged["pipeline"]["name"] = "judged"
+    judged["sagemaker"] = {"pool_prefix": "llmeval-"}
+    base = {k: v for k, v in judged["models"][0].items() if k != "endpoint_name"}  # the judge's own endpoint
+    judge = {**base, "name": "judge"}
+    judge["deployment_config"] = {**judge["deployment_config"], "instance_type": "ml.g5.12xlarge"}
+    judged["judges"] = [judge]
+    judged["algorithms"].append({"algorithm": "LLMJudge", "judge": "judge"})
+    write_config("judged.yaml", judged)
+    two_judges = {**judged, "pipeline": {"name": "two-judges"}}
+    two_judges["judges"] = [judge, {**base, "name": "other-judge"}]
+    two_judges["algorithms"] = [*judged["algorithms"], {"algorithm": "LLMJudge", "judge": "other-judge"}]
+    write_config("two_judges.yaml", two_judges)
     bag = _dagbag(monkeypatch, write_config.folder)
     dag = bag.dags["llm-eval-sm-foundation-models"]
     assert dag.get_task("model.deploy").pool == "llmeval-ml.g5.2xlarge"
     assert dag.get_task("model.evaluate").pool == dag.get_task("model.teardown_endpoint").pool == "default_pool"
-    assert "pools are per instance type" in next(iter(bag.import_errors.values()))
+    assert bag.dags["judged"].get_task("deploy_judges").pool == "llmeval-ml.g5.12xlarge"
+    errors = {Path(path).name: error for path, error in bag.import_errors.items()}
+    assert "pools are per instance type, and the foundation models" in errors["mixed.yaml"]
+    assert "pools are per instance type, and the judges" in errors["two_judges.yaml"]
 
 
 def test_local_target_under_a_multi_host_executor_needs_one_workers_queue(monkeypatch, write_config):

@@ -475,8 +475,8 @@ class SageMakerSection(_Strict):
     pool_prefix: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9_.-]{1,200}$",
-        description="Run each model's deploy in the Airflow pool '<prefix><instance type>' (create the pools "
-        "first): bounds the deploys at once. Live endpoints are bounded by endpoint_quotas.",
+        description="Run each model's and judge's deploy in the Airflow pool '<prefix><instance type>' (create "
+        "the pools first): bounds the deploys at once. Live endpoints are bounded by endpoint_quotas.",
     )
 
 

@@ -62,12 +62,17 @@ def _check_eulas(cfg: EvalConfig) -> None:
 
 
 def _check_one_pool_per_kind(cfg: EvalConfig) -> None:
-    for kind in ("foundation", "tuned"):
-        types = {m.deployment_config.instance_type for m in cfg.models if m.kind == kind}
+    deployed = {
+        "foundation models": [m for m in cfg.models if m.kind == "foundation"],
+        "tuned models": [m for m in cfg.models if m.kind == "tuned"],
+        "judges": [j for j in cfg.judged_by if j.deploys],
+    }
+    for kind, models in deployed.items():
+        types = {m.deployment_config.instance_type for m in models}
         if len(types) > 1:
             raise FieldProblem(
                 ("sagemaker", "pool_prefix"),
-                f"pools are per instance type, and the {kind} models use several ({', '.join(sorted(types))}); "
+                f"pools are per instance type, and the {kind} use several ({', '.join(sorted(types))}); "
                 "split them into configs by instance type or drop pool_prefix",
             )
 

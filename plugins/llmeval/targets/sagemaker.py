@@ -682,10 +682,13 @@ def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
 
     requests = prepare_judges()
     after >> requests
+    types = {j.deployment_config.instance_type for j in cfg.judged_by if j.deploys}  # one with a pool_prefix
+    pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{types.pop()}"} if cfg.sagemaker.pool_prefix and types else {}
     deployed = (
         _operators()[0]
         .partial(
             task_id=JUDGES_UP,
+            **pooled,
             wait_for_completion=True,
             endpoint_quotas=cfg.sagemaker.endpoint_quotas,
             artifacts_url=cfg.artifacts_url,
