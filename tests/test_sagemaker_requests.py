@@ -254,15 +254,15 @@ def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_en
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
         return {o["Key"][len(key) :]: o["ETag"] for o in listed}
 
-    first = sagemaker.upload_code(code_cfg)
+    first = sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg))
     uploaded = objects(first)
     assert set(uploaded) == {*sagemaker.code_files(), sagemaker.CODE_MANIFEST}
     assert "llmeval/evaluation/__main__.py" in uploaded and "house_metric.py" in uploaded
     bucket, _, key = first.removeprefix("s3://").partition("/")
     s3.delete_object(Bucket=bucket, Key=f"{key}house_metric.py")  # a second upload would put it back
-    assert sagemaker.upload_code(code_cfg) == first and "house_metric.py" not in objects(first)
+    assert sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg)) == first and "house_metric.py" not in objects(first)
     (tmp_path / "algorithms" / "house_metric.py").write_text("SCORE = 2\n")
-    changed = sagemaker.upload_code(code_cfg)
+    changed = sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg))
     assert changed != first and set(objects(changed)) == set(uploaded)
 
 

@@ -183,17 +183,16 @@ def code_files() -> dict[str, Path]:
     return files | {p.name: p for p in sorted(algorithms_dir().glob("*.py"))}
 
 
-def upload_code(cfg: EvalConfig) -> str:
+def upload_code(cfg: EvalConfig, s3: Any) -> str:
     """The S3 prefix of the evaluation code, named by a digest of its content: the first task
     that needs it uploads it (the manifest last), every later model, run and DAG running the
-    same code finds the manifest and uploads nothing."""
+    same code finds the manifest and uploads nothing. `s3`: the caller's S3Hook."""
     files = code_files()
     digest = hashlib.sha256()
     for name, path in files.items():
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     prefix = f"{s3_prefix(cfg)}/code/{digest.hexdigest()[:16]}"
     bucket, key_prefix = store.split_s3_uri(prefix)
-    s3 = _s3(cfg)
     if s3.check_for_key(f"{key_prefix}/{CODE_MANIFEST}", bucket_name=bucket):
         log.info("evaluation code: %s/ (already uploaded)", prefix)
         return f"{prefix}/"
@@ -211,7 +210,7 @@ def stage(
     """Upload the code (unless it is there) and the run's inputs (from the run store, and a
     model's provided outputs); return the Processing job request."""
     s3 = _s3(cfg)
-    code = upload_code(cfg)
+    code = upload_code(cfg, s3)
     prefix = run_prefix(cfg, dag_id, run_id)
     bucket, key_prefix = store.split_s3_uri(prefix)
     for name in (store.CONFIG, store.DATASET):
@@ -620,7 +619,7 @@ def compare_pairwise(cfg: EvalConfig, dag_id: str, run_id: str) -> dict[str, Any
         req.pairwise_job_name(dag_id, run_id),
         role_arn(cfg),
         _setting(cfg.sagemaker.processing_image, "llm_eval_processing_image", "evaluation image"),
-        upload_code(cfg),
+        upload_code(cfg, _s3(cfg)),
         f"{prefix}/run/",
         f"{prefix}/results/",
         f"{prefix}/pairwise/",
@@ -645,6 +644,14 @@ def collect_pairwise(cfg: EvalConfig, run_folder: Any, request: dict[str, Any]) 
     data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
     store.write_bytes(run_folder / store.PAIRWISE, data)
     return {"bradley_terry": json.loads(data)["bradley_terry"]}
+
+
+def _deploy_pool(cfg: EvalConfig, deployed: list[Any]) -> dict[str, str]:
+    """The pool argument of a mapped deploy over `deployed` (one instance type: the config
+    checks it), when the config names a pool prefix."""
+    if not (cfg.sagemaker.pool_prefix and deployed):
+        return {}
+    return {"pool": f"{cfg.sagemaker.pool_prefix}{deployed[0].deployment_config.instance_type}"}
 
 
 def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
@@ -682,13 +689,11 @@ def _judge_steps(cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
 
     requests = prepare_judges()
     after >> requests
-    types = {j.deployment_config.instance_type for j in cfg.judged_by if j.deploys}  # one with a pool_prefix
-    pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{types.pop()}"} if cfg.sagemaker.pool_prefix and types else {}
     deployed = (
         _operators()[0]
         .partial(
             task_id=JUDGES_UP,
-            **pooled,
+            **_deploy_pool(cfg, [j for j in cfg.judged_by if j.deploys]),
             wait_for_completion=True,
             endpoint_quotas=cfg.sagemaker.endpoint_quotas,
             artifacts_url=cfg.artifacts_url,
@@ -738,10 +743,7 @@ def _model_steps(cfg: EvalConfig, model_name: Any, kind: str) -> None:
     polls = _polls(cfg)
     # deploys (creating an endpoint, or waiting for one or for its lease) in one pool per
     # instance type; the config checks there is one per kind
-    pooled: dict[str, str] = {}
-    if cfg.sagemaker.pool_prefix and kind in ("foundation", "tuned"):
-        instance_type = next(m.deployment_config.instance_type for m in cfg.models if m.kind == kind)
-        pooled = {"pool": f"{cfg.sagemaker.pool_prefix}{instance_type}"}
+    pooled = _deploy_pool(cfg, [m for m in cfg.models if m.kind == kind] if kind in ("foundation", "tuned") else [])
     timeout = timedelta(seconds=min(cfg.task_timeout_s, cfg.sagemaker.max_runtime_s + 3600))
     endpoint_op, processing_op, training_op = _operators()
 
