@@ -34,6 +34,7 @@ os.environ.setdefault("LLM_EVAL_WORKER_PYTHON", str(ROOT / ".venv-worker" / "bin
 sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "tests")]
 
 import yaml  # noqa: E402
+
 from airflow_standalone import Standalone  # noqa: E402
 from latency_server import LatencyServer  # noqa: E402
 from sagemaker_fixtures import BUCKET, EmulatedJobs, clients, jumpstart_bucket, sagemaker_config, target_env  # noqa: E402
@@ -65,7 +66,7 @@ def include_folder(root: Path) -> Path:
 
 def endpoint_names(name: str, early: bool) -> list[str]:
     from llmeval.config import EvalConfig
-    from llmeval.targets.sagemaker_requests import endpoint_name
+    from llmeval.targets.sagemaker.requests import endpoint_name
 
     cfg = EvalConfig.model_validate(config(name, early))
     return [endpoint_name(cfg, model) for model in cfg.models]

@@ -112,6 +112,7 @@ def main() -> None:
         FactualKnowledge,
         FactualKnowledgeConfig,
     )
+
     from llmeval.evaluation.generate import ModelClient, ResponseCache, generate_with
 
     limit = N * LATENCY_S / CAPACITY

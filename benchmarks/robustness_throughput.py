@@ -40,6 +40,7 @@ def main() -> None:
         ClassificationAccuracySemanticRobustness,
         ClassificationAccuracySemanticRobustnessConfig,
     )
+
     from llmeval.config import AlgorithmSection
     from llmeval.evaluation.generate import ModelClient, ResponseCache, generate_with
     from llmeval.evaluation.score import score_outputs

@@ -79,8 +79,9 @@ def fmeval_scores(records: list[dict], folder: Path) -> list[dict[str, float]]:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    import fmeval.eval_algorithms.classification_accuracy  # noqa: F401  (imports not timed)
-    import fmeval.eval_algorithms.factual_knowledge  # noqa: F401
+    import fmeval.eval_algorithms.classification_accuracy
+    import fmeval.eval_algorithms.factual_knowledge
+
     from llmeval.config import AlgorithmSection
     from llmeval.evaluation.score import score_outputs
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.core.utils import utcnow
+
 from conftest import DATASET, ROOT, WORKER_PYTHON
 from latency_server import LatencyServer
 from warm_container import ENTRY, WarmContainer

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import WORKER_PYTHON
 
+from conftest import WORKER_PYTHON
 from llmeval.algorithms import ALGORITHMS
 
 

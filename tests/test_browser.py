@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+
 from airflow_standalone import USERS, Standalone
 from conftest import CONFIGS, ROOT
 from llmeval.registry import LocalRegistry

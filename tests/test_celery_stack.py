@@ -14,13 +14,14 @@ import time
 
 import pytest
 import yaml
+
 from celery_stack import LOCAL_QUEUE, PYTHON, Stack, group_alive, wait_for
 from conftest import ROOT, WORKER_PYTHON, local_config
 from fault_matrix import record
 from latency_server import LatencyServer
-from warm_container import WarmContainer
 from llmeval.store import safe_segment
 from sagemaker_fixtures import BUCKET, EmulatedJobs, clients, jumpstart_bucket, sagemaker_config, target_env
+from warm_container import WarmContainer
 
 pytestmark = pytest.mark.slow
 

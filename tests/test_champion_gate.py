@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from helpers import result
-
 from llmeval.config import GateRule
 from llmeval.results import Score
 from llmeval.selection import champion_gate

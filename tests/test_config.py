@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import CONFIGS, DATASET, ROOT, local_config
 from llmeval.algorithms import ALGORITHMS
 from llmeval.config import (
@@ -146,7 +147,8 @@ BROKEN = [
     ),
     (
         "algorithm option it does not accept",
-        'algorithm: "FactualKnowledge"\n    module: "fmeval.eval_algorithms.factual_knowledge"\n    config: "FactualKnowledgeConfig"',
+        'algorithm: "FactualKnowledge"\n    module: "fmeval.eval_algorithms.factual_knowledge"'
+        '\n    config: "FactualKnowledgeConfig"',
         'algorithm: "Toxicity"',
         53,
         "algorithms[0].target_output_delimiter",
@@ -572,6 +574,7 @@ def test_model_calling_algorithms_load_when_they_can_run(tmp_path):
 
 def test_custom_algorithm_classes(tmp_path):
     import yaml
+
     from conftest import local_config
 
     cfg = local_config(
@@ -596,6 +599,7 @@ def test_end_date_before_start_date_is_refused(write_config):
 
 def test_endpoint_quotas_need_instance_types_and_positive_counts(write_config):
     import yaml
+
     from llmeval.config import ConfigError, load_config
 
     cfg = yaml.safe_load((CONFIGS / "seed_scenario1_foundation_models.yaml").read_text())

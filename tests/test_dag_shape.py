@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from dag_shapes import SNAPSHOT, build_all
 
 

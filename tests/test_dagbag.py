@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import CONFIGS, ROOT, local_config
 
 HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers", "s3fs")
@@ -158,7 +159,7 @@ def test_catalog_asset_schedules_the_dag_on_the_asset(monkeypatch, write_config)
 
 
 def test_every_task_reports_failures_with_model_and_step(monkeypatch):
-    from llmeval.tasks import record_task_failure
+    from llmeval.taskrun import record_task_failure
 
     for dag in _dagbag(monkeypatch).dags.values():
         for t in dag.tasks:
@@ -191,7 +192,11 @@ def test_pool_per_instance_type_limits_deploys(monkeypatch, write_config):
     write_config("judged.yaml", judged)
     two_judges = {**judged, "pipeline": {"name": "two-judges"}}
     two_judges["judges"] = [judge, {**base, "name": "other-judge"}]
-    two_judges["algorithms"] = [*judged["algorithms"], {"algorithm": "LLMJudge", "judge": "other-judge"}]
+    champion = judged["models"][0]["name"]
+    two_judges["algorithms"] = [
+        *judged["algorithms"],
+        {"algorithm": "Pairwise", "judge": "other-judge", "champion": champion},
+    ]
     write_config("two_judges.yaml", two_judges)
     bag = _dagbag(monkeypatch, write_config.folder)
     dag = bag.dags["llm-eval-sm-foundation-models"]

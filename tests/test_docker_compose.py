@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 import yaml
+
 from conftest import ROOT
 
 
@@ -38,7 +39,7 @@ def test_workers_preload_the_factory_through_airflows_celery_config():
     from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
     assert {k: v for k, v in config.items() if k != "imports"} == DEFAULT_CELERY_CONFIG
-    assert "llmeval.factory" in config["imports"]
+    assert "llmeval.dag" in config["imports"]
     for preloaded in config["imports"]:
         importlib.import_module(preloaded)
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from conftest import local_config, run_dag
 from sagemaker_fixtures import xcoms
 

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from llmeval import store
-from llmeval.targets import endpoint_leases as leases
+from llmeval.targets.sagemaker import leases
 
 TYPE = "ml.g5.2xlarge"
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import yaml
+
 from conftest import run_dag, session_processes
 from fault_matrix import record
 from latency_server import LatencyServer
@@ -205,9 +206,9 @@ def test_evaluate_times_out(tmp_path, airflow_db, aws_env, monkeypatch, warm_con
     running would be stopped, teardown deletes the endpoint, the good model is intact."""
     import time
 
-    from llmeval.targets.sagemaker import _operators
+    from llmeval.targets.sagemaker.operators import ReusingProcessingOperator
 
-    processing_operator = _operators()[1]
+    processing_operator = ReusingProcessingOperator
     original = processing_operator.wait_for_release
 
     def hangs_for_the_bad_model(self, context):  # its job was created and runs

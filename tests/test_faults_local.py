@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import local_config, run_dag, session_processes
 from fault_matrix import record
 from llmeval.results import read_model_result
@@ -93,7 +94,7 @@ def _stored_rows(dag_id: str, model: str, tmp_path) -> int:
 def _live_rows(worker_pid: int) -> int:
     """Answers in the response cache an evaluation worker is filling (its scratch copy)."""
     try:
-        cmdline = open(f"/proc/{worker_pid}/cmdline", "rb").read().decode().split("\0")
+        cmdline = Path(f"/proc/{worker_pid}/cmdline").read_bytes().decode().split("\0")
     except OSError:
         return 0
     return _rows(Path(cmdline[cmdline.index("--cache-dir") + 1]) / "responses.sqlite")
@@ -120,7 +121,7 @@ def test_model_server_cannot_start(tmp_path, airflow_db, monkeypatch):
 def test_server_throttles_and_nothing_is_lost_or_duplicated(tmp_path, airflow_db, monkeypatch):
     """The servers admit 2 requests at a time and refuse the rest with 429, while each
     evaluation sends 8 at once: about 3 in 4 first attempts are throttled."""
-    from llmeval.targets.local import MAX_IN_FLIGHT_ENV
+    from llmeval.targets.local.servers import MAX_IN_FLIGHT_ENV
 
     monkeypatch.setenv(MAX_IN_FLIGHT_ENV, "2")
     cfg = _config("fault-local-throttle")

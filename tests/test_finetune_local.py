@@ -4,13 +4,16 @@ artifact loads and answers through the local model server."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import pytest
+
 from conftest import local_config
 from llmeval import store
 from llmeval.config import EvalConfig
-from llmeval.targets.local import run_finetune, start_endpoint, stop_endpoint
+from llmeval.targets.local.jobs import run_finetune
+from llmeval.targets.local.servers import start_endpoint, stop_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +59,7 @@ def test_tiny_finetune_then_serve_the_tuned_model(tmp_path):
             ].read()
         )
         assert isinstance(answer[0]["generation"]["content"], str) and answer[0]["details"]["generated_tokens"] > 0
-        assert store.TUNED in " ".join(open(f"/proc/{state['pid']}/cmdline").read().split("\0"))
+        assert store.TUNED in " ".join(Path(f"/proc/{state['pid']}/cmdline").read_text().split("\0"))
     finally:
         assert stop_endpoint(cfg, "tiny-tuned", who, state, run) == "stopped"
     assert (run / "models" / "tiny-tuned" / store.SERVER_LOG).exists()  # the server's log is kept

@@ -4,6 +4,7 @@ concurrency, throttling back-off without loss or duplicates, cache hits on re-ru
 from __future__ import annotations
 
 import pytest
+
 from helpers import generate, records
 from latency_server import LatencyServer
 from llmeval.evaluation.generate import (

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+
 from fault_matrix import record
 from helpers import generate, records
 from latency_server import LatencyServer

@@ -9,8 +9,9 @@ import os
 import subprocess
 
 import pytest
+
 from conftest import ROOT, WORKER_PYTHON
-from llmeval import jumpstart
+from llmeval.targets.sagemaker import jumpstart
 from sagemaker_fixtures import JUMPSTART_FIXTURES, REGION, clients
 
 MODEL = "huggingface-llm-test-7b"

@@ -12,12 +12,12 @@ import os
 import subprocess
 
 import pytest
-from conftest import CONFIGS, ROOT, WORKER_PYTHON
-from sagemaker_fixtures import JUMPSTART_FIXTURES
 
-from llmeval import jumpstart
+from conftest import CONFIGS, ROOT, WORKER_PYTHON
 from llmeval.config import EvalConfig, load_config
-from llmeval.targets import sagemaker_requests as req
+from llmeval.targets.sagemaker import jumpstart
+from llmeval.targets.sagemaker import requests as req
+from sagemaker_fixtures import JUMPSTART_FIXTURES
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"

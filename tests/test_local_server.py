@@ -10,9 +10,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
 from conftest import WORKER_PYTHON, local_config
 from llmeval.config import EvalConfig
-from llmeval.targets.local import (
+from llmeval.targets.local.servers import (
     _is_our_server,
     find_servers,
     start_endpoint,

@@ -10,10 +10,10 @@ from conftest import ROOT, WORKER_PYTHON, local_config
 from helpers import failed, result
 from llmeval import store
 from llmeval.config import EvalConfig
-from llmeval.model_card import CardFacts, content
+from llmeval.registration import register_best
 from llmeval.registry import APPROVED, LocalRegistry
+from llmeval.registry.card import CardFacts, content
 from llmeval.selection import select
-from llmeval.steps import register_best
 
 FACTS = CardFacts(
     dag_id="card-dag",
@@ -72,7 +72,7 @@ def test_the_local_registry_keeps_the_card_beside_the_version(tmp_path):
     folder = store.run_folder("card-dag", "run-1")
     registry = LocalRegistry(tmp_path / "registry")
     outcome = register_best(cfg, folder, registry, "run-1", select(cfg, results), results, "v7", dag_id="card-dag")
-    assert outcome["registered"] and outcome["approval_status"] == APPROVED
+    assert outcome.registered and outcome.approval_status == APPROVED
     group = tmp_path / "registry" / cfg.registry_group
     card = json.loads((group / "v00001.model_card.json").read_text())
     assert card["evaluation_details"][0]["metadata"]["run_id"] == "run-1"

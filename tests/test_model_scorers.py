@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, WORKER_PYTHON, local_config
 from llmeval.config import EvalConfig
 from llmeval.dataset import read_dataset, read_jsonl, write_jsonl
-from llmeval.targets.local import _is_our_server, start_endpoint, stop_endpoint
+from llmeval.targets.local.servers import _is_our_server, start_endpoint, stop_endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fake_aws_credentials")]
 

@@ -6,17 +6,18 @@ import json
 import random
 
 import pytest
+
 from conftest import local_config
 from helpers import result
 from llmeval import history, store
 from llmeval.config import EvalConfig, GateRule, load_config
 from llmeval.config.errors import ConfigError
 from llmeval.paired import paired_test, record_scores
+from llmeval.registration import gate_decision
 from llmeval.registry import APPROVED, LocalRegistry
 from llmeval.report import ReportInput, render_html
 from llmeval.results import AlgorithmResult, Score
 from llmeval.selection import champion_gate, select
-from llmeval.steps import gate_decision
 
 FK = "FactualKnowledge/factual_knowledge"
 N = 60

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import ROOT, WORKER_PYTHON, local_config
 from latency_server import LatencyServer
 from llmeval.config import load_config

@@ -5,10 +5,11 @@ registry metadata."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
+
 from conftest import ROOT, local_config
 from helpers import failed, result
 from llmeval.config import ConfigError, EvalConfig, load_config
@@ -28,7 +29,7 @@ from llmeval.store import FAILURE, RESULTS, USAGE
 
 TABLE = PriceTable({"ml.g5.2xlarge": 1.515, "ml.m5.xlarge": 0.23}, "us-east-1", "2026-11-30")
 CLUSTER = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30}
-T0 = datetime(2026, 11, 30, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
 
 
 def dollars(value: float):
@@ -36,7 +37,7 @@ def dollars(value: float):
 
 
 def _at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(T0.timestamp() + seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(T0.timestamp() + seconds, tz=UTC)
 
 
 def test_an_endpoint_is_billed_from_its_creation_to_its_deletion_on_every_instance():

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import yaml
+
 from conftest import ROOT, local_config, run_dag
 from llmeval.config import load_config
 from llmeval.config.errors import ConfigError

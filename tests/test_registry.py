@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from llmeval.registry import APPROVED, PENDING, REJECTED, LocalRegistry
 
 

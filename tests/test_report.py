@@ -37,7 +37,11 @@ def test_ranking_says_whether_intervals_tell_models_apart(tmp_path):
     html, _ = _report(tmp_path, [result("a", fk=0.9), result("b", fk=0.85), result("c", fk=0.3)])
     page = html.read_text()
     row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in "abc"}
-    assert "<td>selected</td>" in row["a"] and "not distinguishable" in row["b"] and "<td>different (95% intervals)</td>" in row["c"]
+    assert (
+        "<td>selected</td>" in row["a"]
+        and "not distinguishable" in row["b"]
+        and "<td>different (95% intervals)</td>" in row["c"]
+    )
 
 
 def test_failures_are_shown_with_step(tmp_path):
@@ -74,7 +78,7 @@ def test_what_models_and_datasets_wrote_is_escaped_on_every_page(tmp_path):
     from llmeval import history
     from llmeval.report import render_model_html
 
-    hostile = "<script>alert(\"x\")</script> ' \" " + "long" * 2000
+    hostile = '<script>alert("x")</script> \' " ' + "long" * 2000
     scored = result(hostile, fk=0.7)
     html, md = _report(tmp_path, [scored, failed("b", "deploy", hostile)])
     sample = {"prompt": hostile, "model_output": hostile, "target_output": hostile, "scores": {hostile: {"s": 1.0}}}

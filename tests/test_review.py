@@ -8,20 +8,21 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
 import yaml
+
 from conftest import api_token, local_config, run_dag
 from helpers import result
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.dag.review import ReviewOperator
+from llmeval.registration import Registration, register_best
 from llmeval.registry import APPROVED, PENDING, REJECTED, LocalRegistry
 from llmeval.review import APPROVE, REJECT, flagged_records, outcome
-from llmeval.review_task import ReviewOperator
 from llmeval.selection import select
-from llmeval.steps import register_best
 
 QA = [("q1", "Capital of France?", "Paris"), ("q2", "Capital of Japan?", "Tokyo"), ("q3", "Capital of Peru?", "Lima")]
 
@@ -111,7 +112,7 @@ def test_a_reviewer_approves_in_airflow_and_the_version_says_so(tmp_path, airflo
     assert "review: Approved by admin at" in leaderboard and "checked &lt;q3&gt; by hand" in leaderboard
 
 
-def _decide(tmp_path, review: dict | None, on_gate_fail: str = "reject") -> dict:
+def _decide(tmp_path, review: dict | None, on_gate_fail: str = "reject") -> Registration:
     cfg = EvalConfig.model_validate(local_config("rev", registry={"approval": "review", "on_gate_fail": on_gate_fail}))
     results = [result("m-one", fk=0.8), result("m-two", fk=0.4)]
     registry = LocalRegistry(tmp_path / "registry")
@@ -137,18 +138,19 @@ def test_the_decision_sets_the_approval_status(tmp_path, review, on_gate_fail, s
     decided = _decide(tmp_path, review, on_gate_fail)
     if status is None:
         assert (
-            not decided["registered"]
-            and decided["reason"] == "rejected in review: Rejected by alice at 2026-11-30T02:00:00+00:00: too verbose"
+            not decided.registered
+            and decided.reason == "rejected in review: Rejected by alice at 2026-11-30T02:00:00+00:00: too verbose"
         )
     else:
-        assert decided["approval_status"] == status and decided["review"] == review
+        assert decided.approval_status == status and decided.review == review
+    assert Registration.from_dict(decided.to_dict()) == decided  # as XCom and registration.json carry it
 
 
 def test_a_timeout_leaves_the_version_pending_instead_of_failing_the_task():
     operator = ReviewOperator(task_id="review", subject="s", flagged=3)
     timed_out = operator.execute_complete({}, {"error": "no response", "error_type": "timeout"})
     assert timed_out == {"decision": None, "why": "no review answer: timeout"}
-    when = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     event = {
         "chosen_options": [REJECT],
         "params_input": {"comment": "no"},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import local_config, run_dag
 from llmeval import store
 from sagemaker_fixtures import BUCKET, REGION, clients, sagemaker_config, xcoms
@@ -77,7 +78,7 @@ def test_failed_evaluation_with_wiped_disks_still_deletes_its_endpoint(
     processing_emulator,
     aws_env,
     fresh_host_per_task,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     monkeypatch.setenv(store.ARTIFACTS_URL_ENV, STORE_URL)
     cfg = sagemaker_config("sm-store-fault", ["sm-alpha", "sm-gamma"])
@@ -100,8 +101,8 @@ def test_teardown_without_the_deploys_xcom_finds_resources_by_name_and_tag(aws_e
     deterministic name, its config and model through it, and an orphaned model and config by
     prefix and tags; another pipeline's resources are left alone."""
     from llmeval.config import EvalConfig
-    from llmeval.targets import sagemaker_requests as req
-    from llmeval.targets.sagemaker import teardown
+    from llmeval.targets.sagemaker import requests as req
+    from llmeval.targets.sagemaker.resources import teardown
 
     sm, _ = clients(aws_env)
     cfg = EvalConfig.model_validate(sagemaker_config("sm-orphans", ["sm-alpha", "sm-beta"]))
@@ -135,7 +136,7 @@ def test_teardown_without_the_deploys_xcom_finds_resources_by_name_and_tag(aws_e
 
 
 def test_deploy_refuses_an_endpoint_of_another_pipeline(aws_env):
-    from llmeval.targets import sagemaker_requests as req
+    from llmeval.targets.sagemaker import requests as req
 
     sm, _ = clients(aws_env)
     sm.create_model(
@@ -161,8 +162,9 @@ def test_deploy_refuses_an_endpoint_of_another_pipeline(aws_env):
 def test_the_run_uses_the_config_its_dag_was_parsed_from(tmp_path, airflow_db, monkeypatch):
     """The YAML edited after the DAG was parsed: the run's frozen config is the parsed one,
     and no task reads the YAML again (each reads the frozen copy from the store)."""
-    import llmeval.config
     from airflow.utils.cli import get_bagged_dag
+
+    import llmeval.config
 
     cfg = local_config("t-frozen", num_records=3)
     cfg["models"] = cfg["models"][:1]

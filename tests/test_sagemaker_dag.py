@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 import yaml
+
 from conftest import CONFIGS, ROOT, run_dag
 from latency_server import LatencyServer
 from sagemaker_fixtures import (
@@ -58,8 +59,9 @@ MODELS = ["sm-alpha", "sm-beta", "sm-gamma"]
 @pytest.fixture(autouse=True)
 def every_request_is_validated(monkeypatch):
     """Check every botocore call made in this process against the AWS API model."""
-    from aws_model import assert_valid
     from botocore.client import BaseClient
+
+    from aws_model import assert_valid
 
     original = BaseClient._make_api_call
     seen: list[str] = []
@@ -298,7 +300,7 @@ def test_a_jumpstart_judge_is_deployed_for_the_run_and_deleted_after_the_compari
     from latency_server import judge_reply
     from llmeval.config import EvalConfig
     from llmeval.store import run_folder
-    from llmeval.targets.sagemaker_requests import endpoint_name
+    from llmeval.targets.sagemaker.requests import endpoint_name
 
     processing_emulator.reply = judge_reply
     cfg = _config("sm-js-judged", ["sm-alpha", "sm-beta"])

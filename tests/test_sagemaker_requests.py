@@ -9,12 +9,13 @@ import json
 import boto3
 import pytest
 import yaml
-from aws_model import assert_valid
 from botocore.stub import ANY, Stubber
+
+from aws_model import assert_valid
 from conftest import CONFIGS
 from llmeval.config import EvalConfig, load_config
 from llmeval.registry import APPROVED, SageMakerModelRegistry
-from llmeval.targets import sagemaker_requests as req
+from llmeval.targets.sagemaker import requests as req
 from sagemaker_fixtures import IMAGE, JUMPSTART_FIXTURES, ROLE, clients, sagemaker_config
 
 RESOLVED = {
@@ -91,9 +92,7 @@ def test_processing_job_request_matches_the_api_model(cfg):
         args = request["AppSpecification"]["ContainerArguments"]
         assert args[args.index("--model") + 1] == model.name
         # a deployed model's job waits for its endpoint, and says when it no longer needs it
-        assert req.job_argument(request, "--release-uri") == (
-            f"s3://b/p/released/{model.name}.json" if model.deploys else None
-        )
+        assert req.job_args(request).release_uri == (f"s3://b/p/released/{model.name}.json" if model.deploys else None)
         assert ("--wait-for-endpoint" in args) == model.deploys
         assert args[args.index("--endpoint-name") + 1] == model.endpoint_name
 
@@ -218,12 +217,12 @@ def _execute_twice(operator_cls, config: dict, **extra) -> None:
 
 
 def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
-    from llmeval.targets.sagemaker import _operators
+    from llmeval.targets.sagemaker.operators import ReusingEndpointOperator
 
     sm, s3 = clients(aws_env)
     model = _on_g4dn(cfg.models[0])
     config = req.endpoint_config(cfg, model, RESOLVED, ROLE)
-    endpoint_op, *_ = _operators()
+    endpoint_op = ReusingEndpointOperator
     _execute_twice(endpoint_op, config)
     assert len(sm.list_models()["Models"]) == 1 and len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
     assert len(sm.list_endpoints()["Endpoints"]) == 1
@@ -239,7 +238,7 @@ def test_rerunning_deploy_and_register_creates_nothing_twice(aws_env, cfg):
 def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_env, tmp_path, monkeypatch):
     """The code prefix is named by the code's content: a second upload finds the manifest and
     sends nothing; a changed custom algorithm is new code under a new prefix."""
-    from llmeval.targets import sagemaker
+    from llmeval.targets.sagemaker import settings, staging
 
     config = tmp_path / "code.yaml"
     config.write_text(yaml.safe_dump(sagemaker_config("code-once", ["m"])))
@@ -254,15 +253,17 @@ def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_en
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
         return {o["Key"][len(key) :]: o["ETag"] for o in listed}
 
-    first = sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg))
+    first = staging.upload_code(code_cfg, settings.s3_hook(code_cfg))
     uploaded = objects(first)
-    assert set(uploaded) == {*sagemaker.code_files(), sagemaker.CODE_MANIFEST}
+    assert set(uploaded) == {*staging.code_files(), staging.CODE_MANIFEST}
     assert "llmeval/evaluation/__main__.py" in uploaded and "house_metric.py" in uploaded
     bucket, _, key = first.removeprefix("s3://").partition("/")
     s3.delete_object(Bucket=bucket, Key=f"{key}house_metric.py")  # a second upload would put it back
-    assert sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg)) == first and "house_metric.py" not in objects(first)
+    assert staging.upload_code(code_cfg, settings.s3_hook(code_cfg)) == first and "house_metric.py" not in objects(
+        first
+    )
     (tmp_path / "algorithms" / "house_metric.py").write_text("SCORE = 2\n")
-    changed = sagemaker.upload_code(code_cfg, sagemaker._s3(code_cfg))
+    changed = staging.upload_code(code_cfg, settings.s3_hook(code_cfg))
     assert changed != first and set(objects(changed)) == set(uploaded)
 
 
@@ -322,7 +323,7 @@ def test_training_request_matches_the_api_model_and_passes_validation_data(cfg):
 
 
 def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
-    from llmeval.targets.sagemaker import _operators
+    from llmeval.targets.sagemaker.operators import ReusingTrainingOperator
 
     sm, _ = clients(aws_env)
     tuned = cfg.model("llama3-8b-tuned")
@@ -345,7 +346,7 @@ def test_rerunning_finetune_does_not_start_a_second_job(aws_env, cfg):
     request = req.training_config(
         cfg, tuned, "ft-job-1", ROLE, resolved, "s3://llmeval-test/t/", None, "s3://llmeval-test/out/", "us-east-1"
     )
-    *_, training_op = _operators()
+    training_op = ReusingTrainingOperator
     _execute_twice(training_op, request, check_if_job_exists=False, print_log=False)
     assert [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]] == ["ft-job-1"]
 
@@ -524,8 +525,9 @@ def test_encryption_and_network_options_reach_every_request(cfg):
 
 
 def test_vpc_needs_subnets_and_security_groups_together():
-    from llmeval.config import SecuritySection
     from pydantic import ValidationError
+
+    from llmeval.config import SecuritySection
 
     with pytest.raises(ValidationError, match="both subnets and security_group_ids"):
         SecuritySection(subnets=["subnet-0abc1234"])
@@ -565,10 +567,10 @@ def test_a_still_running_evaluation_job_is_stopped(status, stopped):
 @pytest.mark.parametrize("status", ["InProgress", "Completed", None])
 def test_teardown_stops_a_training_job_left_running(status, cfg, monkeypatch, tmp_path):
     """A fine-tuning task that timed out leaves its job running: teardown stops it (GPU hours)."""
-    from llmeval.targets import sagemaker as target
+    from llmeval.targets.sagemaker import resources as target
 
     client = _client()
-    monkeypatch.setattr(target, "_hook", lambda _cfg: type("Hook", (), {"conn": client})())
+    monkeypatch.setattr(target, "hook", lambda _cfg: type("Hook", (), {"conn": client})())
     with Stubber(client) as stub:
         if status is None:
             stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found")
@@ -646,7 +648,7 @@ def test_an_endpoint_still_being_created_is_waited_for_before_it_is_deleted(sett
     ],
 )
 def test_the_release_check_reads_the_release_object_then_the_job(marker, job_status, state):
-    from llmeval.targets.model_release import release_state
+    from llmeval.targets.sagemaker.release import release_state
 
     s3, sm = _client("s3"), _client()
     with Stubber(s3) as s3_stub, Stubber(sm) as sm_stub:

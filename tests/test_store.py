@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from conftest import local_config
 from llmeval import store
 from llmeval.config import EvalConfig

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+
 from conftest import api_token, local_config, put_bundles_in_team, run_dag
 
 LONG = "x" * 8000

@@ -11,6 +11,7 @@ Run as a script in the worker environment: `python warm_container.py SOCKET`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -103,10 +104,8 @@ class ForkServer:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
 
 

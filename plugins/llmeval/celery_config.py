@@ -14,10 +14,11 @@ from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CON
 from celery.signals import worker_init
 
 PRELOADED = (
-    "llmeval.factory",
+    "llmeval.dag",
     "llmeval.steps",
-    "llmeval.targets.sagemaker",
-    "llmeval.targets.endpoint_leases",
+    "llmeval.registration",
+    "llmeval.targets.sagemaker.target",
+    "llmeval.targets.sagemaker.leases",
     "airflow.providers.amazon.aws.operators.sagemaker",
     "s3fs",
 )

@@ -63,6 +63,7 @@ def read_dataset(
         if limit is not None and len(prepared.records) >= limit:
             break
         prepared.total_rows += 1
+        problem: str | None
         try:
             row = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as exc:

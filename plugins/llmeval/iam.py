@@ -15,7 +15,7 @@ from typing import Any
 
 from llmeval.config import EvalConfig
 from llmeval.store import split_s3_uri
-from llmeval.targets import sagemaker_requests as req
+from llmeval.targets.sagemaker import requests as req
 
 # Actions the DAG's tasks call, by resource. Names are derived from the config; jobs and
 # models include a run hash, so they are scoped by the pipeline's name prefixes.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def table_for(overrides: dict[str, float]) -> PriceTable:
 
 def _utc(value: datetime | str) -> datetime:
     when = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def usage(
@@ -119,7 +119,7 @@ def processing_usage(job: dict[str, Any], cluster: dict[str, Any], prices: Price
         cluster["InstanceType"],
         cluster["InstanceCount"],
         job.get("ProcessingStartTime") or job["CreationTime"],
-        job.get("ProcessingEndTime") or job.get("LastModifiedTime") or datetime.now(timezone.utc),
+        job.get("ProcessingEndTime") or job.get("LastModifiedTime") or datetime.now(UTC),
         prices.hourly(cluster["InstanceType"]),
     )
 
@@ -134,7 +134,7 @@ def training_usage(job: dict[str, Any], prices: PriceTable) -> ResourceUsage:
         resources["InstanceType"],
         resources["InstanceCount"],
         job.get("TrainingStartTime") or job["CreationTime"],
-        job.get("TrainingEndTime") or job.get("LastModifiedTime") or datetime.now(timezone.utc),
+        job.get("TrainingEndTime") or job.get("LastModifiedTime") or datetime.now(UTC),
         prices.hourly(resources["InstanceType"]),
         seconds=job.get("BillableTimeInSeconds"),
     )

@@ -42,19 +42,17 @@ def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
 
 def _bar_chart(by_model: dict[str, Score]) -> dict[str, Any] | None:
     """Geometry of a bar per model with its 95% interval as whiskers (drawn by charts.html)."""
-    rows = [(m, s) for m, s in by_model.items() if s.value is not None]
+    rows = [(m, s, s.value) for m, s in by_model.items() if s.value is not None]
     if not rows:
         return None
-    top = max([1.0] + [s.ci_high or s.value for _, s in rows])
+    top = max([1.0] + [s.ci_high or value for _, s, value in rows])
     bar_h, label_w, plot_w = 26, 200, 380
     bars = []
-    for i, (model, score) in enumerate(rows):
+    for i, (model, score, value) in enumerate(rows):
         ci = None
         if score.ci_low is not None and score.ci_high is not None:
             ci = (label_w + plot_w * score.ci_low / top, label_w + plot_w * score.ci_high / top)
-        bars.append(
-            {"model": model, "score": score, "y": 10 + i * bar_h, "width": plot_w * score.value / top, "ci": ci}
-        )
+        bars.append({"model": model, "score": score, "y": 10 + i * bar_h, "width": plot_w * value / top, "ci": ci})
     # room for "value [low, high]" after the bars
     return {
         "width": label_w + plot_w + 200,
@@ -86,16 +84,19 @@ def _versus(
             record_scores(records[best.model], metric),
             higher_is_better=rule["direction"] == "higher",
         )
-        if test.mean_delta is not None:
+        if test.mean_delta is not None and test.ci_low is not None and test.ci_high is not None:
             verdict = "different" if test.ci_low > 0 or test.ci_high < 0 else "not distinguishable"
             return (
                 f"{verdict} ({test.method}, {test.matched} records: {test.mean_delta:+.3f} "
                 f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}])"
             )
     mine, theirs = model.scores_by_metric().get(metric), best.scores_by_metric().get(metric)
-    if not mine or not theirs or None in (mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high):
+    if not mine or not theirs:
         return "no interval"
-    apart = mine.ci_high < theirs.ci_low or mine.ci_low > theirs.ci_high
+    low, high, their_low, their_high = mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high
+    if low is None or high is None or their_low is None or their_high is None:
+        return "no interval"
+    apart = high < their_low or low > their_high
     return f"{'different' if apart else 'not distinguishable'} (95% intervals)"
 
 

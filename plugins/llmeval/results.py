@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmeval.store import FAILURE, RESULTS, USAGE, write_text
+from llmeval.store import FAILURE, PAIRWISE, RESULTS, USAGE, model_folder, write_text
 
 SCHEMA_VERSION = 1
 COST_METRICS = ("usd", "endpoint_seconds")  # 'cost/<figure>' in selection and the gate (lower is better)
+# 'generation/<figure>' in selection and the gate: attributes of GenerationStats
+GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
 
 
 @dataclass
@@ -101,7 +103,8 @@ class ModelResult:
     def cost_usd(self) -> float | None:
         """What the model's resources cost; None when one of them has no price (or none was used)."""
         prices = [u.usd for u in self.usage]
-        return None if not prices or None in prices else round(sum(prices), 6)
+        priced = [p for p in prices if p is not None]
+        return None if not prices or len(priced) < len(prices) else round(sum(priced), 6)
 
     @property
     def endpoint_seconds(self) -> float | None:
@@ -117,7 +120,7 @@ class ModelResult:
     def scores_by_metric(self) -> dict[str, Score]:
         """Every dataset score as '<Algorithm>/<score>', plus the generation and cost figures."""
         found = {f"{a.algorithm}/{s.name}": s for a in self.algorithms for s in a.scores if s.value is not None}
-        for figure in ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate"):
+        for figure in GENERATION_METRICS:
             value = getattr(self.generation, figure)
             if value is not None:
                 found[f"generation/{figure}"] = Score(figure, float(value), count=self.generation.records_total)
@@ -201,7 +204,8 @@ def pairwise_result(document: dict[str, Any], model: str) -> AlgorithmResult | N
     elif model in document["versus_champion"]:
         versus = document["versus_champion"][model]
         for name in ("win_rate_vs_champion", "wins_vs_champion", "ties_vs_champion", "losses_vs_champion"):
-            scores.append(Score(name, *versus[name], count=versus["records_vs_champion"]))
+            value, low, high = versus[name]
+            scores.append(Score(name, value, low, high, count=versus["records_vs_champion"]))
     scores.append(Score("bradley_terry", strengths[model]))
     return AlgorithmResult("Pairwise", scores)
 
@@ -219,4 +223,21 @@ def read_model_result(model_dir: Any, model: str) -> ModelResult:
     else:
         result = ModelResult(model=model, status="failed", failed_step="unknown", error="no result was written")
     result.usage = read_usage(model_dir) or result.usage
+    return result
+
+
+def model_result(run_folder: Any, model: str, summary: dict[str, Any] | None) -> ModelResult:
+    """A model's result in a run: the summary its evaluation handed on, else what the store
+    says (the failure a step recorded, or that nothing was written); with what its resources
+    cost (recorded in the store until its teardown) and its pairwise scores (pairwise.json)."""
+    folder = model_folder(run_folder, model)
+    if not summary:
+        result = read_model_result(folder, model)
+    else:
+        result = ModelResult.from_dict(summary)
+        result.usage = read_usage(folder) or result.usage
+    pairwise = run_folder / PAIRWISE
+    compared = pairwise_result(json.loads(pairwise.read_text()), model) if pairwise.exists() else None
+    if compared and result.succeeded:
+        result.algorithms.append(compared)
     return result

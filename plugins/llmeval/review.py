@@ -7,18 +7,17 @@ to the run's Leaderboard tab. Approve registers the version as Approved, Reject 
 not at all when `on_gate_fail: skip`); no answer within the timeout leaves it
 PendingManualApproval. The reviewer, time and comment go to the registry and the model card.
 
-This module holds what the register step and the pages need; the task is `review_task.py`.
+This module holds what the register step and the pages need; the task is `llmeval.dag.review`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-
 APPROVE, REJECT = "Approve", "Reject"
-TASK_ID = "review"
 LEADERBOARD_TAB = "llm-leaderboard"  # the plugin's dag_run view
 
 
@@ -95,7 +94,7 @@ def outcome(event: dict[str, Any]) -> dict[str, Any]:
     return {
         "decision": (event.get("chosen_options") or [None])[0],
         "by": by.get("name") or by.get("id") or "unknown",
-        "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+        "at": at.isoformat() if isinstance(at, datetime) else str(at),
         "comment": str((event.get("params_input") or {}).get("comment") or ""),
     }
 

@@ -86,7 +86,11 @@ def read_judgement(answer: str, scale: tuple[int, ...]) -> Judgement:
     if value is None or value not in scale:
         return Judgement(None, text[:300])
     explained = _EXPLANATION.search(text)
-    explanation = explained.group(1) if explained else text[: found.start()] + text[found.end() :]
+    if explained:
+        explanation = explained.group(1)
+    else:  # the rating was found (value is not None): the rest of the answer explains it
+        assert found is not None
+        explanation = text[: found.start()] + text[found.end() :]
     return Judgement(int(value), " ".join(explanation.split()).strip(" *:-")[:1000])
 
 

@@ -51,6 +51,13 @@ def effective_rules(cfg: EvalConfig, results: list[ModelResult]) -> list[MetricR
     return []
 
 
+def _known(value: float | None) -> float:
+    """A metric of an eligible candidate (eligible means every rule's metric has a value)."""
+    if value is None:
+        raise ValueError("an eligible candidate lacks a metric value")
+    return value
+
+
 def _meets(rule: MetricRule, value: float) -> bool:
     if rule.threshold is None:
         return True
@@ -71,7 +78,7 @@ def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
             missing = [m for m, v in metrics.items() if v is None] or ["(no scores)"]
             cand.reason = f"no value for {', '.join(missing)}"
         else:
-            misses = [r for r in rules if not _meets(r, metrics[r.metric])]
+            misses = [r for r in rules if not _meets(r, _known(metrics[r.metric]))]
             if misses:
                 cand.status = "below threshold"
                 cand.reason = "; ".join(
@@ -85,16 +92,16 @@ def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
     for cand in eligible:
         composite = 0.0
         for rule in rules:
-            values = [c.metrics[rule.metric] for c in eligible]
+            values = [_known(c.metrics[rule.metric]) for c in eligible]
             low, high = min(values), max(values)
-            norm = 1.0 if high == low else (cand.metrics[rule.metric] - low) / (high - low)
+            norm = 1.0 if high == low else (_known(cand.metrics[rule.metric]) - low) / (high - low)
             composite += rule.weight * (norm if rule.direction == "higher" else 1.0 - norm)
         cand.composite = round(composite / total_weight, 6)
 
     def order(c: Candidate) -> tuple[Any, ...]:
         if c.composite is None:
             return (1, 0.0, 0.0, c.model)
-        first = c.metrics[rules[0].metric] * (1 if rules[0].direction == "higher" else -1)
+        first = _known(c.metrics[rules[0].metric]) * (1 if rules[0].direction == "higher" else -1)
         return (0, -c.composite, -first, c.model)
 
     candidates.sort(key=order)
@@ -115,16 +122,17 @@ class GateDecision:
 
 def _compare(rule: GateRule, mine: Score, theirs: Score, paired: PairedTest | None) -> dict[str, Any]:
     sign = 1 if rule.direction == "higher" else -1
-    delta = sign * (mine.value - theirs.value)
+    delta = sign * (_known(mine.value) - _known(theirs.value))
     relative = delta / abs(theirs.value) if theirs.value else (float("inf") if delta > 0 else 0.0)
     checks = {"min_delta": delta >= rule.min_delta, "min_relative": relative >= rule.min_relative}
     if rule.require_ci_separation:
-        if None in (mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high):
+        low, high, their_low, their_high = mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high
+        if low is None or high is None or their_low is None or their_high is None:
             checks["ci_separation"] = False
         elif rule.direction == "higher":
-            checks["ci_separation"] = mine.ci_low > theirs.ci_high
+            checks["ci_separation"] = low > their_high
         else:
-            checks["ci_separation"] = mine.ci_high < theirs.ci_low
+            checks["ci_separation"] = high < their_low
     if rule.significance is not None:
         p_value = paired.p_value if paired else None
         checks["paired_significance"] = p_value is not None and p_value <= rule.significance
@@ -170,7 +178,7 @@ def champion_gate(
             True, f"champion {champion} has no scores on this catalog version: gate not applied", champion
         )
     mine = candidate.scores_by_metric()
-    comparisons = []
+    comparisons: list[dict[str, Any]] = []
     for rule in rules:
         if rule.metric not in mine or rule.metric not in champion_scores:
             comparisons.append({"metric": rule.metric, "passed": False, "checks": {"available": False}})

@@ -10,37 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
 from llmeval.dataset import read_dataset
-from llmeval.model_card import CardFacts
-from llmeval.model_card import content as card_content
-from llmeval.registry import APPROVED, PENDING, REJECTED, Registry
+from llmeval.inputs import dataset_file
+from llmeval.registration import Registration
 from llmeval.report import ReportInput, render_html, render_markdown
-from llmeval.results import ModelResult, pairwise_result, read_model_result, read_usage
-from llmeval.runtime import resolve_data_path
-from llmeval.selection import Selection, champion_gate, select
+from llmeval.results import ModelResult, read_usage
+from llmeval.selection import Selection, select
 
 log = logging.getLogger("llmeval.steps")
-
-
-def _dataset_file(location: str, scratch: Path, name: str = "dataset-source.jsonl") -> Path:
-    """A local file with the dataset: include/data, a local path, or a copy of a remote object."""
-    if "://" in location and not location.startswith("file://"):
-        from airflow.sdk import ObjectStoragePath
-
-        return store.download(ObjectStoragePath(location), scratch / name)
-    return resolve_data_path(location)
-
-
-def outputs_file(cfg: EvalConfig, model: str, catalog_version: str, scratch: Path) -> Path:
-    """A local file with a model's provided outputs (its outputs_location, this catalog version's)."""
-    location = (cfg.model(model).outputs_location or "").replace("{catalog_version}", catalog_version)
-    return _dataset_file(location, scratch, f"outputs-{store.safe_segment(model)}.jsonl")
 
 
 def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catalog_version: str) -> dict[str, Any]:
@@ -63,7 +45,7 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
     }
     with tempfile.TemporaryDirectory(prefix="llmeval-") as scratch:
         prepared = read_dataset(
-            _dataset_file(location, Path(scratch)),
+            dataset_file(location, Path(scratch)),
             ds.model_input_key,
             ds.target_output_key,
             ds.category_key,
@@ -100,23 +82,6 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
     return [n for n in names if n in requested]
 
 
-def model_result(run_folder: Any, model: str, summary: dict[str, Any] | None) -> ModelResult:
-    """A model's result: the summary its evaluation handed on, else what the store says
-    (the failure a step recorded, or that nothing was written); with what its resources cost
-    (recorded in the store until its teardown) and its pairwise scores (pairwise.json)."""
-    folder = store.model_folder(run_folder, model)
-    if not summary:
-        result = read_model_result(folder, model)
-    else:
-        result = ModelResult.from_dict(summary)
-        result.usage = read_usage(folder) or result.usage
-    pairwise = run_folder / store.PAIRWISE
-    compared = pairwise_result(json.loads(pairwise.read_text()), model) if pairwise.exists() else None
-    if compared and result.succeeded:
-        result.algorithms.append(compared)
-    return result
-
-
 def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) -> Selection:
     selection = select(cfg, results)
     store.write_text(run_folder / store.SELECTION, json.dumps(selection.to_dict(), indent=2))
@@ -124,139 +89,6 @@ def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) ->
         level = logging.WARNING if cand.status == "failed" else logging.INFO
         log.log(level, "%s: %s (composite %s) %s", cand.model, cand.status, cand.composite, cand.reason)
     return selection
-
-
-def gate_decision(
-    cfg: EvalConfig,
-    registry: Registry,
-    dag_id: str,
-    catalog_version: str,
-    best: ModelResult,
-    results: list[ModelResult],
-    run_folder: Any,
-):
-    """The champion gate for the selected model, on this run's catalog version: the champion's
-    scores (and scored records, for a paired test) from this run when it was evaluated here,
-    else from the history and the champion's run folder in the store."""
-    from llmeval.history import run_of, scores_on
-    from llmeval.paired import read_records
-
-    champion = registry.latest_approved(cfg.registry_group) if cfg.registry.gate else None
-    champion_scores, champion_folder = None, None
-    if champion is not None:
-        here = next((r for r in results if r.model == champion.model and r.succeeded), None)
-        if here is not None:
-            champion_scores, champion_folder = here.scores_by_metric(), run_folder
-        else:
-            champion_scores = scores_on(dag_id, catalog_version, champion.model, cfg.artifacts_url)
-            recorded_run = run_of(dag_id, catalog_version, cfg.artifacts_url)
-            if recorded_run:
-                champion_folder = store.run_folder(dag_id, recorded_run, cfg.artifacts_url)
-    records = None
-    if champion is not None and champion_folder is not None and any(r.significance for r in cfg.registry.gate):
-        mine = read_records(store.model_folder(run_folder, best.model))
-        theirs = read_records(store.model_folder(champion_folder, champion.model))
-        records = (mine, theirs) if mine is not None and theirs is not None else None
-    return champion_gate(cfg.registry.gate, best, champion.model if champion else None, champion_scores, records)
-
-
-def register_best(
-    cfg: EvalConfig,
-    run_folder: Any,
-    registry: Registry,
-    run_id: str,
-    selection: Selection,
-    results: list[ModelResult],
-    catalog_version: str,
-    enabled: bool = True,
-    dag_id: str = "",
-    review: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Register the selected model, gated against the champion and, with `approval: review`,
-    as the reviewer decided (`review.outcome`); the outcome is saved."""
-    from llmeval.review import APPROVE, REJECT, review_text
-
-    if not enabled:
-        outcome: dict[str, Any] = {"registered": False, "reason": "registration disabled for this run"}
-    elif selection.best is None:
-        outcome = {"registered": False, "reason": "no model was eligible for selection"}
-    else:
-        best = next(r for r in results if r.model == selection.best)
-        model = cfg.model(selection.best)
-        decision = gate_decision(cfg, registry, dag_id or cfg.pipeline.name, catalog_version, best, results, run_folder)
-        log.info("champion gate: %s", decision.reason)
-        status = APPROVED if cfg.registry.approval == "auto" else PENDING
-        decided = (review or {}).get("decision")
-        if decided == APPROVE:
-            status = APPROVED
-        rejected = not decision.passed or decided == REJECT
-        if rejected:
-            status = REJECTED
-        reviewed = review_text(review)
-        if reviewed:
-            log.info("review: %s", reviewed)
-        metrics = {m: asdict(s) for m, s in best.scores_by_metric().items()}
-        metadata = {
-            "model_id": model.model_id,
-            "model_version": model.model_version,
-            "dataset": cfg.dataset.dataset_name,
-            "pipeline": cfg.pipeline.name,
-            "selection_composite": next(c.composite for c in selection.ranking if c.model == selection.best),
-            "records_evaluated": best.generation.records_evaluated,
-            "catalog_version": catalog_version,
-            "gate": decision.reason[:250],
-            **({"cost_usd": best.cost_usd} if best.cost_usd is not None else {}),
-            **({"review": reviewed[:250]} if reviewed else {}),
-        }
-        training = best.metadata.get("training")
-        if training:  # a tuned model: reference its training run and metrics
-            metadata["training_job"] = training.get("job_name") or training.get("artifact", "local fine-tune")
-            metadata["base_model"] = training.get("base_model", model.model_id)
-            metrics.update(
-                {
-                    f"training/{k}": v
-                    for k, v in training.items()
-                    if k in ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")
-                }
-            )
-        if not rejected or cfg.registry.on_gate_fail == "reject":
-            facts = CardFacts(
-                dag_id=dag_id or cfg.pipeline.name,
-                run_id=run_id,
-                catalog_version=catalog_version,
-                approval_status=status,
-                selection=next(c.reason for c in selection.ranking if c.model == selection.best) + ".",
-                gate=decision.reason + ".",
-                artifact=(training or {}).get("artifact") or model.model_id,
-                review=reviewed,
-            )
-            version = registry.register(
-                cfg.registry_group, selection.best, run_id, status, metrics, metadata, card_content(cfg, best, facts)
-            )
-            outcome = {"registered": True, **asdict(version), "gate": asdict(decision), "review": review}
-            log.info("registered %s as %s v%d (%s)", selection.best, version.group, version.version, status)
-        else:
-            reason = decision.reason if not decision.passed else f"rejected in review: {reviewed}"
-            outcome = {"registered": False, "reason": reason, "gate": asdict(decision), "review": review}
-    store.write_text(run_folder / store.REGISTRATION, json.dumps(outcome, indent=2, default=str))
-    return outcome
-
-
-def registration_text(outcome: dict[str, Any] | None) -> str:
-    if outcome is None:
-        return "register step did not complete"
-    if not outcome.get("registered"):
-        return f"not registered: {outcome.get('reason')}"
-    from llmeval.review import review_text
-
-    gate = outcome.get("gate", {}).get("reason")
-    text = (
-        f"{outcome['model']} registered as {outcome['group']} version {outcome['version']} "
-        f"({outcome['approval_status']})"
-    )
-    text = f"{text}; champion gate: {gate}" if gate else text
-    reviewed = review_text(outcome.get("review"))
-    return f"{text}; review: {reviewed}" if reviewed else text
 
 
 def report_input(
@@ -267,7 +99,7 @@ def report_input(
     results: list[ModelResult],
     catalog_version: str,
     selection: Selection,
-    registration: dict[str, Any] | None,
+    registration: Registration | None,
     trend_link: str,
     record_links: dict[str, str] | None = None,
     judges: list[str] | None = None,
@@ -282,7 +114,7 @@ def report_input(
         dataset=dataset,
         results=results,
         selection=selection,
-        registration=registration_text(registration),
+        registration=registration.text() if registration else "register step did not complete",
         catalog_version=catalog_version,
         trend_link=trend_link,
         records={
@@ -303,7 +135,7 @@ def write_run_report(
     results: list[ModelResult],
     catalog_version: str,
     selection: Selection | None = None,
-    registration: dict[str, Any] | None = None,
+    registration: Registration | None = None,
     dag_id: str = "",
 ) -> Any:
     """The leaderboard; also records the run in the history and redraws the trend page."""

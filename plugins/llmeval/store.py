@@ -198,7 +198,7 @@ def upload_tree(local: Path, dest: Any) -> list[str]:
 
 def download_tree(src: Any, local: Path) -> list[str]:
     """Copy every object under a store folder into a local folder; the names copied."""
-    copied = []
+    copied: list[str] = []
     if not src.exists():
         return copied
     for item in src.rglob("*"):

@@ -4,6 +4,7 @@ config, the secret scan, and a folder of configs checked together."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from llmeval.config.errors import ConfigError, FieldProblem, Problem
 from llmeval.config.schema import EvalConfig
 from llmeval.config.secrets import find_secrets
+from llmeval.config.target_checks import check_target
 
 DEFAULTS_FILE = "defaults.yaml"
 CONFIGS_DIR_ENV = "LLM_EVAL_CONFIGS_DIR"
@@ -44,7 +46,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return path
 
 
-def _expected(error: dict[str, Any]) -> str:
+def _expected(error: Mapping[str, Any]) -> str:
     msg = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return "unknown key (check its spelling and indentation)"
@@ -67,9 +69,11 @@ def _read_yaml(path: Path) -> tuple[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")])
+        raise ConfigError(
+            [Problem(str(path), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
     except OSError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"cannot read file ({exc.strerror})")])
+        raise ConfigError([Problem(str(path), None, "", f"cannot read file ({exc.strerror})")]) from None
     try:
         return text, yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
@@ -79,7 +83,7 @@ def _read_yaml(path: Path) -> tuple[str, Any]:
         context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and context_mark:
             reason += f" ({context} started at line {context_mark.line + 1})"
-        raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")])
+        raise ConfigError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from None
 
 
 def load_defaults(folder: Path) -> dict[str, Any]:
@@ -105,7 +109,12 @@ def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> Eva
     if defaults:
         data = _deep_merge(defaults, data)
     try:
-        return EvalConfig.model_validate(data)
+        cfg = EvalConfig.model_validate(data)
+        check_target(cfg)  # what the config's target can run
+        return cfg
+    except FieldProblem as exc:
+        root = yaml.compose(text, Loader=_SafeLoader)
+        raise ConfigError([Problem(str(path), _line_of(root, exc.loc), _field_path(exc.loc), str(exc))]) from None
     except ValidationError as exc:
         root = yaml.compose(text, Loader=_SafeLoader)
         problems = []

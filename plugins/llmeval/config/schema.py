@@ -12,15 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraint
 
 from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
 from llmeval.config.errors import FieldProblem
-from llmeval.config.target_checks import check_target
-from llmeval.results import COST_METRICS
+from llmeval.contracts import ModelKind, TargetName
+from llmeval.results import COST_METRICS, GENERATION_METRICS
 from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, rubric_problem, rubrics_of
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
 AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
-GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
 
 
 class _Strict(BaseModel):
@@ -162,19 +161,26 @@ class ModelSection(_Strict):
         return None if said is None else str(said).lower() == "true"
 
     @property
-    def kind(self) -> str:
-        """'provided' (outputs given), 'bedrock' (no endpoint to deploy), 'tuned' (fine-tuned
-        first) or 'foundation'."""
+    def kind(self) -> ModelKind:
+        """Provided (outputs given), Bedrock (no endpoint to deploy), tuned (fine-tuned first)
+        or foundation."""
         if self.outputs_location:
-            return "provided"
+            return ModelKind.PROVIDED
         if self.model_provider == "bedrock":
-            return "bedrock"
-        return "tuned" if self.finetuning is not None else "foundation"
+            return ModelKind.BEDROCK
+        return ModelKind.TUNED if self.finetuning is not None else ModelKind.FOUNDATION
+
+    @property
+    def tuning(self) -> FinetuningSection:
+        """The finetuning block of a model that has one (a tuned model's steps ask for it)."""
+        if self.finetuning is None:
+            raise ValueError(f"model {self.name!r} has no finetuning block")
+        return self.finetuning
 
     @property
     def deploys(self) -> bool:
         """Whether the pipeline serves this model (an endpoint or a local server) to evaluate it."""
-        return self.kind in ("foundation", "tuned")
+        return self.kind.deploys
 
     @property
     def max_concurrency(self) -> int:
@@ -493,7 +499,7 @@ class LocalSection(_Strict):
 class EvalConfig(_Strict):
     """One evaluation pipeline: becomes one Airflow DAG."""
 
-    target: Literal["local", "sagemaker"] = Field("sagemaker", description="No key means SageMaker (the seed).")
+    target: TargetName = Field(TargetName.SAGEMAKER, description="No key means SageMaker (the seed).")
     pipeline: PipelineSection
     dataset: DatasetSection
     models: list[ModelSection] = Field(min_length=1)
@@ -574,7 +580,7 @@ class EvalConfig(_Strict):
                 raise FieldProblem((key, i, "name"), f"duplicate model name {model.name!r} (also {seen[model.name]})")
             seen[model.name] = f"{key}[{i}]"
             endpoint = model.endpoint_name or (model.name if self.target == "local" else None)
-            if endpoint and model.kind not in ("bedrock", "provided"):
+            if endpoint and model.deploys:
                 if endpoint in endpoints:
                     raise FieldProblem(
                         (key, i, "endpoint_name"),
@@ -582,7 +588,7 @@ class EvalConfig(_Strict):
                         "endpoint (one would be evaluated on the other's, and one teardown would delete both)",
                     )
                 endpoints[endpoint] = f"{key}[{i}]"
-            if key == "judges" and model.kind not in ("foundation", "bedrock"):
+            if key == "judges" and model.kind not in (ModelKind.FOUNDATION, ModelKind.BEDROCK):
                 raise FieldProblem(
                     (key, i, "finetuning" if model.finetuning else "outputs_location"),
                     "a judge must answer prompts: a deployed foundation model or a Bedrock model",
@@ -594,12 +600,13 @@ class EvalConfig(_Strict):
             if model.outputs_location:
                 _check_provided(self, i, model)
         self._check_judging()
-        check_target(self)
         names = [a.name for a in self.algorithms]
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise FieldProblem(("algorithms", i, "algorithm"), f"{name} is listed twice")
-        rules = [(("selection", "metrics", i, "metric"), r) for i, r in enumerate(self.selection.metrics)]
+        rules: list[tuple[tuple[Any, ...], _MetricRef]] = [
+            (("selection", "metrics", i, "metric"), r) for i, r in enumerate(self.selection.metrics)
+        ]
         rules += [(("registry", "gate", i, "metric"), r) for i, r in enumerate(self.registry.gate)]
         for loc, rule in rules:
             source, figure = rule.metric.split("/")

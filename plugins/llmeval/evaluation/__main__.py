@@ -1,14 +1,7 @@
 """The evaluation entry point: generate, then score, for one model.
 
-The same command line runs in the local worker environment and in a SageMaker
-Processing container (the package shipped as its code input):
-
-    python -m llmeval.evaluation --config run/config.json --model NAME \
-        --dataset run/dataset.jsonl --output-dir run/models/NAME \
-        --endpoint-name NAME [--endpoint-url http://127.0.0.1:PORT] [--cache-dir DIR]
-        [--wait-for-endpoint SECONDS --release-uri s3://...]  (SageMaker: the endpoint's lifetime)
-        [--judge NAME=ENDPOINT[@URL] ...]  (LLMJudge: where each judge answers)
-
+The same command line (`llmeval.evaluation.job_args.JobArgs`) runs in the local worker
+environment and in a SageMaker Processing container (the package shipped as its code input).
 Writes outputs.jsonl (one row per record), records.jsonl (answered rows with every
 score), results.json (the result schema) and report.html (this model's scores with
 intervals, categories and sample records). Exit status 0 when the model succeeded.
@@ -16,25 +9,22 @@ intervals, categories and sample records). Exit status 0 when the model succeede
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-from llmeval.config import EvalConfig, ModelSection, load_config
+from llmeval.config import EvalConfig, ModelSection
 from llmeval.dataset import read_jsonl, write_jsonl
 from llmeval.evaluation import RELEASE_MARK, cache_sync
+from llmeval.evaluation.clients import judge_clients, model_target, read_config
 from llmeval.evaluation.endpoint_release import announce_release, wait_in_service
 from llmeval.evaluation.generate import (
     ModelClient,
-    ResponseCache,
-    Target,
     generate_with,
 )
+from llmeval.evaluation.job_args import JobArgs
 from llmeval.evaluation.provided import provided_rows, read_outputs
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
@@ -42,13 +32,6 @@ from llmeval.results import GenerationStats, ModelResult, write_result
 from llmeval.store import MODEL_REPORT, OUTPUTS, RECORDS
 
 log = logging.getLogger("llmeval.evaluation")
-
-
-def read_config(path: Path) -> EvalConfig:
-    """The run's resolved config.json, or a config YAML."""
-    if path.suffix == ".json":
-        return EvalConfig.model_validate_json(path.read_text(encoding="utf-8"))
-    return load_config(path)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -60,68 +43,13 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 2)
 
 
-def model_target(
-    model: ModelSection, endpoint_name: str | None, endpoint_url: str | None, identity: str | None, region: str | None
-) -> Target:
-    """How to ask `model`: its endpoint (or Bedrock model), templates and limits."""
-    ev = model.evaluation_config
-    bedrock = model.model_provider == "bedrock"
-    return Target(
-        endpoint_name=model.model_id if bedrock else (endpoint_name or model.endpoint_name or model.name),
-        model_identity=identity or f"{model.model_id}@{model.model_version}",
-        output_path=ev.output,
-        content_template=ev.content_template,
-        inference_parameters=ev.inference_parameters,
-        custom_attributes=",".join(
-            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in ev.custom_attributes.items()
-        )
-        or None,
-        endpoint_url=endpoint_url,
-        region=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        max_concurrency=model.max_concurrency,
-        timeout_s=ev.request_timeout_s,
-        max_retries=ev.max_retries,
-        provider="bedrock" if bedrock else "sagemaker",
-        log_probability_path=ev.log_probability,
-        log_probability_parameters=ev.log_probability_parameters,
-    )
-
-
-def _judge_endpoints(given: list[str]) -> dict[str, tuple[str, str | None]]:
-    """--judge NAME=ENDPOINT[@URL] arguments, by judge name."""
-    out = {}
-    for item in given:
-        name, _, endpoint = item.partition("=")
-        endpoint_name, _, url = endpoint.partition("@")
-        if not name or not endpoint_name:
-            raise SystemExit(f"--judge {item!r}: expected NAME=ENDPOINT_NAME[@URL]")
-        out[name] = (endpoint_name, url or None)
-    return out
-
-
-def judge_clients(
-    cfg: EvalConfig, given: list[str], region: str | None, cache: ResponseCache
-) -> dict[str, ModelClient]:
-    """A `ModelClient` for each judge the config's algorithms ask, at the endpoints `given`
-    as --judge NAME=ENDPOINT[@URL] (a Bedrock judge needs none), by judge name."""
-    endpoints = _judge_endpoints(given)
-    return {
-        judge.name: ModelClient(
-            model_target(judge, *endpoints.get(judge.name, (None, None)), None, region),
-            judge.evaluation_config.prompt_template,
-            cache,
-        )
-        for judge in cfg.judged_by
-    }
-
-
-def run(args: argparse.Namespace) -> ModelResult:
+def run(args: JobArgs) -> ModelResult:
     cfg = read_config(args.config)
     model = cfg.model(args.model)
     records = read_jsonl(args.dataset)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with cache_sync.opened(args.cache_dir, args.cache_uri) as cache:
-        judges = judge_clients(cfg, args.judge, args.region, cache)
+        judges = judge_clients(cfg, args.judges, args.region, cache)
         if args.outputs:  # a model served elsewhere: its outputs were given, nothing to ask
             started = time.perf_counter()
             shown = model.outputs_location or str(args.outputs)
@@ -129,7 +57,7 @@ def run(args: argparse.Namespace) -> ModelResult:
             return _score(cfg, model, rows, args, started, 0, None, judges)
         target = model_target(model, args.endpoint_name, args.endpoint_url, args.model_identity, args.region)
         if args.wait_for_endpoint:  # the job started while the endpoint was being created
-            wait_in_service(target.endpoint_name, target.region, args.wait_for_endpoint)
+            wait_in_service(target.endpoint_name, target.region or "us-east-1", args.wait_for_endpoint)
         client = ModelClient(target, model.evaluation_config.prompt_template, cache)
         started = time.perf_counter()
         rows = generate_with(client, records)
@@ -140,7 +68,7 @@ def _score(
     cfg: EvalConfig,
     model: ModelSection,
     rows: list[dict],
-    args: argparse.Namespace,
+    args: JobArgs,
     started: float,
     retries: int,
     client: ModelClient | None,
@@ -212,34 +140,7 @@ def _stop(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="config YAML, or the run's resolved config.json")
-    parser.add_argument("--model", required=True, help="model name from the config")
-    parser.add_argument("--dataset", type=Path, required=True, help="prepared dataset JSONL")
-    parser.add_argument("--output-dir", type=Path, required=True)
-    parser.add_argument("--endpoint-name", help="default: the model's endpoint_name, else its name")
-    parser.add_argument("--endpoint-url", help="override for the sagemaker-runtime endpoint (local server)")
-    parser.add_argument("--model-identity", help="cache identity; default model_id@model_version")
-    parser.add_argument("--training-metrics", type=Path, help="fine-tune metrics to keep in the result")
-    parser.add_argument("--region")
-    parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("LLM_EVAL_CACHE_DIR", ".cache")))
-    parser.add_argument("--cache-uri", help="s3:// object holding the response cache between jobs (SageMaker)")
-    parser.add_argument(
-        "--wait-for-endpoint",
-        type=float,
-        metavar="SECONDS",
-        help="wait until the SageMaker endpoint is InService first, checking every SECONDS",
-    )
-    parser.add_argument("--release-uri", help="s3:// object to write when the model is no longer needed")
-    parser.add_argument("--outputs", type=Path, help="the model's provided outputs (JSONL): score them, ask nothing")
-    parser.add_argument(
-        "--judge",
-        action="append",
-        default=[],
-        metavar="NAME=ENDPOINT[@URL]",
-        help="the endpoint (and runtime URL) of one of the config's judges (LLMJudge)",
-    )
-    args = parser.parse_args(argv)
+    args = JobArgs.from_argv(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line per client it builds
     signal.signal(signal.SIGTERM, _stop)  # SageMaker stops a job with SIGTERM: unwind, so the cache is kept

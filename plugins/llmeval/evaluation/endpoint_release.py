@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from llmeval.evaluation.cache_sync import encryption
 from llmeval.store import split_s3_uri
@@ -45,10 +45,10 @@ def announce_release(uri: str, model: str) -> None:
     import boto3
 
     bucket, key = split_s3_uri(uri)
-    body = json.dumps({"model": model, "released_at": datetime.now(timezone.utc).isoformat()})
+    body = json.dumps({"model": model, "released_at": datetime.now(UTC).isoformat()})
     try:
         boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), **encryption())
-    except Exception as exc:  # noqa: BLE001 - the evaluation goes on; teardown deletes the endpoint later
+    except Exception as exc:
         log.warning("could not write the release object %s (%s): the endpoint lives until teardown", uri, exc)
         return
     log.info("release object written to %s", uri)

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def package_dir(package: str) -> Path:
     """Folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed in {os.sys.executable}; run `make worker-env`")
+        raise FileNotFoundError(f"package {package!r} is not installed in {sys.executable}; run `make worker-env`")
     return Path(list(spec.submodule_search_locations)[0])
 
 

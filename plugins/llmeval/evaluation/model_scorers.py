@@ -13,8 +13,9 @@ import copy
 import importlib
 import inspect
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from fmeval.model_runners.model_runner import ModelRunner
 
@@ -75,6 +76,8 @@ def robustness_scorer(section: AlgorithmSection, client: ModelClient):
     from fmeval.eval_algorithms.semantic_robustness_utils import get_perturbation_transform
 
     spec = ALGORITHMS[section.name]
+    if spec.fmeval_module is None or spec.fmeval_config_class is None:
+        raise ValueError(f"{spec.name} is not one of fmeval's semantic-robustness algorithms")
     module = importlib.import_module(spec.fmeval_module)
     algorithm_cls, config_cls = getattr(module, spec.name), getattr(module, spec.fmeval_config_class)
     runner = CachedModelRunner(client)
@@ -109,12 +112,12 @@ def stereotyping_scorer(client: ModelClient):
     """fmeval's PromptStereotyping: the log probability of each sentence of a pair, from the
     model, then fmeval's own per-record scores (is the more stereotypical sentence likelier,
     and by how much)."""
+    from fmeval.constants import DatasetColumns
     from fmeval.eval_algorithms.prompt_stereotyping import (
         LOG_PROBABILITY_DIFFERENCE,
         PROMPT_STEREOTYPING,
         PromptStereotypingScores,
     )
-    from fmeval.constants import DatasetColumns
 
     transform = PromptStereotypingScores()
     more_key, less_key = DatasetColumns.SENT_MORE_LOG_PROB.value.name, DatasetColumns.SENT_LESS_LOG_PROB.value.name

@@ -29,7 +29,9 @@ from typing import Any
 from llmeval.config import AlgorithmSection, EvalConfig
 from llmeval.dataset import read_jsonl
 from llmeval.evaluation import cache_sync
+from llmeval.evaluation.clients import judge_clients, read_config
 from llmeval.evaluation.generate import ModelClient, Progress
+from llmeval.evaluation.job_args import JudgeEndpoint
 from llmeval.evaluation.score import bootstrap_ci
 from llmeval.store import OUTPUTS
 
@@ -183,7 +185,7 @@ def compare(
         other, won, lost = (p.b, "win_b", "win_a") if p.a == champion else (p.a, "win_a", "win_b")
         preference = p.rates["preference_a"]
         if other == p.b:  # the champion is a: b's preference is 1 - a's (the interval flips)
-            preference = [round(1 - v, 4) for v in (preference[0], preference[2], preference[1])]
+            preference = [None if v is None else round(1 - v, 4) for v in (preference[0], preference[2], preference[1])]
         versus[other] = {
             "win_rate_vs_champion": preference,
             "wins_vs_champion": p.rates[won],
@@ -203,15 +205,13 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmeval.evaluation.__main__ import judge_clients, read_config
-
     parser = argparse.ArgumentParser(prog="python -m llmeval.evaluation.pairwise", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--runs-dir", type=Path, required=True, help="folder with <model>/outputs.jsonl")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--cache-uri", help="s3:// object holding the judge's response cache between jobs (SageMaker)")
-    parser.add_argument("--judge", action="append", default=[], metavar="NAME=ENDPOINT[@URL]")
+    parser.add_argument("--judge", type=JudgeEndpoint.parse, action="append", default=[], metavar="NAME=ENDPOINT[@URL]")
     parser.add_argument("--region")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stdout)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             answers[folder.name] = answered
     with cache_sync.opened(args.cache_dir, args.cache_uri) as cache:
         document = compare(
-            section, answers, judge_clients(cfg, args.judge, args.region, cache)[section.options["judge"]]
+            section, answers, judge_clients(cfg, tuple(args.judge), args.region, cache)[section.options["judge"]]
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2), encoding="utf-8")

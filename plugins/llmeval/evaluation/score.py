@@ -15,7 +15,8 @@ import inspect
 import logging
 import os
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config import AlgorithmSection
@@ -35,6 +36,8 @@ class AlgorithmUnavailable(RuntimeError):
 
 def _fmeval_module(name: str):
     spec = ALGORITHMS[name]
+    if spec.fmeval_module is None:
+        raise ValueError(f"{spec.name} is the project's own algorithm, not fmeval's")
     try:
         return importlib.import_module(spec.fmeval_module)
     except Exception as exc:  # fmeval loads BERTScore/detoxify weights at import time
@@ -170,7 +173,7 @@ def aggregate(per_record: PerRecord) -> list[Score]:
         names.extend(n for n in row if n not in names)
     scores = []
     for name in names:
-        values = [row[name] for row in per_record if row.get(name) is not None]
+        values = [value for row in per_record if (value := row.get(name)) is not None]
         if not values:
             scores.append(Score(name, None, count=0))
             continue

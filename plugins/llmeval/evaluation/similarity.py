@@ -50,7 +50,8 @@ class SemanticSimilarity:
         targets = self.model.encode(
             flat, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
         )
-        scores, start = [], 0
+        scores: list[dict[str, float | None]] = []
+        start = 0
         for i, refs in enumerate(references):
             sims = targets[start : start + len(refs)] @ outputs[i]
             start += len(refs)

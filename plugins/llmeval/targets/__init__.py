@@ -1,39 +1,22 @@
-"""Targets: where a model is deployed, evaluated and registered. One module per target,
-each with a class that implements `Target`; `get` imports only the one a config names."""
+"""Targets: where a model is deployed, evaluated and registered. Each target is a package
+with a class that implements `Target` (`base`); `get` imports only the one a config names."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import importlib
 
-if TYPE_CHECKING:
-    from llmeval.config import EvalConfig
-    from llmeval.registry import Registry
-    from llmeval.tasks import CurrentRun
+from llmeval.contracts import TargetName
+from llmeval.targets.base import JudgeSteps, Target
 
-
-class Target(Protocol):
-    result_task: str
-    """The per-model task whose XCom is the model's result summary (results.json's content)."""
-
-    def model_steps(self, cfg: EvalConfig, model_name: Any, kind: str) -> None:
-        """Add one model's tasks ([finetune ->] deploy -> evaluate -> teardown) to the current task group."""
-
-    def registry(self, cfg: EvalConfig, run: CurrentRun) -> Registry:
-        """The registry the selected model is registered in."""
-
-    def judge_steps(self, cfg: EvalConfig, after: Any) -> tuple[Any, Any, Any]:
-        """(deploy the judges, after `after`; compare the models pairwise or None; tear the
-        judges down): the model groups run after the first."""
-
-    def validate(self, cfg: EvalConfig) -> list[str]:
-        """Problems with running `cfg` on this Airflow deployment (found at load, before any run)."""
+TARGETS = {  # TargetName -> "module:class", imported on first use
+    TargetName.LOCAL: "llmeval.targets.local.target:LocalTarget",
+    TargetName.SAGEMAKER: "llmeval.targets.sagemaker.target:SageMakerTarget",
+}
 
 
-def get(name: str) -> Target:
-    if name == "local":
-        from llmeval.targets.local import LocalTarget
+def get(name: TargetName) -> Target:
+    module, _, cls = TARGETS[TargetName(name)].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
-        return LocalTarget()
-    from llmeval.targets.sagemaker import SageMakerTarget
 
-    return SageMakerTarget()
+__all__ = ["TARGETS", "JudgeSteps", "Target", "get"]

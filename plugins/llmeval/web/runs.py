@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.contracts import TaskId
+from llmeval.registration import Registration
 from llmeval.report import ReportInput
 from llmeval.results import ModelResult
 from llmeval.selection import Selection
-from llmeval.tasks import PREPROCESS_TASK, open_folder
+from llmeval.taskrun import open_folder
 
 log = logging.getLogger("llmeval.web")
 TAG = "llm-eval"  # the factory tags every evaluation DAG with it
@@ -65,7 +68,7 @@ def _preprocess_xcom(dag_id: str, run_id: str) -> dict[str, Any]:
 
     with create_session() as session:
         query = XComModel.get_many(
-            run_id=run_id, key="return_value", task_ids=PREPROCESS_TASK, dag_ids=dag_id, map_indexes=-1, limit=1
+            run_id=run_id, key="return_value", task_ids=TaskId.PREPROCESS, dag_ids=dag_id, map_indexes=-1, limit=1
         )
         row = session.scalars(query).first()
         value = XComModel.deserialize_value(row) if row is not None else None
@@ -128,8 +131,6 @@ def champion_after(registration: dict[str, Any] | None) -> str | None:
 
 
 def summarize(dag_id: str) -> DagSummary:
-    from llmeval.steps import registration_text
-
     runs = recent_runs(dag_id, limit=1)
     if not runs:
         return DagSummary(dag_id, None, None, None, "no run yet")
@@ -145,7 +146,7 @@ def summarize(dag_id: str) -> DagSummary:
         latest,
         selection.best if selection else None,
         champion_after(registration),
-        registration_text(registration) if registration else "not decided yet",
+        Registration.from_dict(registration).text() if registration else "not decided yet",
     )
 
 
@@ -185,7 +186,7 @@ def leaderboard(run: RunRef, link_of: Callable[[str], str], trend_link: str) -> 
         results,
         run.catalog_version,
         selection or select(cfg, results),
-        registration,
+        Registration.from_dict(registration) if registration else None,
         trend_link,
         {m: link_of(m) for m in models},
         [j.name for j in cfg.judged_by],

@@ -136,7 +136,10 @@ def my_turn(
     if not free:
         return False
     _queue(mine)
-    me = _read(mine)["since"], mine.name
+    ticket_of_mine = _read(mine)
+    if ticket_of_mine is None:  # our ticket was removed by a taker: ask again
+        return False
+    me = ticket_of_mine["since"], mine.name
     ahead = 0
     for path in (folder / "queue").iterdir():
         ticket = None if path.name.startswith(".") else _read(path)  # not a ticket being written aside

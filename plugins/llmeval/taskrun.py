@@ -1,5 +1,5 @@
-"""Task-runtime helpers the factory and the targets share: the current run, failure
-recording, and reading small data that other tasks handed on by XCom.
+"""Task-runtime helpers the DAG and the targets share: the current run, failure recording,
+and reading small data that other tasks handed on by XCom. It imports no target.
 
 The run folder's URL is handed on by the `preprocess` task's XCom, so every task of a run
 reads and writes the same store, whatever host it runs on and whatever the YAML says now.
@@ -16,18 +16,10 @@ from airflow.sdk import get_current_context
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.contracts import JUDGE_SETUP_TASKS, ModelKind, TaskId, XComKey
+from llmeval.results import ModelResult, model_result
 
-log = logging.getLogger("llmeval.tasks")
-
-PREPROCESS_TASK = "preprocess"
-JUDGE_STEPS = ("prepare_judges", "deploy_judges")  # before any model's group: every model needs the judges
-JUDGES_UP = JUDGE_STEPS[-1]
-GROUPS = {  # kind -> task group id
-    "foundation": "model",
-    "tuned": "tuned_model",
-    "bedrock": "bedrock_model",
-    "provided": "provided_model",
-}
+log = logging.getLogger("llmeval.taskrun")
 
 
 @dataclass(frozen=True)
@@ -69,13 +61,14 @@ def run_folder_of(ti: Any, prepared: dict[str, Any] | None) -> Any:
 def current_run() -> CurrentRun:
     ctx = get_current_context()
     ti = ctx["ti"]
-    prepared = ti.xcom_pull(task_ids=PREPROCESS_TASK) or {}
+    prepared = ti.xcom_pull(task_ids=TaskId.PREPROCESS) or {}
     return CurrentRun(run_folder_of(ti, prepared), ti.dag_id, ti.run_id, ctx["params"], prepared)
 
 
 def label(model: str) -> None:
     """Show the model's name as the mapped task's index in the UI."""
-    get_current_context()["model_label"] = model
+    context: dict[str, Any] = get_current_context()  # type: ignore[assignment]  # map_index_template reads it
+    context["model_label"] = model
 
 
 def write_failure(model_folder: Any, model: str, step: str, error: str) -> None:
@@ -107,27 +100,39 @@ def guarded(step: str, model: str, body, first: bool = False):
         raise
 
 
-def planned_models(ti: Any, kind: str) -> list[str]:
-    return ti.xcom_pull(task_ids=f"{kind}_models") or []
+def planned_models(ti: Any, kind: ModelKind) -> list[str]:
+    return ti.xcom_pull(task_ids=kind.split_task) or []
 
 
-def model_xcom(ti: Any, kind: str, task: str, model: str, key: str = "return_value") -> Any:
-    """What the mapped task `<group>.<task>` returned for `model` (None when it did not)."""
+def model_xcom(ti: Any, kind: ModelKind, step: str, model: str, key: str = XComKey.RETURN) -> Any:
+    """What the mapped task `<group>.<step>` returned for `model` (None when it did not)."""
     planned = planned_models(ti, kind)
     if model not in planned:
         return None
-    return ti.xcom_pull(task_ids=f"{GROUPS[kind]}.{task}", map_indexes=planned.index(model), key=key)
+    return ti.xcom_pull(task_ids=kind.task_in_group(step), map_indexes=planned.index(model), key=key)
 
 
-def results_of(run: CurrentRun, frozen: EvalConfig, models: list[str]) -> list:
-    """Each model's result (`ModelResult`): the summary its branch handed on by XCom, else the
-    failure its branch recorded in the run store."""
-    from llmeval import targets
-    from llmeval.steps import model_result
-
+def own_xcom(step: str, kind: ModelKind) -> Any:
+    """What this mapped task's model handed on from its `step` (same map index), or None."""
     ti = get_current_context()["ti"]
-    result_task = targets.get(frozen.target).result_task
-    return [model_result(run.folder, m, model_xcom(ti, frozen.model(m).kind, result_task, m)) for m in models]
+    return ti.xcom_pull(task_ids=kind.task_in_group(step), map_indexes=ti.map_index)
+
+
+def planned() -> list[str]:
+    """The models this run evaluates (the `plan` task's XCom)."""
+    return get_current_context()["ti"].xcom_pull(task_ids=TaskId.PLAN) or []
+
+
+def pulled(task_id: str) -> Any:
+    """What the run-level task `task_id` handed on (None when it did not run or failed)."""
+    return get_current_context()["ti"].xcom_pull(task_ids=task_id)
+
+
+def results_of(run: CurrentRun, frozen: EvalConfig, models: list[str], result_step: str) -> list[ModelResult]:
+    """Each model's result: the summary its `result_step` handed on by XCom, else the failure
+    its branch recorded in the run store."""
+    ti = get_current_context()["ti"]
+    return [model_result(run.folder, m, model_xcom(ti, frozen.model(m).kind, result_step, m)) for m in models]
 
 
 def record_task_failure(context: dict[str, Any]) -> None:
@@ -136,19 +141,18 @@ def record_task_failure(context: dict[str, Any]) -> None:
     ti = context["ti"]
     group, _, step = ti.task_id.rpartition(".")
     error = context.get("exception")
-    if ti.task_id in JUDGE_STEPS:  # no model is evaluated: each model's report says why
-        models = ti.xcom_pull(task_ids="plan") or []
+    if ti.task_id in JUDGE_SETUP_TASKS:  # no model is evaluated: each model's report says why
+        models = ti.xcom_pull(task_ids=TaskId.PLAN) or []
         log.error("LLM evaluation %s: the judges failed at %s (%s): %s", ti.dag_id, step, ", ".join(models), error)
-        run = run_folder_of(ti, ti.xcom_pull(task_ids=PREPROCESS_TASK))
+        run = run_folder_of(ti, ti.xcom_pull(task_ids=TaskId.PREPROCESS))
         for model in models:
             write_failure(store.model_folder(run, model), model, step, f"{type(error).__name__}: {error}")
         return
     if not group or ti.map_index < 0:
         log.error("LLM evaluation %s: step %s failed", ti.dag_id, ti.task_id)
         return
-    kind = next((k for k, g in GROUPS.items() if g == group), "foundation")
-    planned = planned_models(ti, kind)
-    model = planned[ti.map_index] if ti.map_index < len(planned) else f"#{ti.map_index}"
+    names = planned_models(ti, ModelKind.of_group(group) or ModelKind.FOUNDATION)
+    model = names[ti.map_index] if ti.map_index < len(names) else f"#{ti.map_index}"
     log.error("LLM evaluation %s: model %s failed at step %s: %s", ti.dag_id, model, step, error)
-    folder = store.model_folder(run_folder_of(ti, ti.xcom_pull(task_ids=PREPROCESS_TASK)), model)
+    folder = store.model_folder(run_folder_of(ti, ti.xcom_pull(task_ids=TaskId.PREPROCESS)), model)
     write_failure(folder, model, step, f"{type(error).__name__}: {error}")

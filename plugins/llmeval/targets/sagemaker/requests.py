@@ -12,11 +12,15 @@ import hashlib
 import json
 import logging
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from llmeval.config import EvalConfig, ModelSection
 from llmeval.evaluation import cache_sync
 from llmeval.evaluation.endpoint_release import SETTLING
+from llmeval.evaluation.job_args import MODULE as EVALUATION_MODULE
+from llmeval.evaluation.job_args import JobArgs, JudgeEndpoint
 
 log = logging.getLogger("llmeval.sagemaker")
 
@@ -312,11 +316,9 @@ def _settled(client: Any, name: str, status: str, poll_s: int) -> dict[str, Any]
     return client.describe_endpoint(EndpointName=name)
 
 
-def job_argument(processing: dict[str, Any], flag: str) -> str | None:
-    """The value of the evaluation entry point's `flag` in a Processing job request (e.g.
-    `--release-uri`: None when the job does not release its endpoint early)."""
-    args = processing["AppSpecification"]["ContainerArguments"]
-    return args[args.index(flag) + 1] if flag in args else None
+def job_args(processing: dict[str, Any]) -> JobArgs:
+    """The evaluation entry point's arguments in a Processing job request."""
+    return JobArgs.from_argv(processing["AppSpecification"]["ContainerArguments"])
 
 
 def outputs_name(model: str) -> str:
@@ -343,34 +345,26 @@ def processing_config(
     `release_uri`: the S3 object the job writes when it no longer needs the model's endpoint
     (the job then also waits for the endpoint to be InService before asking it);
     `judges`: the endpoint of each judge the run deployed, by judge name."""
-    arguments = [
-        "--config",
-        f"{RUN_DIR}/config.json",
-        "--model",
-        model.name,
-        "--dataset",
-        f"{RUN_DIR}/dataset.jsonl",
-        "--output-dir",
-        OUTPUT_DIR,
-        "--endpoint-name",
-        endpoint_name(cfg, model),
-        "--region",
-        region,
-        "--cache-dir",
-        CACHE_DIR,
-        *(["--outputs", f"{RUN_DIR}/{outputs_name(model.name)}"] if model.outputs_location else []),
-    ]
-    if cache_uri:
-        arguments += ["--cache-uri", cache_uri]
-    arguments += _judge_arguments(judges)
-    if release_uri:
-        arguments += ["--release-uri", release_uri, "--wait-for-endpoint", str(cfg.sagemaker.poll_interval_s)]
+    arguments = JobArgs(
+        config=Path(f"{RUN_DIR}/config.json"),
+        model=model.name,
+        dataset=Path(f"{RUN_DIR}/dataset.jsonl"),
+        output_dir=Path(OUTPUT_DIR),
+        endpoint_name=endpoint_name(cfg, model),
+        region=region,
+        cache_dir=Path(CACHE_DIR),
+        outputs=Path(f"{RUN_DIR}/{outputs_name(model.name)}") if model.outputs_location else None,
+        cache_uri=cache_uri,
+        judges=_judges(judges),
+        release_uri=release_uri,
+        wait_for_endpoint=cfg.sagemaker.poll_interval_s if release_uri else None,
+    ).to_argv()
     return _processing_request(
         cfg,
         job_name,
         role_arn,
         image,
-        "llmeval.evaluation",
+        EVALUATION_MODULE,
         arguments,
         [("code", code_uri, CODE_DIR), ("run", run_uri, RUN_DIR)],
         output_uri,
@@ -407,7 +401,7 @@ def pairwise_config(
         cache_uri,
         "--region",
         region,
-        *_judge_arguments(judges),
+        *(part for judge in _judges(judges) for part in ("--judge", str(judge))),
     ]
     inputs = [("code", code_uri, CODE_DIR), ("run", run_uri, RUN_DIR), ("models", results_uri, MODELS_DIR)]
     return _processing_request(
@@ -415,8 +409,8 @@ def pairwise_config(
     )
 
 
-def _judge_arguments(judges: dict[str, str] | None) -> list[str]:
-    return [part for judge, endpoint in (judges or {}).items() for part in ("--judge", f"{judge}={endpoint}")]
+def _judges(judges: dict[str, str] | None) -> tuple[JudgeEndpoint, ...]:
+    return tuple(JudgeEndpoint(judge, endpoint) for judge, endpoint in (judges or {}).items())
 
 
 def _processing_request(
@@ -487,7 +481,7 @@ def _processing_request(
 def training_hyperparameters(model: ModelSection, resolved: dict[str, Any]) -> dict[str, str]:
     """The spec's defaults (with instance variants), then the config's values: the seed's keys
     and any other parameter (`keep_alive_period_in_seconds` is a resource setting, not one)."""
-    params = model.finetuning.parameters
+    params = model.tuning.parameters
     extra = {k: v for k, v in (params.model_extra or {}).items() if k != "keep_alive_period_in_seconds"}
     values = {k: str(v) for k, v in (resolved.get("hyperparameters") or {}).items()}
     values.update(
@@ -516,7 +510,7 @@ def training_config(
     EULA accepted), hyperparameters JSON-encoded as the SDK's framework estimators do, metric
     definitions, the spec's network isolation; plus the project's name, tags, KMS and VPC."""
     check_eula(model, resolved)
-    params = model.finetuning.parameters
+    params = model.tuning.parameters
     keep_alive = (params.model_extra or {}).get("keep_alive_period_in_seconds")
     hyper = {k: json.dumps(v) for k, v in training_hyperparameters(model, resolved).items()}
     hyper.update(

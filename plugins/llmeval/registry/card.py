@@ -14,12 +14,7 @@ from typing import Any
 
 from llmeval.config import EvalConfig
 from llmeval.html import fmt, render
-from llmeval.registry import APPROVED, PENDING, REJECTED
-from llmeval.results import ModelResult
-
-# ModelCardStatus of the card for each approval status of the version
-CARD_STATUS = {APPROVED: "Approved", PENDING: "PendingReview", REJECTED: "Archived"}
-GENERATION_FIGURES = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
+from llmeval.results import GENERATION_METRICS, ModelResult
 
 
 @dataclass
@@ -58,7 +53,7 @@ def content(cfg: EvalConfig, result: ModelResult, facts: CardFacts) -> dict[str,
     g = result.generation
     generation = [
         _metric(name, float(getattr(g, name)), f"over {g.records_total} records")
-        for name in GENERATION_FIGURES
+        for name in GENERATION_METRICS
         if getattr(g, name) is not None
     ]
     if generation:

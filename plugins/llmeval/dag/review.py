@@ -9,9 +9,15 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 
-from llmeval import review
+from llmeval import review, targets
+from llmeval.contracts import TaskId
+from llmeval.dag.run_tasks import run_results
 from llmeval.html import render
-from llmeval.review import APPROVE, REJECT, TASK_ID, flagged_records, leaderboard_link, outcome
+from llmeval.paired import read_records
+from llmeval.registration import gate_decision
+from llmeval.review import APPROVE, REJECT, flagged_records, leaderboard_link, outcome
+from llmeval.selection import Selection
+from llmeval.taskrun import current_run, planned, pulled
 
 
 class ReviewOperator(HITLOperator):
@@ -37,16 +43,10 @@ class ReviewOperator(HITLOperator):
     def brief(self, context: Any) -> str:
         from airflow.configuration import conf
 
-        from llmeval import targets
-        from llmeval.paired import read_records
-        from llmeval.selection import Selection
-        from llmeval.steps import gate_decision
-        from llmeval.tasks import current_run, results_of
-
-        run, ti = current_run(), context["ti"]
+        run = current_run()
         cfg = run.config()
-        selection = Selection.from_dict(ti.xcom_pull(task_ids="select"))
-        results = results_of(run, cfg, ti.xcom_pull(task_ids="plan") or [])
+        selection = Selection.from_dict(pulled(TaskId.SELECT))
+        results = run_results(run, cfg, planned())
         by_model = {r.model: r for r in results}
         rule = selection.rules[0] if selection.rules else None
         gate = flags = None
@@ -87,7 +87,7 @@ class ReviewOperator(HITLOperator):
 
 def review_task(timeout_minutes: float, flagged: int) -> ReviewOperator:
     return ReviewOperator(
-        task_id=TASK_ID,
+        task_id=TaskId.REVIEW,
         subject="Register the selected model?",
         flagged=flagged,
         response_timeout=timedelta(minutes=timeout_minutes),

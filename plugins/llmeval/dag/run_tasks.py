@@ -1,0 +1,144 @@
+"""The run-level tasks (one per run, whatever the target): preprocess, plan, the split of the
+planned models by kind, select, register, report and verdict. Each reads the config frozen
+for the run by `preprocess`, never the YAML as it is now; heavy imports happen inside."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import get_current_context, task
+
+from llmeval import store, targets
+from llmeval.config import EvalConfig
+from llmeval.contracts import ModelKind, TaskId
+from llmeval.results import ModelResult
+from llmeval.taskrun import CurrentRun, current_run, pulled, results_of
+
+log = logging.getLogger("llmeval.dag")
+
+
+def run_results(run: CurrentRun, frozen: EvalConfig, models: list[str]) -> list[ModelResult]:
+    """Each planned model's result, from the step its target hands results on by."""
+    return results_of(run, frozen, models, targets.get(frozen.target).result_step)
+
+
+def catalog_version(ctx: Any) -> str:
+    """The prompt-catalog version a run evaluates: the `catalog_version` Param, else the version
+    a triggering asset event carries, else the run's logical date as YYYY-MM-DD."""
+    when = ctx.get("logical_date") or ctx["dag_run"].run_after
+    published = [
+        e.extra.get("catalog_version")
+        for events in (ctx.get("triggering_asset_events") or {}).values()
+        for e in events
+        if e.extra and e.extra.get("catalog_version")
+    ]
+    return ctx["params"].get("catalog_version") or (published[-1] if published else when.strftime("%Y-%m-%d"))
+
+
+def preprocess_task(cfg: EvalConfig):
+    @task(task_id=TaskId.PREPROCESS)
+    def preprocess() -> dict[str, Any]:
+        """Freeze this DAG's config for the run (later tasks read the frozen copy, never the
+        YAML) and prepare the prompt dataset of the run's catalog version in the run store."""
+        from llmeval.steps import prepare_run
+
+        ctx = get_current_context()
+        folder = store.run_folder(ctx["dag"].dag_id, ctx["run_id"], cfg.artifacts_url)
+        prepared = prepare_run(cfg, folder, ctx["params"].get("num_records"), catalog_version(ctx))
+        return {**prepared, "run_folder": str(folder)}
+
+    return preprocess
+
+
+@task(task_id=TaskId.PLAN)
+def plan(prepared: dict[str, Any]) -> list[str]:
+    """The models this run evaluates (the `models` Param)."""
+    from llmeval.steps import plan_models
+
+    run = current_run()
+    models = plan_models(run.config(), run.params.get("models"))
+    log.info("evaluating %d model(s) on %d records: %s", len(models), prepared["records"], models)
+    return models
+
+
+@task
+def split(models: list[str], kind: str) -> list[str]:
+    """The planned models of one kind: foundation, tuned (finetuning block), bedrock or provided
+    (outputs_location)."""
+    frozen = current_run().config()
+    return [m for m in models if frozen.model(m).kind == kind]
+
+
+def split_task(kind: ModelKind):
+    return split.override(task_id=kind.split_task)
+
+
+@task(task_id=TaskId.SELECT, trigger_rule="all_done")
+def select(models: list[str]) -> dict[str, Any]:
+    """Rank the models by the selection policy; failed models are listed, not dropped."""
+    from llmeval.steps import select_best
+
+    run = current_run()
+    frozen = run.config()
+    return select_best(frozen, run.folder, run_results(run, frozen, models)).to_dict()
+
+
+@task(task_id=TaskId.REGISTER, trigger_rule="none_failed")  # runs after a review skipped for want of a selected model
+def register(selection: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """Register the selected model with its metrics and approval status (the review's, if any)."""
+    from llmeval.registration import register_best
+    from llmeval.selection import Selection
+
+    run = current_run()
+    frozen = run.config()
+    return register_best(
+        frozen,
+        run.folder,
+        targets.get(frozen.target).registry(frozen, run),
+        run.run_id,
+        Selection.from_dict(selection),
+        run_results(run, frozen, models),
+        run.catalog_version,
+        enabled=bool(run.params.get("register", True)),
+        dag_id=run.dag_id,
+        review=pulled(TaskId.REVIEW) if frozen.registry.approval == "review" else None,
+    ).to_dict()
+
+
+@task(task_id=TaskId.REPORT, trigger_rule="all_done")
+def report(models: list[str]) -> str:
+    """Write the leaderboard (HTML + Markdown) whatever happened upstream."""
+    from llmeval.registration import Registration
+    from llmeval.selection import Selection
+    from llmeval.steps import write_run_report
+
+    run = current_run()
+    frozen = run.config()
+    selection, registered = pulled(TaskId.SELECT), pulled(TaskId.REGISTER)
+    page = write_run_report(
+        frozen,
+        run.folder,
+        run.run_id,
+        run_results(run, frozen, models),
+        run.catalog_version,
+        Selection.from_dict(selection) if selection else None,
+        Registration.from_dict(registered) if registered else None,
+        run.dag_id,
+    )
+    return str(page)
+
+
+@task(task_id=TaskId.VERDICT, trigger_rule="all_done")
+def verdict(models: list[str]) -> None:
+    """Fail the run when a model or the registration failed, after the report (for alerting)."""
+    run = current_run()
+    problems = [
+        f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
+        for r in run_results(run, run.config(), models)
+        if not r.succeeded
+    ]
+    if pulled(TaskId.SELECT) and pulled(TaskId.REGISTER) is None:
+        problems.append("the register step failed (see its log); nothing was registered")
+    if problems:
+        raise RuntimeError("; ".join(problems))
