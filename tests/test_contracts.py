@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import local_config
 from llmeval.config import ConfigError, load_config
 from llmeval.contracts import ModelKind, TargetName
