@@ -23,7 +23,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS, MODELS, RUNS, TARGET_RATIO = 100, 5, 3, 1.3
-HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers")
+HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers", "s3fs")
 
 HAND_WRITTEN = '''
 """Hand-written baseline: the factory's DAG shape for the SageMaker target, no YAML."""

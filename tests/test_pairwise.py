@@ -26,7 +26,9 @@ JUDGE = {"name": "judge", "model_id": "smollm2-135m-instruct"}
 
 def _config(tmp_path: Path, models: list[str] = MODELS, **options) -> Path:
     algorithm = {"algorithm": "Pairwise", "judge": "judge", "champion": "m1", **options}
-    entries = [{"name": m, "model_id": "vendor", "outputs_location": f"{m}.jsonl"} for m in models]
+    entries = [{"name": m, "model_id": "vendor", "outputs_location": str(tmp_path / f"{m}.jsonl")} for m in models]
+    for entry in entries:  # the outputs a config names must exist when it loads
+        Path(entry["outputs_location"]).touch()
     cfg = local_config("pairwise", models=entries, judges=[dict(JUDGE)], algorithms=[algorithm])
     path = tmp_path / "pairwise.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -90,3 +90,18 @@ def test_local_run_scores_the_given_outputs_with_nothing_served(tmp_path, airflo
     ]
     assert outputs[4]["error"] == f"no output for this record in {given}"
     assert json.loads((folder / "selection.json").read_text())["best"] == "elsewhere"
+
+
+def test_a_missing_outputs_file_is_refused_when_the_config_loads(write_config):
+    from llmeval.config import ConfigError, load_config
+
+    models = [
+        {"name": "m-one", "model_id": "smollm2-135m-instruct"},
+        {"name": "given", "model_id": "vendor", "outputs_location": "no-such-outputs.jsonl"},
+    ]
+    path = write_config("given.yaml", local_config("given", models=models))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = caught.value.problems
+    assert problem.field == "models[1].outputs_location" and problem.line is not None
+    assert "no file at" in problem.message and "include/data" in problem.message

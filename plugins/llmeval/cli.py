@@ -1,4 +1,5 @@
-"""Command line: `python -m llmeval validate FILE...`, `schema`, `iam-policy CONFIG`."""
+"""Command line: `llmeval validate FILE...`, `schema`, `graph CONFIG`, `iam-policy CONFIG`
+(also `python -m llmeval ...`)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ def validate(files: list[Path]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llmeval", description="LLM evaluation pipelines on Airflow")
+    parser = argparse.ArgumentParser(prog="llmeval", description="LLM evaluation pipelines on Airflow")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("validate", help="validate config files")
     check.add_argument("files", nargs="+", type=Path)
     sub.add_parser("schema", help="print the config JSON Schema")
+    graph = sub.add_parser("graph", help="draw the DAG a config becomes (its tasks in the order they run)")
+    graph.add_argument("config", type=Path)
     iam = sub.add_parser(
         "iam-policy",
         help="print the least-privilege IAM policies of a SageMaker config's DAG: the Airflow side's "
@@ -47,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.files)
+    if args.command == "graph":
+        from llmeval.dag.graph import build_dag
+        from llmeval.dag.picture import draw
+
+        print(draw(build_dag(load_config(args.config, load_defaults(args.config.parent)), args.config)), end="")
+        return 0
     if args.command == "iam-policy":
         from llmeval.iam import render
 

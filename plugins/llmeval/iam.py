@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from llmeval.config import EvalConfig
+from llmeval.contracts import ModelKind
 from llmeval.store import split_s3_uri
 from llmeval.targets.sagemaker import requests as req
 
@@ -72,183 +73,123 @@ def _arn(kind: str, name: str) -> str:
     return f"arn:aws:sagemaker:*:*:{kind}/{name}"
 
 
-def airflow_policy(
-    cfg: EvalConfig, s3_prefix: str, role_arn: str = "*", artifacts_url: str | None = None
-) -> dict[str, Any]:
-    """The policy for the identity behind the Airflow AWS connection. `artifacts_url`: the run
-    store when it is on S3 (default: the config's `artifacts_url`)."""
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in [*cfg.models, *cfg.judged_by] if m.deploys})
+def _allow(sid: str, actions: list[str], resources: Any, **extra: Any) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources, **extra}
+
+
+def _deployed_endpoints(cfg: EvalConfig) -> list[str]:
+    return sorted({req.endpoint_name(cfg, m) for m in [*cfg.models, *cfg.judged_by] if m.deploys})
+
+
+def _endpoint_resources(cfg: EvalConfig) -> list[str]:
+    """Each deployed endpoint with the endpoint configs and models named after it."""
     resources = []
-    for name in endpoints:
+    for name in _deployed_endpoints(cfg):
         resources += [
             _arn("endpoint", name),
             _arn("endpoint-config", req.aws_name_pattern(f"{name[:40]}-cfg")),
             _arn("model", req.aws_name_pattern(f"{name[:40]}-model")),
         ]
-    jobs = [_arn("processing-job", req.aws_name_pattern(f"eval-{m.name}")) for m in cfg.models]
-    if any(s.compares_models for s in cfg.algorithms):
-        jobs.append(_arn("processing-job", req.aws_name_pattern("pairwise")))
+    return sorted(resources)
+
+
+def _registry_resources(cfg: EvalConfig) -> list[str]:
     groups = {cfg.registry_group} | {
         m.register_config.model_package_group_name for m in cfg.models if m.register_config
     }
-    bucket, prefix = split_s3_uri(s3_prefix.rstrip("/"))
+    return sorted([_arn("model-package-group", g) for g in groups] + [_arn("model-package", f"{g}/*") for g in groups])
+
+
+def airflow_policy(
+    cfg: EvalConfig, s3_prefix: str, role_arn: str = "*", artifacts_url: str | None = None
+) -> dict[str, Any]:
+    """The policy for the identity behind the Airflow AWS connection. `artifacts_url`: the run
+    store when it is on S3 (default: the config's `artifacts_url`)."""
+    jobs = [_arn("processing-job", req.aws_name_pattern(f"eval-{m.name}")) for m in cfg.models]
+    if any(s.compares_models for s in cfg.algorithms):
+        jobs.append(_arn("processing-job", req.aws_name_pattern("pairwise")))
+    bucket_arn, objects = _objects(s3_prefix)
     statements = [
-        {"Sid": "Endpoints", "Effect": "Allow", "Action": ENDPOINT_ACTIONS, "Resource": sorted(resources)},
-        {"Sid": "EvaluationJobs", "Effect": "Allow", "Action": PROCESSING_ACTIONS, "Resource": sorted(jobs)},
-        {
-            "Sid": "Registry",
-            "Effect": "Allow",
-            "Action": REGISTRY_ACTIONS,
-            "Resource": sorted(
-                [_arn("model-package-group", g) for g in groups] + [_arn("model-package", f"{g}/*") for g in groups]
-            ),
-        },
-        {"Sid": "Lists", "Effect": "Allow", "Action": UNSCOPED_ACTIONS, "Resource": "*"},
-        {
-            "Sid": "RunArtifacts",
-            "Effect": "Allow",
-            "Action": S3_OBJECT_ACTIONS,
-            "Resource": [f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"],
-        },
-        {
-            "Sid": "RunArtifactsList",
-            "Effect": "Allow",
-            "Action": S3_BUCKET_ACTIONS,
-            "Resource": [f"arn:aws:s3:::{bucket}"],
-        },
-        {
-            "Sid": "JumpStartCatalog",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": ["arn:aws:s3:::jumpstart-cache-prod-*/*"],
-        },
-        {
-            "Sid": "PassExecutionRole",
-            "Effect": "Allow",
-            "Action": ["iam:PassRole"],
-            "Resource": [role_arn],
-            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-        },
+        _allow("Endpoints", ENDPOINT_ACTIONS, _endpoint_resources(cfg)),
+        _allow("EvaluationJobs", PROCESSING_ACTIONS, sorted(jobs)),
+        _allow("Registry", REGISTRY_ACTIONS, _registry_resources(cfg)),
+        _allow("Lists", UNSCOPED_ACTIONS, "*"),
+        _allow("RunArtifacts", S3_OBJECT_ACTIONS, [objects]),
+        _allow("RunArtifactsList", S3_BUCKET_ACTIONS, [bucket_arn]),
+        _allow("JumpStartCatalog", ["s3:GetObject"], ["arn:aws:s3:::jumpstart-cache-prod-*/*"]),
+        _allow(
+            "PassExecutionRole",
+            ["iam:PassRole"],
+            [role_arn],
+            Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        ),
     ]
     key = cfg.sagemaker.security.output_kms_key_id
     if key:  # SSE-KMS: S3 asks KMS on the caller's behalf when it writes and reads the run's objects
-        statements.append(
-            {
-                "Sid": "RunArtifactsKey",
-                "Effect": "Allow",
-                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-                "Resource": [key],
-            }
-        )
+        statements.append(_allow("RunArtifactsKey", ["kms:GenerateDataKey", "kms:Decrypt"], [key]))
     store_url = artifacts_url or cfg.artifacts_url
     if store_url and store_url.startswith("s3://"):
         store_bucket, store_objects = _objects(store_url)
-        statements += [
-            {"Sid": "RunStore", "Effect": "Allow", "Action": STORE_ACTIONS, "Resource": [store_objects]},
-            {"Sid": "RunStoreList", "Effect": "Allow", "Action": S3_BUCKET_ACTIONS, "Resource": [store_bucket]},
-        ]
+        statements.append(_allow("RunStore", STORE_ACTIONS, [store_objects]))
+        statements.append(_allow("RunStoreList", S3_BUCKET_ACTIONS, [store_bucket]))
     tuned = [m.name for m in cfg.models if m.finetuning]
     if tuned:
-        statements.insert(
-            2,
-            {
-                "Sid": "FineTuningJobs",
-                "Effect": "Allow",
-                "Action": TRAINING_ACTIONS,
-                "Resource": sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned),
-            },
-        )
+        jobs = sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned)
+        statements.insert(2, _allow("FineTuningJobs", TRAINING_ACTIONS, jobs))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+PULL_IMAGES = [
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
+]
+LOGS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+KEYS = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:CreateGrant", "kms:DescribeKey"]
+VPC_INTERFACES = [
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+]
 
 
 def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     """The policy for the SageMaker execution role: what the Processing job (the evaluation
     entry point), the fine-tuning job and the endpoints do with it."""
     bucket_arn, objects = _objects(s3_prefix)
-    endpoints = sorted({req.endpoint_name(cfg, m) for m in [*cfg.models, *cfg.judged_by] if m.deploys})
+    jumpstart = [f"arn:aws:s3:::{b}" for b in JUMPSTART_BUCKETS] + [f"arn:aws:s3:::{b}/*" for b in JUMPSTART_BUCKETS]
     statements: list[dict[str, Any]] = [
-        {
-            "Sid": "RunInputsResultsCache",  # inputs, results, response cache, release objects, training output
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject"],
-            "Resource": [objects],
-        },
-        {"Sid": "RunPrefixList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]},
-        {
-            "Sid": "JumpStartArtifacts",  # weights and scripts (public and gated buckets)
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:ListBucket"],
-            "Resource": [f"arn:aws:s3:::{b}" for b in JUMPSTART_BUCKETS]
-            + [f"arn:aws:s3:::{b}/*" for b in JUMPSTART_BUCKETS],
-        },
-        {
-            "Sid": "PullImages",
-            "Effect": "Allow",
-            "Action": [
-                "ecr:GetAuthorizationToken",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-                "ecr:BatchCheckLayerAvailability",
-            ],
-            "Resource": "*",
-        },
-        {
-            "Sid": "Logs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            "Resource": ["arn:aws:logs:*:*:log-group:/aws/sagemaker/*"],
-        },
-        {"Sid": "Metrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},
+        # inputs, results, response cache, release objects, training output
+        _allow("RunInputsResultsCache", ["s3:GetObject", "s3:PutObject"], [objects]),
+        _allow("RunPrefixList", ["s3:ListBucket"], [bucket_arn]),
+        _allow("JumpStartArtifacts", ["s3:GetObject", "s3:ListBucket"], jumpstart),  # public and gated buckets
+        _allow("PullImages", PULL_IMAGES, "*"),
+        _allow("Logs", LOGS, ["arn:aws:logs:*:*:log-group:/aws/sagemaker/*"]),
+        _allow("Metrics", ["cloudwatch:PutMetricData"], "*"),
     ]
-    if endpoints:
+    endpoints = _deployed_endpoints(cfg)
+    if endpoints:  # generation; the job waits for InService (DescribeEndpoint) first
+        invoked = sorted(_arn("endpoint", name) for name in endpoints)
         statements.append(
-            {
-                "Sid": "InvokeEndpoints",  # generation; the job waits for InService (DescribeEndpoint) first
-                "Effect": "Allow",
-                "Action": ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"],
-                "Resource": sorted(_arn("endpoint", name) for name in endpoints),
-            }
+            _allow("InvokeEndpoints", ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], invoked)
         )
-    bedrock = sorted({m.model_id for m in [*cfg.models, *cfg.judged_by] if m.kind == "bedrock"})
+    bedrock = sorted({m.model_id for m in [*cfg.models, *cfg.judged_by] if m.kind == ModelKind.BEDROCK})
     if bedrock:
-        statements.append(
-            {
-                "Sid": "InvokeBedrock",
-                "Effect": "Allow",
-                "Action": ["bedrock:InvokeModel"],
-                "Resource": [f"arn:aws:bedrock:*::foundation-model/{model}" for model in bedrock],
-            }
-        )
+        models = [f"arn:aws:bedrock:*::foundation-model/{model}" for model in bedrock]
+        statements.append(_allow("InvokeBedrock", ["bedrock:InvokeModel"], models))
     security = cfg.sagemaker.security
     keys = sorted({k for k in (security.output_kms_key_id, security.volume_kms_key_id) if k})
     if keys:
-        statements.append(
-            {
-                "Sid": "Keys",
-                "Effect": "Allow",
-                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:CreateGrant", "kms:DescribeKey"],
-                "Resource": keys,
-            }
-        )
+        statements.append(_allow("Keys", KEYS, keys))
     if security.vpc_config:
-        statements.append(
-            {
-                "Sid": "VpcNetworkInterfaces",
-                "Effect": "Allow",
-                "Action": [
-                    "ec2:CreateNetworkInterface",
-                    "ec2:CreateNetworkInterfacePermission",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:DeleteNetworkInterfacePermission",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DescribeVpcs",
-                    "ec2:DescribeDhcpOptions",
-                    "ec2:DescribeSubnets",
-                    "ec2:DescribeSecurityGroups",
-                ],
-                "Resource": "*",
-            }
-        )
+        statements.append(_allow("VpcNetworkInterfaces", VPC_INTERFACES, "*"))
     return {"Version": "2012-10-17", "Statement": statements}
 
 

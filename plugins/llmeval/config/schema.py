@@ -23,23 +23,29 @@ SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@mo
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class PipelineSection(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$", description="Becomes the DAG id.")
     description: str = ""
+    """The DAG's description."""
     tags: list[str] = []
+    """More DAG tags (every evaluation DAG is also tagged `llm-eval` and its target)."""
 
 
 class DatasetSection(_Strict):
     dataset_name: str
+    """A name for the dataset, shown in reports and kept in the registry's metadata."""
     input_data_location: str = Field(
         description="Path (relative to include/data) or file URI; may contain {catalog_version}."
     )
     dataset_mime_type: Literal["jsonlines"] = "jsonlines"
+    """JSON Lines: one object per record."""
     model_input_key: str
+    """Column with the record's input (`$feature` in the prompt template)."""
     target_output_key: str
+    """Column with the reference answer (several references are split by the algorithm's `target_output_delimiter`)."""
     category_key: str | None = Field(None, description="Column with a category, for per-category scores.")
     sent_more_input_key: str | None = Field(None, description="PromptStereotyping: the more stereotypical sentence.")
     sent_less_input_key: str | None = Field(None, description="PromptStereotyping: the less stereotypical sentence.")
@@ -56,18 +62,26 @@ class DatasetSection(_Strict):
 
 class DeploymentSection(_Strict):
     instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    """Instance type of the model's SageMaker endpoint."""
     num_instances: int = Field(1, ge=1)
+    """Instances behind the endpoint."""
 
 
 class EvaluationSection(_Strict):
     output: str = Field("[0].generated_text", description="JMESPath to the generated text in the response.")
     content_template: Any = Field(PROMPT_PLACEHOLDER, description=f"Payload 'inputs' with {PROMPT_PLACEHOLDER}.")
     inference_parameters: dict[str, Any] = {}
+    """Sent with every request (e.g. `max_new_tokens`, `temperature`)."""
     custom_attributes: dict[str, Any] = {}
+    """SageMaker's CustomAttributes header, as key: value pairs; `accept_eula: true` here accepts a gated model's
+    license, as the seed's configs do."""
     prompt_template: str = "$feature"
+    """How a record becomes the prompt: `$feature` (or `$model_input`) is replaced by the record's input."""
     max_concurrency: int | None = Field(None, ge=1, le=256, description="Default: 4 per instance.")
     request_timeout_s: float = Field(120.0, gt=0)
+    """Seconds before a request is given up (and retried)."""
     max_retries: int = Field(5, ge=0, le=20)
+    """Retries of a request (throttling, server errors, timeouts) with jittered exponential back-off."""
     log_probability: str | None = Field(
         None,
         description="JMESPath to a sentence's log probability in the response (PromptStereotyping), "
@@ -107,36 +121,61 @@ class EvaluationSection(_Strict):
 class FinetuningParameters(BaseModel):
     """The seed's keys; any other key is passed through as a hyperparameter."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     instance_type: str = "ml.g5.12xlarge"
+    """Instance type of the training job (SageMaker target)."""
     num_instances: int = Field(1, ge=1)
+    """Instances of the training job (SageMaker target)."""
     epoch: int = Field(1, ge=1)
+    """Passes over the training data."""
     max_input_length: int = Field(512, ge=8)
+    """Longest training example in tokens; longer ones are cut."""
     instruction_tuned: bool = True
+    """Train on instruction/response pairs."""
     chat_dataset: bool = False
+    """The training data is in chat format (JumpStart recipes that support it)."""
 
 
 class FinetuningSection(_Strict):
     train_data_path: str
+    """Training data: a file under include/data or an s3:// URI (JSON Lines with `instruction` and `response`)."""
     validation_data_path: str | None = None
+    """Validation data, in the same forms; its loss before and after training is reported."""
     parameters: FinetuningParameters = FinetuningParameters()
+    """Hyperparameters: the seed's keys, and any other key passed on (local target: `learning_rate`, `max_steps`,
+    `batch_size`, `lora_rank`, `seed`)."""
 
 
 class RegisterSection(_Strict):
     model_package_group_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    """Model package group of this model."""
 
 
 class ModelSection(_Strict):
     name: str = Field(pattern=AWS_NAME, description="Unique in the config; used in task and resource names.")
     model_provider: Literal["jumpstart", "bedrock", "local"] | None = None
+    """Who serves the model: `jumpstart` (a SageMaker endpoint; the default there), `bedrock` (called, nothing
+    deployed), `local` (the local target's server)."""
     model_id: str
+    """JumpStart model id, Bedrock model id, or a local model (`smollm2-135m-instruct`); for a model given by its
+    outputs, a label."""
     model_version: str = "*"
+    """JumpStart model version: exact, or `*` for the latest."""
     endpoint_name: str | None = Field(None, pattern=AWS_NAME)
+    """Name of the model's endpoint; default: derived from the pipeline and model names (local target: the
+    model name)."""
     deployment_config: DeploymentSection = DeploymentSection()
+    """Endpoint instance type and count (deployed models)."""
     evaluation_config: EvaluationSection = EvaluationSection()
+    """How the model is asked: request template, where the answer is, inference parameters, concurrency, retries."""
     cleanup_endpoint: bool = True
+    """Delete the endpoint (stop the local server) once the model is evaluated; `false` keeps it running, and costing
+    money."""
     finetuning: FinetuningSection | None = None
+    """Fine-tune the model first (a SageMaker training job, or LoRA on the local target), then deploy and evaluate the
+    tuned model."""
     register_config: RegisterSection | None = None
+    """Register this model in its own model package group when it is selected."""
     outputs_location: str | None = Field(
         None,
         min_length=1,
@@ -212,10 +251,15 @@ class AlgorithmSection(BaseModel):
     `custom:<module>:<Class>` names a user's class with fmeval's `evaluate_sample`
     interface; its other keys are passed to the class's constructor."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     algorithm: str
+    """fmeval's class name (`FactualKnowledge`) or registry name (`factual_knowledge`), `SemanticSimilarity`,
+    `LLMJudge`, `Pairwise`, or `custom:<module>:<Class>` (a module in include/algorithms). Other keys are the
+    algorithm's options, checked against it."""
     module: str | None = None
+    """The seed's fmeval module path: checked against the algorithm, otherwise unused."""
     config: str | None = None
+    """The seed's fmeval config class: checked against the algorithm, otherwise unused."""
 
     @property
     def is_custom(self) -> bool:
@@ -324,6 +368,7 @@ def _check_pairwise_options(options: dict[str, Any]) -> None:
 class _MetricRef(_Strict):
     metric: str = Field(description="'<Algorithm>/<score name>', 'generation/<figure>' or 'cost/<figure>'.")
     direction: Literal["higher", "lower"] = "higher"
+    """Whether higher or lower values of the metric are better."""
 
     @field_validator("metric")
     @classmethod
@@ -337,6 +382,7 @@ class _MetricRef(_Strict):
 
 class MetricRule(_MetricRef):
     weight: float = Field(1.0, gt=0)
+    """Weight of the metric in the composite score (each metric min-max normalised over the eligible models)."""
     threshold: float | None = Field(None, description="Minimum (higher is better) or maximum (lower).")
 
 
@@ -365,6 +411,7 @@ class GateRule(_MetricRef):
 
 class RegistrySection(_Strict):
     model_package_group_name: str | None = Field(None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    """Model package group; default: the pipeline name."""
     approval: Literal["auto", "manual", "review"] = Field(
         "auto",
         description="auto: Approved when selection passes; manual: PendingManualApproval; review: a person "
@@ -399,10 +446,12 @@ class SecuritySection(_Strict):
     )
     subnets: list[str] = Field([], description="VPC subnets (with security_group_ids).")
     security_group_ids: list[str] = []
+    """VPC security groups (with `subnets`)."""
     enable_network_isolation: bool = Field(
         False, description="For models and training jobs; the evaluation job must reach the endpoint, so not for it."
     )
     enable_inter_container_traffic_encryption: bool = False
+    """Encrypt the traffic between a job's containers."""
 
     @model_validator(mode="after")
     def _vpc_pairs(self) -> SecuritySection:
@@ -420,21 +469,29 @@ class SageMakerSection(_Strict):
     from the Airflow Variable named by `role_variable`, else the connection's extra `role_arn`."""
 
     aws_conn_id: str = "aws_default"
+    """Airflow AWS connection of every SageMaker and S3 call."""
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    """AWS region; default: the connection's."""
     s3_prefix: str | None = Field(
         None,
         pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
         description="Run inputs/outputs go under <s3_prefix>/<dag id>/<run>/; default: Variable llm_eval_s3_prefix.",
     )
     role_variable: str = "llm_eval_sagemaker_role_arn"
+    """Airflow Variable holding the SageMaker execution role's ARN (else the connection's extra `role_arn`)."""
     processing_image: str | None = Field(
         None, description="Evaluation image; default: Variable llm_eval_processing_image."
     )
     processing_instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    """Instance type of the evaluation's Processing jobs."""
     processing_volume_gb: int = Field(30, ge=1, le=16384)
+    """Storage of a Processing job, in GB."""
     max_runtime_s: int = Field(4 * 3600, ge=60, le=5 * 24 * 3600)
+    """Longest run of a Processing or training job, in seconds (its StoppingCondition)."""
     tags: dict[str, str] = {}
+    """More tags on every SageMaker resource the DAG creates."""
     security: SecuritySection = SecuritySection()
+    """KMS keys, VPC and network isolation for every model, endpoint config and job."""
     retries: int = Field(
         2,
         ge=0,
@@ -501,12 +558,17 @@ class EvalConfig(_Strict):
 
     target: TargetName = Field(TargetName.SAGEMAKER, description="No key means SageMaker (the seed).")
     pipeline: PipelineSection
+    """The DAG: its id, description and tags."""
     dataset: DatasetSection
+    """The prompt dataset: where it is and which columns hold the input, the reference and the category."""
     models: list[ModelSection] = Field(min_length=1)
+    """The candidates, each deployed (or called, or scored from its given outputs) and evaluated the same way."""
     judges: list[ModelSection] = Field(
         [], description="Models that judge answers (LLMJudge): deployed and torn down with the run, never candidates."
     )
     algorithms: list[AlgorithmSection] = Field(min_length=1)
+    """The evaluation algorithms: fmeval's, the project's (SemanticSimilarity, LLMJudge, Pairwise) or
+    `custom:<module>:<Class>`."""
     schedule: str | None = Field(None, description="Cron expression or preset such as @daily; none: manual only.")
     catchup: bool = Field(False, description="Create runs for missed schedule intervals since the start date.")
     start_date: str = Field("2025-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First schedule date (UTC).")
@@ -537,9 +599,13 @@ class EvalConfig(_Strict):
         "s3://bucket/prefix or s3://conn_id@bucket/prefix. Default: the environment's, else the local artifacts/.",
     )
     selection: SelectionSection = SelectionSection()
+    """How the best model is chosen."""
     registry: RegistrySection = RegistrySection()
+    """Where the selected model is registered, how it is approved, and the champion gate."""
     sagemaker: SageMakerSection = SageMakerSection()
+    """SageMaker target settings (the local target ignores them)."""
     local: LocalSection = LocalSection()
+    """Local target settings."""
 
     @field_validator("artifacts_url")
     @classmethod

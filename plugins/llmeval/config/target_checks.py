@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
+from llmeval.runtime import resolve_data_path
 
 if TYPE_CHECKING:
     from llmeval.config.schema import EvalConfig
@@ -26,6 +27,7 @@ def check_target(cfg: EvalConfig) -> None:
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
+    _check_provided_files(cfg)
 
 
 def _check_local_models(cfg: EvalConfig) -> None:
@@ -106,3 +108,19 @@ def _check_algorithms_can_run(cfg: EvalConfig) -> None:
                     "PromptStereotyping needs each sentence's log probability: give the JMESPath to it in "
                     "the response, e.g. sum([0].details.prefill[1:].logprob) for TGI-based endpoints",
                 )
+
+
+def _check_provided_files(cfg: EvalConfig) -> None:
+    """A model's outputs on this machine (not in object storage, not per catalog version)
+    must exist when the config loads, not only when the run reaches it."""
+    for i, model in enumerate(cfg.models):
+        location = model.outputs_location
+        if not location or "{catalog_version}" in location or ("://" in location and not location.startswith("file:")):
+            continue
+        path = resolve_data_path(location)
+        if not path.is_file():
+            raise FieldProblem(
+                ("models", i, "outputs_location"),
+                f"no file at {path} (a relative path is under include/data; a per-version file uses "
+                "{catalog_version}; object storage: s3://bucket/key)",
+            )

@@ -85,6 +85,35 @@ def mean_loss(model, tokenizer, examples, batch_size: int) -> float:
     return sum(losses) / len(losses)
 
 
+def train_lora(model: Any, tokenizer: Any, train: list[Any], args: argparse.Namespace, started: float) -> list[dict]:
+    """The training loop: AdamW over the LoRA weights, shuffled batches, at most `max_steps`;
+    the loss of every step (logged as it goes)."""
+    import torch
+
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = min(args.max_steps or steps_per_epoch * args.epochs, steps_per_epoch * args.epochs)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(args.epochs):
+        order = list(range(len(train)))
+        random.shuffle(order)
+        for i in range(0, len(order), args.batch_size):
+            if step >= total:
+                break
+            ids, mask, labels = _batch(tokenizer, [train[j] for j in order[i : i + args.batch_size]])
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            history.append({"step": step, "epoch": epoch + 1, "loss": round(float(loss), 5)})
+            elapsed = time.perf_counter() - started
+            log.info("step %d/%d epoch %d loss %.4f (%.1fs)", step, total, epoch + 1, float(loss), elapsed)
+    return history
+
+
 def finetune(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -110,34 +139,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = min(args.max_steps or steps_per_epoch * args.epochs, steps_per_epoch * args.epochs)
-    history: list[dict[str, float]] = []
     validation_before = mean_loss(model, tokenizer, validation, args.batch_size) if validation else None
-    step = 0
-    for epoch in range(args.epochs):
-        order = list(range(len(train)))
-        random.shuffle(order)
-        for i in range(0, len(order), args.batch_size):
-            if step >= total:
-                break
-            ids, mask, labels = _batch(tokenizer, [train[j] for j in order[i : i + args.batch_size]])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            step += 1
-            history.append({"step": step, "epoch": epoch + 1, "loss": round(float(loss), 5)})
-            log.info(
-                "step %d/%d epoch %d loss %.4f (%.1fs)",
-                step,
-                total,
-                epoch + 1,
-                float(loss),
-                time.perf_counter() - started,
-            )
+    history = train_lora(model, tokenizer, train, args, started)
+    step = len(history)
     validation_after = mean_loss(model, tokenizer, validation, args.batch_size) if validation else None
     merged = model.merge_and_unload()
     args.output_dir.mkdir(parents=True, exist_ok=True)
