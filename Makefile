@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, no Docker, no AWS):
 #   make demo   install what is needed, then run the local demo DAG end to end
 #   make test   install what is needed, then run the whole test suite
+# and `make ui` opens the Airflow UI with the plugin and the demo's runs.
 # Installs are cached under ~/.cache/llmeval (keyed by the requirements files' hash) and
 # skipped when already done, so a second run starts straight away.
 
@@ -19,8 +20,9 @@ export LLM_EVAL_WORKER_PYTHON := $(CURDIR)/$(WORKER_VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEMO_DAG ?= llm-eval-local-demo
 PYTEST_ARGS ?=
+BENCHMARKS ?=
 
-.PHONY: env worker-env model-cache services airflow-db demo test faults validate schema benchmarks clean
+.PHONY: env worker-env model-cache services airflow-db demo ui test lint docs faults validate schema benchmarks clean
 
 env:  ## Airflow environment (+ test tools)
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(VENV) requirements-dev.txt requirements.txt
@@ -37,16 +39,31 @@ services:  ## PostgreSQL and Redis from the OS packages (the distributed-Airflow
 airflow-db: env
 	@test -f $(AIRFLOW_HOME)/airflow.db || (echo ">> creating the Airflow database in $(AIRFLOW_HOME)" && airflow db migrate > /dev/null)
 
-demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow dags test`
+demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow dags test`, showing each task as it runs
 	@$(VENV)/bin/python -m llmeval validate include/configs/*.yaml
-	@start=$$(date +%s); airflow dags test $(DEMO_DAG) > $(AIRFLOW_HOME)/demo.log 2>&1; rc=$$?; \
-	  grep -E "llmeval\.(steps|local|factory)" $(AIRFLOW_HOME)/demo.log | grep -vE "Batches|^\s*$$" | sed -E 's/^\S+ \[[a-z]+ *\] //; s/ \[llmeval[^]]*\] loc=\S+$$//' | cut -c1-200; \
-	  echo ">> airflow dags test $(DEMO_DAG): exit $$rc in $$(( $$(date +%s) - start ))s (full log: $(AIRFLOW_HOME)/demo.log)"; \
+	@echo ">> airflow dags test $(DEMO_DAG) (full log: $(AIRFLOW_HOME)/demo.log)"
+	@start=$$(date +%s); set -o pipefail; \
+	  airflow dags test $(DEMO_DAG) 2>&1 | $(VENV)/bin/python scripts/demo_progress.py $(AIRFLOW_HOME)/demo.log; rc=$$?; \
+	  echo ">> airflow dags test $(DEMO_DAG): exit $$rc in $$(( $$(date +%s) - start ))s"; \
 	  report=$$(ls -td $(LLM_EVAL_ARTIFACTS_DIR)/runs/$(DEMO_DAG)/*/ 2>/dev/null | head -1); \
-	  test -n "$$report" && cat $$report/summary.md && echo ">> leaderboard: $${report}leaderboard.html"; exit $$rc
+	  test -n "$$report" && cat $$report/summary.md && echo ">> leaderboard: $${report}leaderboard.html"; \
+	  echo ">> make ui: the same run in the Airflow UI (its Leaderboard tab)"; exit $$rc
+
+ui: env worker-env model-cache airflow-db  ## Airflow standalone with the plugin and the demo's runs (prints URL and login)
+	@$(VENV)/bin/python scripts/ui.py
 
 test: env worker-env model-cache services  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: env  ## ruff (lint and format), mypy, the import-linter layers
+	$(VENV)/bin/ruff check plugins tests benchmarks dags scripts
+	$(VENV)/bin/ruff format --check plugins tests benchmarks dags scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+docs: env  ## the documentation site in site/ (generated pages first; --strict: broken links fail)
+	@$(VENV)/bin/python scripts/docs_pages.py
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 faults: env worker-env model-cache services  ## the fault-injection tests; prints the fault matrix
 	$(VENV)/bin/python -m pytest -m faults -q -p no:warnings
@@ -57,14 +74,9 @@ validate: env
 schema: env
 	@$(VENV)/bin/python -m llmeval schema
 
-benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last
-	$(WORKER_VENV)/bin/python benchmarks/generate_throughput.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|^\s*$$"
-	$(WORKER_VENV)/bin/python benchmarks/score_overhead.py 2>&1 | grep -vE "sagemaker.config|row/s|Tasks:|warn|^\s*$$"
-	$(WORKER_VENV)/bin/python benchmarks/robustness_throughput.py 2>&1 | tail -n 5
-	$(WORKER_VENV)/bin/python benchmarks/judge_throughput.py 2>&1 | grep -v "sagemaker.config"
-	$(VENV)/bin/python benchmarks/parse_time.py
-	$(VENV)/bin/python benchmarks/task_start.py
-	$(VENV)/bin/python benchmarks/endpoint_minutes.py 2>&1 | tail -n 6
+benchmarks: env worker-env  ## each prints `<name>: <ratio>x ...` last; the figures go to docs/benchmarks.json
+	$(VENV)/bin/python scripts/run_benchmarks.py $(BENCHMARKS)
+	@$(VENV)/bin/python scripts/docs_pages.py
 
 clean:  ## remove run artifacts and the local Airflow home (not the cached environments)
-	rm -rf artifacts .airflow .pytest_cache
+	rm -rf artifacts .airflow .pytest_cache site

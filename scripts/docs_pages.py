@@ -56,7 +56,13 @@ def _default(prop: dict[str, Any], required: bool) -> str:
 
 
 def _limits(prop: dict[str, Any]) -> str:
-    words = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "minItems": "items >=", "minLength": "length >="}
+    words = {
+        "minimum": ">=",
+        "maximum": "<=",
+        "exclusiveMinimum": ">",
+        "minItems": "items >=",
+        "minLength": "length >=",
+    }
     found = [f"{word} {prop[key]}" for key, word in words.items() if key in prop]
     if "pattern" in prop:
         found.append(f"pattern `{prop['pattern']}`")

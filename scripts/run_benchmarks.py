@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VERDICT = re.compile(r"^(?P<name>\w+): (?P<ratio>[0-9.]+)x \(target <= (?P<bound>[0-9.]+)x\)$")
 AIRFLOW, WORKER = ROOT / ".venv" / "bin" / "python", ROOT / ".venv-worker" / "bin" / "python"
+NOISE = ("sagemaker.config", "row/s", "Tasks:", "\x1b[A", "Running 0:")  # SDK banners, Ray progress bars
 BENCHMARKS = [  # (script, interpreter, what it compares)
     ("generate_throughput.py", WORKER, "2,000 prompts against a simulated endpoint, vs its capacity limit"),
     ("score_overhead.py", WORKER, "the score stage over 1,000 saved outputs, vs three fmeval evaluate() calls"),
@@ -41,7 +42,7 @@ def run(script: str, python: Path) -> dict | None:
     )
     last = ""
     for line in proc.stdout or ():
-        if line.strip() and "sagemaker.config" not in line:
+        if line.strip() and not any(noise in line for noise in NOISE):
             print(f"  {line.rstrip()}", flush=True)
             last = line.strip()
     proc.wait()

@@ -564,7 +564,9 @@ class EvalConfig(_Strict):
     models: list[ModelSection] = Field(min_length=1)
     """The candidates, each deployed (or called, or scored from its given outputs) and evaluated the same way."""
     judges: list[ModelSection] = Field(
-        [], description="Models that judge answers (LLMJudge): deployed and torn down with the run, never candidates."
+        [],
+        description="Models that judge answers (LLMJudge, Pairwise): a deployed foundation model (its endpoint "
+        "lives for the run) or a Bedrock model; never candidates.",
     )
     algorithms: list[AlgorithmSection] = Field(min_length=1)
     """The evaluation algorithms: fmeval's, the project's (SemanticSimilarity, LLMJudge, Pairwise) or
