@@ -22,7 +22,7 @@ DEMO_DAG ?= llm-eval-local-demo
 PYTEST_ARGS ?=
 BENCHMARKS ?=
 
-.PHONY: env worker-env model-cache services airflow-db demo ui test lint docs faults validate schema benchmarks clean
+.PHONY: env worker-env model-cache services airflow-db demo ui test lint docs plugins-zip faults validate schema benchmarks clean
 
 env:  ## Airflow environment (+ test tools)
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(VENV) requirements-dev.txt requirements.txt
@@ -64,6 +64,9 @@ lint: env  ## ruff (lint and format), mypy, the import-linter layers
 docs: env  ## the documentation site in site/ (generated pages first; --strict: broken links fail)
 	@$(VENV)/bin/python scripts/docs_pages.py
 	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+plugins-zip:  ## plugins.zip for MWAA: the plugin module, the package, the .airflowignore
+	@$(PYTHON) scripts/plugins_zip.py plugins.zip
 
 faults: env worker-env model-cache services  ## the fault-injection tests; prints the fault matrix
 	$(VENV)/bin/python -m pytest -m faults -q -p no:warnings

@@ -7,8 +7,13 @@ to PDF. Screenshots and the PDF go to test-output/browser/."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,6 +21,7 @@ import pytest
 import yaml
 
 from airflow_standalone import USERS, Standalone
+from celery_stack import free_port
 from conftest import CONFIGS, ROOT
 from llmeval.registry import LocalRegistry
 from llmeval.store import safe_segment
@@ -89,18 +95,13 @@ class UI:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
+def browser():
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: `make services` installs it"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    root = tmp_path_factory.mktemp("standalone")
-    configs, data, artifacts = root / "configs", root / "data", root / "artifacts"
-    configs.mkdir(), data.mkdir()
-    _configs(configs, data)
-    airflow = Standalone(root, configs, artifacts)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=[
                 "--no-sandbox",
@@ -111,12 +112,90 @@ def ui(tmp_path_factory):
                 "--no-first-run",
             ],
         )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("standalone")
+    configs, data, artifacts = root / "configs", root / "data", root / "artifacts"
+    configs.mkdir(), data.mkdir()
+    _configs(configs, data)
+    airflow = Standalone(root, configs, artifacts)
+    try:
+        airflow.start()
+        yield UI(airflow, browser, artifacts)
+    finally:
+        assert airflow.stop(), "airflow standalone left processes behind"
+
+
+def test_make_ui_opens_airflow_with_the_plugin_and_prints_the_login(tmp_path, browser):
+    """`make ui` (scripts/ui.py): Airflow comes up on the printed URL, the printed login signs in,
+    the evaluations page lists the shipped configs' DAGs; Ctrl-C stops every process it started."""
+    home = tmp_path / "home"
+    port = free_port()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "LANG": "C.UTF-8",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "PYTHONPATH": str(ROOT / "plugins"),
+        "LLM_EVAL_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+    }
+    migrated = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "ui.py"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        printed = ""
+        while "login:" not in printed:
+            line = proc.stdout.readline()
+            assert line, f"scripts/ui.py ended: {printed}\n{(home / 'ui.log').read_text()[-3000:]}"
+            printed += line
+        url, user, password = re.search(r"Airflow UI: (\S+)  login: (\S+) / (\S+)", printed).groups()
+        assert url == f"http://127.0.0.1:{port}/"
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(url)
+        page.get_by_label("Username").fill(user)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda u: "/auth/" not in u)
+        page.goto(f"{url}plugin/llm-evaluations")
+        listed = page.frame_locator("iframe[title='LLM evaluations']").locator("table")
+        listed.get_by_text(DEMO).wait_for()
+        assert "llm-eval-sm-hybrid" in listed.inner_text()
+        ui_shot = SHOTS / "0-make-ui-evaluations.png"
+        page.screenshot(path=str(ui_shot), full_page=True)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole group
+        proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _processes_of(home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_of(home) == [], "make ui left Airflow processes behind"
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Live processes started with this Airflow home."""
+    mark = f"AIRFLOW_HOME={home}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            airflow.start()
-            yield UI(airflow, browser, artifacts)
-        finally:
-            browser.close()
-            assert airflow.stop(), "airflow standalone left processes behind"
+            if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
@@ -136,6 +215,10 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     first = tab.locator("table").first.locator("tr").nth(1).inner_text()
     assert first.split("\t")[:2] == ["1", selected] and f"{score:.3f}" in first
     ui.shot(page, "1-leaderboard-tab")
+    page.emulate_media(color_scheme="dark")  # the plugin's pages follow the dark theme too
+    assert tab.locator("body").evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(26, 32, 44)"
+    ui.shot(page, "1-leaderboard-tab-dark")
+    page.emulate_media(color_scheme="light")
 
     tab.get_by_role("link", name=selected, exact=True).click()
     tab.locator("select[name=category]").select_option("science")  # the 13th record; 12 are geography

@@ -36,11 +36,30 @@ def test_leaderboard_has_a_chart_per_metric_with_intervals(tmp_path):
 def test_ranking_says_whether_intervals_tell_models_apart(tmp_path):
     html, _ = _report(tmp_path, [result("a", fk=0.9), result("b", fk=0.85), result("c", fk=0.3)])
     page = html.read_text()
-    row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in "abc"}
+    ranking = page[page.index('<table class="ranking">') :].split("</table>")[0]
+    row = {m: ranking[ranking.index(f'<td class="name">{m}</td>') :].split("</tr>")[0] for m in "abc"}
+    assert '<span class="chip selected" title="highest composite' in row["a"]
+    assert 'title="not distinguishable (95% intervals)">not distinguishable 95% CI</span>' in row["b"]
+    assert 'title="different (95% intervals)">different 95% CI</span>' in row["c"]
+    notes = page[page.index('<ul class="notes">') :].split("</ul>")[0]  # the details behind the chips
+    assert "c vs the selected model: different (95% intervals)" in notes
+
+
+def test_counts_are_tabled_not_charted_as_scores(tmp_path):
+    from llmeval.results import AlgorithmResult, Score
+
+    results = [result("a", fk=0.7), result("b", fk=0.4)]
+    for r, unparseable in zip(results, (2.0, 0.0)):
+        r.algorithms.append(
+            AlgorithmResult(
+                "LLMJudge", [Score("correctness", 0.5, 0.4, 0.6, 10), Score("correctness_unparseable", unparseable)]
+            )
+        )
+    page = _report(tmp_path, results)[0].read_text()
+    assert 'aria-label="LLMJudge/correctness"' in page and 'aria-label="LLMJudge/correctness_unparseable"' not in page
+    counts = page[page.index("<h3>Counts</h3>") :].split("</table>")[0]
     assert (
-        "<td>selected</td>" in row["a"]
-        and "not distinguishable" in row["b"]
-        and "<td>different (95% intervals)</td>" in row["c"]
+        '<td class="metric">LLMJudge/correctness_unparseable</td><td class="num">2</td><td class="num">0</td>' in counts
     )
 
 

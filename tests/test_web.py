@@ -99,7 +99,7 @@ def test_the_evaluations_page_lists_the_dag_with_its_latest_run_and_selection(cl
     page = client.get("/llm-evaluations/", headers=api_token(client, "reader"))
     assert page.status_code == 200
     assert "script-src" not in page.headers["content-security-policy"]  # no script may run at all
-    row = re.search(r"<tr>\s*<td>web-evals</td>(.*?)</tr>", page.text, re.S).group(1)
+    row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', page.text, re.S).group(1)
     assert f'href="dags/web-evals/runs/{quote(run_id, safe="")}/leaderboard"' in row
     assert "<td>given-a</td>" in row  # selected: 3 of 4 right against 1 of 4
     assert 'href="dags/web-evals/trend"' in row
@@ -178,5 +178,5 @@ def test_one_unreachable_store_does_not_hide_the_other_dags(client, web_run, mon
     monkeypatch.setattr(runs, "selection_of", unreachable)
     page = client.get("/llm-evaluations/", headers=api_token(client, "reader"))
     assert page.status_code == 200
-    row = re.search(r"<tr>\s*<td>web-evals</td>(.*?)</tr>", page.text, re.S).group(1)
+    row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', page.text, re.S).group(1)
     assert "results unavailable: ConnectionError: cannot reach the store of web-evals" in row

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmeval.html import fmt, render
 from llmeval.paired import paired_test, record_scores
-from llmeval.results import ModelResult, ResourceUsage, Score
+from llmeval.results import COUNT_SUFFIXES, ModelResult, ResourceUsage, Score
 from llmeval.selection import Selection
 
 
@@ -40,6 +40,11 @@ def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
     return table
 
 
+def is_count(metric: str) -> bool:
+    """A figure that counts records (e.g. a judge's unparseable answers): tabled, never charted as a score."""
+    return metric.endswith(COUNT_SUFFIXES)
+
+
 def _bar_chart(by_model: dict[str, Score]) -> dict[str, Any] | None:
     """Geometry of a bar per model with its 95% interval as whiskers (drawn by charts.html)."""
     rows = [(m, s, s.value) for m, s in by_model.items() if s.value is not None]
@@ -63,19 +68,29 @@ def _bar_chart(by_model: dict[str, Score]) -> dict[str, Any] | None:
     }
 
 
+@dataclass(frozen=True)
+class Versus:
+    """How a model compares with the selected one: a chip (`short`, `verdict`) and the sentence
+    behind it (`detail`)."""
+
+    verdict: str  # "selected", "different", "not distinguishable", "no interval" or ""
+    short: str = ""
+    detail: str = ""
+
+
 def _versus(
     model: ModelResult | None,
     best: ModelResult | None,
     rule: dict[str, Any] | None,
     records: dict[str, list[dict[str, Any]]],
-) -> str:
+) -> Versus:
     """Whether this model differs from the selected one on the first selection metric: by a
     paired test on the records both answered when their records are at hand, else by
     whether the 95% intervals overlap. Says which it used."""
     if model is None or best is None or not rule:
-        return ""
+        return Versus("")
     if model.model == best.model:
-        return "selected"
+        return Versus("selected", "selected", "the selected model")
     metric = rule["metric"]
     if model.model in records and best.model in records:
         test = paired_test(
@@ -86,18 +101,19 @@ def _versus(
         )
         if test.mean_delta is not None and test.ci_low is not None and test.ci_high is not None:
             verdict = "different" if test.ci_low > 0 or test.ci_high < 0 else "not distinguishable"
-            return (
+            detail = (
                 f"{verdict} ({test.method}, {test.matched} records: {test.mean_delta:+.3f} "
                 f"[{test.ci_low:+.3f}, {test.ci_high:+.3f}])"
             )
+            return Versus(verdict, f"{test.mean_delta:+.3f}", detail)
     mine, theirs = model.scores_by_metric().get(metric), best.scores_by_metric().get(metric)
     if not mine or not theirs:
-        return "no interval"
+        return Versus("no interval", "n/a", "no interval to compare")
     low, high, their_low, their_high = mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high
     if low is None or high is None or their_low is None or their_high is None:
-        return "no interval"
-    apart = high < their_low or low > their_high
-    return f"{'different' if apart else 'not distinguishable'} (95% intervals)"
+        return Versus("no interval", "n/a", "no interval to compare")
+    verdict = "different" if high < their_low or low > their_high else "not distinguishable"
+    return Versus(verdict, "95% CI", f"{verdict} (95% intervals)")
 
 
 def render_html(data: ReportInput) -> str:
@@ -130,7 +146,8 @@ def render_html(data: ReportInput) -> str:
         data=data,
         selection=sel,
         ranking=ranking,
-        charts_by_metric=[(metric, _bar_chart(scores)) for metric, scores in _scores(data.results).items()],
+        charts_by_metric=[(m, _bar_chart(scores)) for m, scores in _scores(data.results).items() if not is_count(m)],
+        counts={m: scores for m, scores in _scores(data.results).items() if is_count(m)},
         tuned=[r for r in data.results if r.metadata.get("training")],
         categories=categories,
         category_rows=category_rows,

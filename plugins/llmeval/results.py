@@ -15,6 +15,8 @@ from llmeval.store import FAILURE, PAIRWISE, RESULTS, USAGE, model_folder, write
 
 SCHEMA_VERSION = 1
 COST_METRICS = ("usd", "endpoint_seconds")  # 'cost/<figure>' in selection and the gate (lower is better)
+UNPARSEABLE = "_unparseable"  # '<rubric>_unparseable': a judge's answers without a rating (a count)
+COUNT_SUFFIXES = (UNPARSEABLE,)  # scores that count records: shown as counts, never charted as scores
 # 'generation/<figure>' in selection and the gate: attributes of GenerationStats
 GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
 

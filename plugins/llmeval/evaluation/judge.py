@@ -16,11 +16,10 @@ from typing import Any
 from llmeval.config import AlgorithmSection
 from llmeval.evaluation.generate import ModelClient
 from llmeval.evaluation.model_scorers import PerRecord, score_each
+from llmeval.results import UNPARSEABLE
 from llmeval.rubrics import read_judgement
 
 log = logging.getLogger("llmeval.score")
-
-UNPARSEABLE = "_unparseable"
 
 
 def judge_scorer(section: AlgorithmSection, judges: dict[str, ModelClient]):
