@@ -392,6 +392,29 @@ def test_artifacts_url_forms(tmp_path, url):
     assert load_config(path).artifacts_url == url
 
 
+def test_a_malformed_store_url_in_the_environment_is_refused_at_load(tmp_path, monkeypatch):
+    path = tmp_path / "store.yaml"
+    path.write_text(json.dumps(local_config("t-store")))
+    monkeypatch.setenv("LLM_EVAL_ARTIFACTS_URL", "s3://Bad_Bucket!!/x")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    (problem,) = err.value.problems
+    assert problem.field == "artifacts_url" and "LLM_EVAL_ARTIFACTS_URL" in problem.message
+    assert "not a valid S3 location" in problem.message
+    monkeypatch.setenv("LLM_EVAL_ARTIFACTS_URL", "s3://good-bucket/x")
+    assert load_config(path).artifacts_url is None  # a valid one is the store, not the config's
+
+
+def test_secrets_in_defaults_yaml_are_refused_like_a_configs(tmp_path):
+    (tmp_path / "defaults.yaml").write_text("sagemaker:\n  tags:\n    api_key: sk-live-123\n")
+    _write(tmp_path, SEED)
+    good, bad = load_folder(tmp_path)
+    assert good == [] and len(bad) == 1
+    (problem,) = bad[0].problems
+    assert problem.file.endswith("defaults.yaml") and problem.line == 3
+    assert problem.field == "sagemaker.tags.api_key" and "must not hold secrets" in problem.message
+
+
 def test_json_schema_describes_the_config():
     schema = json_schema()
     assert set(schema["required"]) == {"pipeline", "dataset", "models", "algorithms"}

@@ -87,3 +87,28 @@ def test_plugins_zip_holds_the_plugin_module_and_the_package_and_loads_unpacked(
         archive.extractall(tmp_path / "mwaa-plugins")  # what MWAA does with it
     plugins = _airflow(sys.executable, tmp_path / "home", tmp_path / "mwaa-plugins")
     assert [p["name"] for p in plugins].count(PLUGIN) == 1
+
+
+def test_mwaas_requirements_name_nothing_mwaa_provides():
+    import re
+
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements-mwaa.txt").read_text().splitlines()]
+    names = {re.split(r"[\[<>=!~ ]", line)[0].lower() for line in lines if line}
+    assert names == {"apache-airflow-providers-amazon", "pydantic", "pyyaml"}
+    assert not any(re.search(r"==", line) for line in lines if line.startswith("apache-airflow-providers"))
+
+
+def test_the_shipped_configs_name_training_data_that_exists():
+    from llmeval.config import load_config
+    from llmeval.runtime import resolve_data_path
+
+    for path in sorted((ROOT / "include" / "configs").glob("*.yaml")):
+        for model in load_config(path).models:
+            for location in filter(
+                None,
+                [
+                    model.finetuning and model.finetuning.train_data_path,
+                    model.finetuning and model.finetuning.validation_data_path,
+                ],
+            ):
+                assert location.startswith("s3://") or resolve_data_path(location).is_file(), (path.name, location)

@@ -245,6 +245,8 @@ def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_en
     code_cfg = load_config(config)
     (tmp_path / "algorithms").mkdir()
     (tmp_path / "algorithms" / "house_metric.py").write_text("SCORE = 1\n")
+    (tmp_path / "algorithms" / "my_metrics").mkdir()  # custom:my_metrics.brevity:Brevity
+    (tmp_path / "algorithms" / "my_metrics" / "brevity.py").write_text("SCORE = 3\n")
     monkeypatch.setenv("LLM_EVAL_INCLUDE_DIR", str(tmp_path))
     _, s3 = clients(aws_env)
 
@@ -257,6 +259,7 @@ def test_the_evaluation_code_is_uploaded_once_for_every_model_run_and_dag(aws_en
     uploaded = objects(first)
     assert set(uploaded) == {*staging.code_files(), staging.CODE_MANIFEST}
     assert "llmeval/evaluation/__main__.py" in uploaded and "house_metric.py" in uploaded
+    assert "my_metrics/brevity.py" in uploaded  # a dotted module ships whole
     bucket, _, key = first.removeprefix("s3://").partition("/")
     s3.delete_object(Bucket=bucket, Key=f"{key}house_metric.py")  # a second upload would put it back
     assert staging.upload_code(code_cfg, settings.s3_hook(code_cfg)) == first and "house_metric.py" not in objects(
@@ -575,21 +578,7 @@ def test_teardown_stops_a_training_job_left_running(status, cfg, monkeypatch, tm
         if status is None:
             stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found")
         else:
-            stub.add_response(
-                "describe_training_job",
-                {
-                    "TrainingJobName": "ft-job",
-                    "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/ft-job",
-                    "TrainingJobStatus": status,
-                    "SecondaryStatus": "Training",
-                    "ModelArtifacts": {"S3ModelArtifacts": "s3://b/o/model.tar.gz"},
-                    "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
-                    "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
-                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-                    "CreationTime": "2026-01-01T00:00:00Z",
-                },
-                {"TrainingJobName": "ft-job"},
-            )
+            stub.add_response("describe_training_job", _training_job(status), {"TrainingJobName": "ft-job"})
         if status == "InProgress":
             stub.add_response("stop_training_job", {}, {"TrainingJobName": "ft-job"})
         # no deployment was handed on: look for the endpoint by name, then for leftovers by prefix
@@ -664,3 +653,79 @@ def test_the_release_check_reads_the_release_object_then_the_job(marker, job_sta
         s3_stub.assert_no_pending_responses()
         sm_stub.assert_no_pending_responses()
     assert (found and found["status"]) == state
+
+
+def _training_job(status: str) -> dict:
+    return {
+        "TrainingJobName": "ft-job",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/ft-job",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": "Training",
+        "FailureReason": "ClientError: bad data",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/o/model.tar.gz"},
+        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": IMAGE},
+        "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": "2026-01-01T00:00:00Z",
+    }
+
+
+def _training_operator(client, **kwargs):
+    from llmeval.targets.sagemaker.operators import ReusingTrainingOperator
+
+    operator = ReusingTrainingOperator(task_id="finetune", config={"TrainingJobName": "ft-job"}, retries=2, **kwargs)
+    operator.__dict__["hook"] = type("Hook", (), {"conn": client})()  # the cached hook, on the stubbed client
+    return operator
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_a_training_job_that_failed_fails_the_task_for_good(status):
+    """A retry would only find the job failed again: the task fails without its retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    client = _client()
+    with Stubber(client) as stub:
+        stub.add_response("describe_training_job", _training_job(status), {"TrainingJobName": "ft-job"})
+        with pytest.raises(AirflowFailException, match=f"training job ft-job is {status}: ClientError: bad data"):
+            _training_operator(client).execute({})
+        stub.assert_no_pending_responses()
+
+
+def test_a_running_training_job_is_waited_for_in_the_triggerer_at_the_configured_interval():
+    from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    client = _client()
+    operator = _training_operator(client, deferrable=True, check_interval=45, max_attempts=400, max_ingestion_time=9000)
+    with Stubber(client) as stub:
+        stub.add_response("describe_training_job", _training_job("InProgress"), {"TrainingJobName": "ft-job"})
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, SageMakerTrigger) and trigger.job_type == "Training"
+    assert (trigger.waiter_delay, trigger.attempts) == (45, 400)
+    assert deferred.value.timeout.total_seconds() == 9000
+
+
+def test_an_endpoint_an_earlier_try_is_creating_is_waited_for_in_the_triggerer(monkeypatch):
+    """A retried deploy finds its endpoint still Creating: it waits in the triggerer, polling
+    at the configured interval up to max_ingestion_time, not with botocore's default waiter."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from llmeval.targets.sagemaker.operators import ReusingEndpointOperator
+
+    monkeypatch.setattr(req, "endpoint_status", lambda client, name: "Creating")
+    monkeypatch.setattr(req, "check_owner", lambda client, name, pipeline: None)
+    config = {
+        "Endpoint": {"EndpointName": "ep", "Tags": [{"Key": req.OWNER_TAG, "Value": "p"}]},
+        "EndpointConfig": {"ProductionVariants": [{"InstanceType": "ml.g5.2xlarge"}]},
+    }
+    operator = ReusingEndpointOperator(
+        task_id="deploy", config=config, deferrable=True, check_interval=20, max_ingestion_time=3000
+    )
+    operator.__dict__["hook"] = type("Hook", (), {"conn": object()})()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    trigger = deferred.value.trigger
+    assert (trigger.job_type, trigger.job_name, trigger.waiter_delay, trigger.attempts) == ("endpoint", "ep", 20, 150)
+    assert deferred.value.method_name == "execute_complete" and deferred.value.timeout.total_seconds() == 3000

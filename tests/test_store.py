@@ -119,3 +119,22 @@ def test_an_unwritable_store_fails_the_first_task_naming_url_connection_and_perm
     text = str(err.value)
     assert "s3://aws_moto@no-such-bucket/llmeval/runs/t-store/run-1 (connection 'aws_moto')" in text
     assert "s3:PutObject" in text and "The specified bucket does not exist" in text
+
+
+def test_include_is_found_in_the_dags_folder_airflow_cfg_names(tmp_path):
+    """MWAA-style layout with the DAGs folder set in airflow.cfg, not in the environment."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    dags = tmp_path / "dags"
+    (dags / "include" / "configs").mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "airflow.cfg").write_text(f"[core]\ndags_folder = {dags}\n")
+    env = {"AIRFLOW_HOME": str(home), "PYTHONPATH": str(ROOT / "plugins"), "PATH": "/usr/bin:/bin"}
+    code = "from llmeval.runtime import configs_dir; print(configs_dir())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(dags / "include" / "configs")

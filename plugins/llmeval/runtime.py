@@ -17,15 +17,24 @@ INCLUDE_DIR_ENV = "LLM_EVAL_INCLUDE_DIR"
 
 
 def include_dir() -> Path:
-    """`LLM_EVAL_INCLUDE_DIR`, else `include/` in the DAGs folder (MWAA: dags/ and plugins.zip
+    """`LLM_EVAL_INCLUDE_DIR`, else `include/` in Airflow's DAGs folder (MWAA: dags/ and plugins.zip
     are deployed apart), else `include/` beside plugins/ (a checkout)."""
     configured = os.environ.get(INCLUDE_DIR_ENV)
     if configured:
         return Path(configured)
-    dags_folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    dags_folder = _dags_folder()
     if dags_folder and (Path(dags_folder) / "include").is_dir():
         return Path(dags_folder) / "include"
     return PROJECT_DIR / "include"
+
+
+def _dags_folder() -> str | None:
+    """Airflow's DAGs folder as Airflow sees it (airflow.cfg or AIRFLOW__CORE__DAGS_FOLDER)."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # the worker environment and the Processing container have no Airflow
+        return os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    return conf.get("core", "dags_folder", fallback=None)
 
 
 def configs_dir() -> Path:

@@ -90,10 +90,18 @@ def load_defaults(folder: Path) -> dict[str, Any]:
     path = folder / DEFAULTS_FILE
     if not path.exists():
         return {}
-    _, data = _read_yaml(path)
+    text, data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([Problem(str(path), 1, "", "expected a mapping of default keys")])
+    _refuse_secrets(path, text, data)  # merged under every config: scanned like one
     return data
+
+
+def _refuse_secrets(path: Path, text: str, data: dict[str, Any]) -> None:
+    secrets = find_secrets(data)
+    if secrets:
+        root = yaml.compose(text, Loader=_SafeLoader)
+        raise ConfigError([Problem(str(path), _line_of(root, loc), _field_path(loc), msg) for loc, msg in secrets])
 
 
 def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> EvalConfig:
@@ -102,10 +110,7 @@ def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> Eva
     text, data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError([Problem(str(path), 1, "", "expected a mapping with pipeline, dataset, models, algorithms")])
-    secrets = find_secrets(data)
-    if secrets:
-        root = yaml.compose(text, Loader=_SafeLoader)
-        raise ConfigError([Problem(str(path), _line_of(root, loc), _field_path(loc), msg) for loc, msg in secrets])
+    _refuse_secrets(path, text, data)
     if defaults:
         data = _deep_merge(defaults, data)
     try:

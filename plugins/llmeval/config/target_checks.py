@@ -4,11 +4,13 @@ Face Hub when offline, PromptStereotyping's inputs, one pool per instance type."
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
 from llmeval.runtime import resolve_data_path
+from llmeval.store import ARTIFACTS_URL_ENV, check_url
 
 if TYPE_CHECKING:
     from llmeval.config.schema import EvalConfig
@@ -28,6 +30,7 @@ def check_target(cfg: EvalConfig) -> None:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
     _check_provided_files(cfg)
+    _check_store_of_the_environment(cfg)
 
 
 def _check_local_models(cfg: EvalConfig) -> None:
@@ -124,3 +127,14 @@ def _check_provided_files(cfg: EvalConfig) -> None:
                 f"no file at {path} (a relative path is under include/data; a per-version file uses "
                 "{catalog_version}; object storage: s3://bucket/key)",
             )
+
+
+def _check_store_of_the_environment(cfg: EvalConfig) -> None:
+    """The run store the environment names (when the config names none) must be a store URL:
+    refused at load, not at the first task."""
+    url = os.environ.get(ARTIFACTS_URL_ENV)
+    if cfg.artifacts_url is None and url:
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise FieldProblem(("artifacts_url",), f"the environment's {ARTIFACTS_URL_ENV}: {exc}") from None

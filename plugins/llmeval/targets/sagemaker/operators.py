@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.sagemaker import (
+    SageMakerBaseOperator,
     SageMakerEndpointOperator,
     SageMakerProcessingOperator,
     SageMakerTrainingOperator,
@@ -57,8 +58,8 @@ class ReusingEndpointOperator(SageMakerEndpointOperator):
             return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
         if status in SETTLING:
             if self.wait_for_completion:  # else the evaluation job waits for it
-                self.log.info("endpoint %s is %s: waiting for it", name, status)
-                self.hook.get_waiter("endpoint_in_service").wait(EndpointName=name)
+                self.log.info("endpoint %s is %s (an earlier try's): waiting for it", name, status)
+                return self.wait_in_service(name)
             return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
         if status is not None:
             raise RuntimeError(f"endpoint {name} exists with status {status}; delete it or fix it first")
@@ -76,25 +77,115 @@ class ReusingEndpointOperator(SageMakerEndpointOperator):
         self.log.info("creating endpoint %s; the evaluation job waits for it to be InService", name)
         return {"Endpoint": trim_none_values(conn.describe_endpoint(EndpointName=name))}
 
+    def wait_in_service(self, name: str) -> dict[str, Any]:
+        """Until the endpoint is InService: in the triggerer when deferrable (as the provider's own
+        create path waits), else polling every check_interval up to max_ingestion_time."""
+        attempts = max(1, self.max_ingestion_time // self.check_interval)
+        if self.deferrable:
+            trigger = SageMakerTrigger(
+                job_name=name,
+                job_type="endpoint",
+                waiter_delay=self.check_interval,
+                waiter_max_attempts=attempts,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+            )
+            self.defer(
+                trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=self.max_ingestion_time)
+            )
+        self.hook.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": self.check_interval, "MaxAttempts": attempts}
+        )
+        return {"Endpoint": trim_none_values(self.hook.conn.describe_endpoint(EndpointName=name))}
+
     def execute_after_lease_wait(self, context, event=None):
         return self.execute(context)
 
 
-class ReusingProcessingOperator(SageMakerProcessingOperator):
+class _JobLifecycle(SageMakerBaseOperator):
+    """Waiting for a SageMaker job this task (or an earlier try) started, and ending the task
+    as the job ended: its description when it completed, a final failure (no retry: a retry would
+    only find it so again) when it failed or was stopped. `JOB` is "Processing" or "Training"."""
+
+    JOB: str
+    deferrable: bool
+    check_interval: int
+    max_attempts: int
+    max_ingestion_time: int | None
+    aws_conn_id: str | None
+    region_name: str | None
+
+    @property
+    def job_name(self) -> str:
+        return self.config[f"{self.JOB}JobName"]
+
+    def describe(self) -> dict[str, Any] | None:
+        describe = getattr(self.hook.conn, f"describe_{self.JOB.lower()}_job")
+        return req.describe_or_none(describe, **{f"{self.JOB}JobName": self.job_name})
+
+    def status(self, job: dict[str, Any] | None) -> str | None:
+        return job[f"{self.JOB}JobStatus"] if job else None
+
+    def wait_for_end(self, context):
+        """Until the job ends: in the triggerer when deferrable, else polling every check_interval."""
+        if self.deferrable:
+            timeout = timedelta(seconds=self.max_ingestion_time) if self.max_ingestion_time else None
+            trigger = SageMakerTrigger(
+                job_name=self.job_name,
+                job_type=self.JOB,
+                waiter_delay=self.check_interval,
+                waiter_max_attempts=self.max_attempts,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+            )
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
+        self.hook.conn.get_waiter(f"{self.JOB.lower()}_job_completed_or_stopped").wait(
+            **{f"{self.JOB}JobName": self.job_name},
+            WaiterConfig={"Delay": self.check_interval, "MaxAttempts": self.max_attempts},
+        )
+        return self.finished(self.describe() or {})
+
+    def finished(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The task's result for an ended job: its description, or the failure."""
+        if self.status(job) == "Completed":
+            self.log.info("%s job %s completed", self.JOB.lower(), self.job_name)
+            return {self.JOB: trim_none_values(job)}
+        raise self.ended(job)
+
+    def not_retried_if_the_job_ended(self, step, *args):
+        """Run the provider's step; a job that failed or was stopped fails the task for good."""
+        try:
+            return step(*args)
+        except AirflowException:
+            job = self.describe()
+            if self.status(job) not in ("Failed", "Stopped"):
+                raise
+            raise self.ended(job or {}) from None
+
+    def ended(self, job: dict[str, Any]) -> AirflowFailException:
+        """The task's final failure for a job that failed or was stopped."""
+        return AirflowFailException(
+            f"{self.JOB.lower()} job {self.job_name} is {self.status(job)}: {job.get('FailureReason', '')}"
+        )
+
+
+class ReusingProcessingOperator(_JobLifecycle, SageMakerProcessingOperator):
     """A job with the same (deterministic) name is this model's evaluation: a retry (say,
     after its worker died) waits for it or reuses its outputs, and never runs it twice.
     With `release` (a job that writes a release object), the job is created without waiting;
     when it releases its endpoint, `release(model)` deletes the endpoint while the job goes
     on scoring."""
 
+    JOB = "Processing"
+
     def __init__(self, *, release: Callable[[str], list[str]] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.release = release
 
     def execute(self, context):
-        name = self.config["ProcessingJobName"]
-        job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
-        status = job and job["ProcessingJobStatus"]
+        name = self.job_name
+        job = self.describe()
+        status = self.status(job)
         releases = self.release is not None and req.job_args(self.config).release_uri is not None
         if status is None and not releases:
             return self.not_retried_if_the_job_ended(super().execute, context)
@@ -109,11 +200,11 @@ class ReusingProcessingOperator(SageMakerProcessingOperator):
         if status in ("InProgress", "Stopping"):
             self.log.info("processing job %s is %s (started by an earlier try): waiting for it", name, status)
             return self.wait_for_end(context)
-        return self.finished(job)
+        return self.finished(job or {})
 
     def wait_for_release(self, context):
         """Until the job releases its endpoint or ends (in the triggerer when deferrable)."""
-        name, uri = self.config["ProcessingJobName"], req.job_args(self.config).release_uri
+        name, uri = self.job_name, req.job_args(self.config).release_uri
         if self.deferrable:
             self.defer(
                 trigger=ReleasedOrEnded(name, uri, self.aws_conn_id, self.region_name, self.check_interval),
@@ -134,73 +225,29 @@ class ReusingProcessingOperator(SageMakerProcessingOperator):
             except Exception:  # the teardown task deletes it later, and fails loudly if it cannot
                 self.log.exception("releasing the endpoint of %s failed: teardown will delete it", model)
             return self.wait_for_end(context)
-        return self.finished(self.hook.describe_processing_job(self.config["ProcessingJobName"]))  # it ended
-
-    def wait_for_end(self, context):
-        name = self.config["ProcessingJobName"]
-        if self.deferrable:
-            self.defer(
-                trigger=SageMakerTrigger(
-                    job_name=name,
-                    job_type="Processing",
-                    waiter_delay=self.check_interval,
-                    waiter_max_attempts=self.max_attempts,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=self.max_ingestion_time),
-            )
-        self.hook.conn.get_waiter("processing_job_completed_or_stopped").wait(
-            ProcessingJobName=name,
-            WaiterConfig={"Delay": self.check_interval, "MaxAttempts": self.max_attempts},
-        )
-        return self.finished(self.hook.describe_processing_job(name))
-
-    def finished(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The task's result for an ended job: its description, or the failure."""
-        if job["ProcessingJobStatus"] == "Completed":
-            self.log.info("processing job %s completed", job["ProcessingJobName"])
-            return {"Processing": trim_none_values(job)}
-        raise self.ended(job)
+        return self.finished(self.hook.describe_processing_job(self.job_name))  # it ended
 
     def execute_complete(self, context, event=None):
         return self.not_retried_if_the_job_ended(super().execute_complete, context, event)
 
-    def not_retried_if_the_job_ended(self, step, *args):
-        """A failed or stopped job fails the task for good: a retry would only find it so again."""
-        try:
-            return step(*args)
-        except AirflowException:
-            name = self.config["ProcessingJobName"]
-            job = req.describe_or_none(self.hook.conn.describe_processing_job, ProcessingJobName=name)
-            if not job or job["ProcessingJobStatus"] not in ("Failed", "Stopped"):
-                raise
-            raise self.ended(job) from None
 
-    @staticmethod
-    def ended(job: dict[str, Any]) -> AirflowFailException:
-        """The task's final failure for a job that failed or was stopped."""
-        return AirflowFailException(
-            f"processing job {job['ProcessingJobName']} is {job['ProcessingJobStatus']}: {job.get('FailureReason', '')}"
-        )
+class ReusingTrainingOperator(_JobLifecycle, SageMakerTrainingOperator):
+    """A completed (or running) job with the same deterministic name is reused, not duplicated;
+    one that failed or was stopped fails the task without retries."""
 
-
-class ReusingTrainingOperator(SageMakerTrainingOperator):
-    """A completed (or running) job with the same deterministic name is reused, not duplicated."""
+    JOB = "Training"
 
     def execute(self, context):
-        name = self.config["TrainingJobName"]
-        job = req.describe_or_none(self.hook.conn.describe_training_job, TrainingJobName=name)
-        status = job and job["TrainingJobStatus"]
+        job = self.describe()
+        status = self.status(job)
         if status in ("InProgress", "Stopping"):
-            self.log.info("training job %s is %s: waiting for it", name, status)
-            self.hook.conn.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name)
-            job = self.hook.describe_training_job(name)
-            status = job["TrainingJobStatus"]
-        if status == "Completed":
-            self.log.info("training job %s already completed: reusing its model", name)
-            return {"Training": trim_none_values(job)}
-        if status in ("Failed", "Stopped"):
-            raise RuntimeError(f"training job {name} is {status}: {job.get('FailureReason', '')}")
-        return super().execute(context)
+            self.log.info("training job %s is %s (started by an earlier try): waiting for it", self.job_name, status)
+            return self.wait_for_end(context)
+        if status is not None:
+            if status == "Completed":
+                self.log.info("training job %s already completed: reusing its model", self.job_name)
+            return self.finished(job or {})
+        return self.not_retried_if_the_job_ended(super().execute, context)
+
+    def execute_complete(self, context, event=None):
+        return self.not_retried_if_the_job_ended(super().execute_complete, context, event)

@@ -121,13 +121,17 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
 
 def code_files() -> dict[str, Path]:
     """The evaluation code a job imports, by its path under the job's code folder: the
-    package (modules and report templates) and the users' custom algorithms."""
+    package (modules and report templates) and the users' custom algorithms, packages and
+    dotted modules included (`custom:my_metrics.brevity:Brevity`)."""
     files = {
         f"llmeval/{p.relative_to(PACKAGE_DIR)}": p
         for p in sorted(PACKAGE_DIR.rglob("*"))
         if p.suffix in (".py", ".html")
     }
-    return files | {p.name: p for p in sorted(algorithms_dir().glob("*.py"))}
+    custom = algorithms_dir()
+    return files | {
+        p.relative_to(custom).as_posix(): p for p in sorted(custom.rglob("*.py")) if "__pycache__" not in p.parts
+    }
 
 
 def upload_code(cfg: EvalConfig, s3: Any) -> str:

@@ -148,6 +148,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: ModelKind) -> None:
             check_if_job_exists=False,
             print_log=False,
             max_ingestion_time=cfg.sagemaker.max_runtime_s + 600,
+            execution_timeout=_job_timeout(cfg),  # task_timeout_s bounds fine-tuning too
             **aws,
             **waits,
             **polls(cfg),
