@@ -729,3 +729,52 @@ def test_an_endpoint_an_earlier_try_is_creating_is_waited_for_in_the_triggerer(m
     trigger = deferred.value.trigger
     assert (trigger.job_type, trigger.job_name, trigger.waiter_delay, trigger.attempts) == ("endpoint", "ep", 20, 150)
     assert deferred.value.method_name == "execute_complete" and deferred.value.timeout.total_seconds() == 3000
+
+
+def test_the_policies_read_the_s3_data_the_config_names(cfg):
+    """The catalog and provided outputs (read by the Airflow side) and the training data (read by
+    the training job) get read statements; nothing else of those buckets."""
+    from fnmatch import fnmatch
+
+    from llmeval.iam import airflow_policy, sagemaker_role_policy
+
+    tuned = cfg.model("llama3-8b-tuned")
+    data = cfg.model_copy(
+        update={
+            "dataset": cfg.dataset.model_copy(
+                update={"input_data_location": "s3://catalog/qa/{catalog_version}/qa.jsonl"}
+            ),
+            "models": [
+                *[m for m in cfg.models if m.name != tuned.name],
+                tuned.model_copy(
+                    update={"finetuning": tuned.tuning.model_copy(update={"train_data_path": "s3://train-bucket/qa/"})}
+                ),
+            ],
+        }
+    )
+
+    def allowed(policy: dict, action: str, arn: str) -> bool:
+        return any(
+            action in s["Action"]
+            and any(fnmatch(arn, r) for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+            for s in policy["Statement"]
+        )
+
+    airflow = airflow_policy(data, "s3://llmeval-test/p")
+    assert allowed(airflow, "s3:GetObject", "arn:aws:s3:::catalog/qa/v12/qa.jsonl")
+    assert allowed(airflow, "s3:ListBucket", "arn:aws:s3:::catalog")
+    assert not allowed(airflow, "s3:GetObject", "arn:aws:s3:::catalog/other/secret.jsonl")
+    role = sagemaker_role_policy(data, "s3://llmeval-test/p")
+    assert allowed(role, "s3:GetObject", "arn:aws:s3:::train-bucket/qa/part-1.jsonl")
+    assert allowed(role, "s3:ListBucket", "arn:aws:s3:::train-bucket")
+    assert not allowed(role, "s3:GetObject", "arn:aws:s3:::train-bucket/elsewhere.jsonl")
+    assert assert_valid_policies(airflow, role)
+
+
+def assert_valid_policies(*policies: dict) -> bool:
+    """Every statement has the IAM shape (the policies go to IAM as they are)."""
+    for policy in policies:
+        assert policy["Version"] == "2012-10-17"
+        for statement in policy["Statement"]:
+            assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"} and statement["Resource"]
+    return True

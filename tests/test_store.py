@@ -138,3 +138,28 @@ def test_include_is_found_in_the_dags_folder_airflow_cfg_names(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(dags / "include" / "configs")
+
+
+def test_an_s3_catalog_is_read_through_the_configs_connection(aws_env, monkeypatch):
+    """The prompt catalog in S3 is read with `sagemaker.aws_conn_id`'s credentials and endpoint,
+    not with whatever default credentials the worker has (here: none that reach moto)."""
+    from conftest import ROOT
+    from llmeval.steps import prepare_run
+    from sagemaker_fixtures import clients
+
+    _, s3 = clients(aws_env)
+    rows = (ROOT / "include" / "data" / "qa_general_knowledge.jsonl").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="catalog/v3/qa.jsonl", Body=rows)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    dataset = {
+        "dataset_name": "qa",
+        "input_data_location": f"s3://{BUCKET}/catalog/{{catalog_version}}/qa.jsonl",
+        "model_input_key": "question",
+        "target_output_key": "answer",
+    }
+    cfg = EvalConfig.model_validate(local_config("t-catalog", dataset=dataset, sagemaker={"aws_conn_id": "aws_moto"}))
+    folder = store.root(f"s3://aws_moto@{BUCKET}/llmeval") / "runs" / "t-catalog" / "run-1"
+    prepared = prepare_run(cfg, folder, 5, "v3")
+    assert prepared["records"] == 5 and prepared["source"] == f"s3://{BUCKET}/catalog/v3/qa.jsonl"

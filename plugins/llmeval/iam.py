@@ -11,6 +11,7 @@ the names this config produces where the action supports resource-level permissi
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llmeval.config import EvalConfig
@@ -67,6 +68,31 @@ def _objects(s3_uri: str) -> tuple[str, str]:
     bucket, prefix = split_s3_uri(s3_uri.rstrip("/"))
     bucket = bucket.rpartition("@")[2]
     return f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
+
+
+def _read_only(uris: list[str]) -> tuple[list[str], list[str]]:
+    """(bucket ARNs, object ARN patterns) to read s3:// data a config names: objects, prefixes
+    (a training channel) and per-version paths ({catalog_version} matches any version)."""
+    buckets, objects = set(), set()
+    for uri in uris:
+        bucket, key = split_s3_uri(re.sub(r"\{catalog_version\}.*$", "*", uri))
+        bucket = bucket.rpartition("@")[2]
+        buckets.add(f"arn:aws:s3:::{bucket}")
+        objects.add(f"arn:aws:s3:::{bucket}/{key + '*' if key.endswith('/') or not key else key}")
+    return sorted(buckets), sorted(objects)
+
+
+def config_data(cfg: EvalConfig) -> list[str]:
+    """The s3:// data the Airflow side reads for a run: the prompt catalog, models' provided outputs."""
+    locations = [cfg.dataset.input_data_location, *(m.outputs_location or "" for m in cfg.models)]
+    return [location for location in locations if location.startswith("s3://")]
+
+
+def training_data(cfg: EvalConfig) -> list[str]:
+    """The s3:// training and validation data the training jobs read (as S3 prefixes)."""
+    tuned = [m.tuning for m in cfg.models if m.finetuning]
+    locations = [t.train_data_path for t in tuned] + [t.validation_data_path or "" for t in tuned]
+    return [location.rstrip("/") + "/" for location in locations if location.startswith("s3://")]
 
 
 def _arn(kind: str, name: str) -> str:
@@ -132,6 +158,11 @@ def airflow_policy(
         store_bucket, store_objects = _objects(store_url)
         statements.append(_allow("RunStore", STORE_ACTIONS, [store_objects]))
         statements.append(_allow("RunStoreList", S3_BUCKET_ACTIONS, [store_bucket]))
+    read = config_data(cfg)
+    if read:  # the catalog and provided outputs, read through the config's connection
+        data_buckets, data_objects = _read_only(read)
+        statements.append(_allow("ConfigData", ["s3:GetObject"], data_objects))
+        statements.append(_allow("ConfigDataList", S3_BUCKET_ACTIONS, data_buckets))
     tuned = [m.name for m in cfg.models if m.finetuning]
     if tuned:
         jobs = sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned)
@@ -184,6 +215,10 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     if bedrock:
         models = [f"arn:aws:bedrock:*::foundation-model/{model}" for model in bedrock]
         statements.append(_allow("InvokeBedrock", ["bedrock:InvokeModel"], models))
+    training = training_data(cfg)
+    if training:  # the training jobs' channels, given as s3:// prefixes in the config
+        data_buckets, data_objects = _read_only(training)
+        statements.append(_allow("TrainingData", ["s3:GetObject", "s3:ListBucket"], data_buckets + data_objects))
     security = cfg.sagemaker.security
     keys = sorted({k for k in (security.output_kms_key_id, security.volume_kms_key_id) if k})
     if keys:

@@ -45,7 +45,7 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
     }
     with tempfile.TemporaryDirectory(prefix="llmeval-") as scratch:
         prepared = read_dataset(
-            dataset_file(location, Path(scratch)),
+            dataset_file(cfg, location, Path(scratch)),
             ds.model_input_key,
             ds.target_output_key,
             ds.category_key,
