@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -42,7 +43,22 @@ print(json.dumps(out))
 """
 
 
-def _sdk(instance_type: str, scope: str, version: str = "*") -> dict:
+SDK_REFUSES = """
+import sys
+from sagemaker import image_uris
+model_id, version, region, instance_type, scope = sys.argv[1:]
+try:
+    image_uris.retrieve(framework=None, image_scope=scope, instance_type=instance_type, model_id=model_id,
+                        model_version=version, region=region)
+    print("accepted")
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def _sdk_run(
+    instance_type: str, scope: str, version: str = "*", script: str = SDK_REFERENCE
+) -> subprocess.CompletedProcess:
     env = dict(
         os.environ,
         AWS_JUMPSTART_MANIFEST_LOCAL_ROOT_DIR_OVERRIDE=str(JUMPSTART_FIXTURES),
@@ -51,13 +67,17 @@ def _sdk(instance_type: str, scope: str, version: str = "*") -> dict:
         AWS_SECRET_ACCESS_KEY="x",
         AWS_DEFAULT_REGION=REGION,
     )
-    done = subprocess.run(
-        [WORKER_PYTHON, "-c", SDK_REFERENCE, MODEL, version, REGION, instance_type, scope],
+    return subprocess.run(
+        [WORKER_PYTHON, "-c", script, MODEL, version, REGION, instance_type, scope],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
+
+
+def _sdk(instance_type: str, scope: str, version: str = "*") -> dict:
+    done = _sdk_run(instance_type, scope, version)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -97,7 +117,7 @@ def test_specs_are_read_from_the_content_bucket_with_the_connections_client(aws_
     ("model", "version", "instance_type", "message"),
     [
         ("no-such-model", "*", "ml.g5.2xlarge", "'no-such-model' is not in the us-east-1 manifest"),
-        (MODEL, "9.*", "ml.g5.2xlarge", "has no version '9.*' (available: 1.2.0)"),
+        (MODEL, "9.*", "ml.g5.2xlarge", "has no version '9.*' (available: 1.0.0, 1.1.0, 1.2.0)"),
         (MODEL, "*", "ml.m5.xlarge", "has no inference image for ml.m5.xlarge in us-east-1; supported instance types"),
     ],
 )
@@ -114,3 +134,33 @@ def test_what_cannot_be_resolved_is_named(local_specs, model, version, instance_
 )
 def test_instance_family(instance_type, family):
     assert jumpstart.instance_family(instance_type) == family
+
+
+@pytest.mark.parametrize(
+    ("version", "scope", "sdk_error", "message"),
+    [
+        ("1.0.0", "inference", "DeprecatedJumpStartModelError", "its container is no longer patched"),
+        ("1.0.0", "training", "DeprecatedJumpStartModelError", "its container is no longer patched"),
+        ("1.1.0", "inference", "VulnerableJumpStartModelError", "transformers==4.30.0"),
+        ("1.1.0", "training", "VulnerableJumpStartModelError", "accelerate==0.20.0"),
+    ],
+)
+def test_deprecated_and_vulnerable_versions_are_refused_where_the_sdk_refuses_them(
+    local_specs, version, scope, sdk_error, message
+):
+    training = scope == "training"
+    with pytest.raises(jumpstart.JumpStartRefused, match=re.escape(message)) as refused:
+        jumpstart.resolve(MODEL, version, REGION, "ml.g5.12xlarge", training)
+    assert "pin another model_version" in str(refused.value)
+    sdk = _sdk_run("ml.g5.12xlarge", scope, version, script=SDK_REFUSES)
+    assert sdk.stdout.strip().splitlines()[-1] == sdk_error, sdk.stderr[-2000:]  # the SDK refuses the same version
+
+
+def test_allow_vulnerable_lets_a_vulnerable_version_through_with_its_warnings(local_specs):
+    resolved = jumpstart.resolve(MODEL, "1.1.0", REGION, "ml.g5.2xlarge", allow_vulnerable=True, tuned=True)
+    assert resolved.version == "1.1.0" and resolved.image_uri
+    assert [w.split(": ", 1)[1].split(" script")[0] for w in resolved.warnings] == ["its inference", "its training"]
+    with pytest.raises(jumpstart.JumpStartRefused, match="set allow_vulnerable: true"):
+        jumpstart.resolve(MODEL, "1.1.0", REGION, "ml.g5.2xlarge")
+    with pytest.raises(jumpstart.JumpStartRefused, match="deprecated"):  # no way around a deprecated version
+        jumpstart.resolve(MODEL, "1.0.0", REGION, "ml.g5.2xlarge", allow_vulnerable=True)

@@ -431,3 +431,32 @@ def test_the_endpoint_lives_from_creation_until_the_job_stops_asking_it(
     released = s3.list_objects_v2(Bucket=BUCKET, Prefix="llmeval/sm-release/")["Contents"]
     assert sum(o["Key"].endswith("/released/sm-alpha.json") for o in released) == 1
     assert endpoint.startswith("llm")
+
+
+def test_deprecated_versions_are_refused_before_anything_is_created_and_allowed_vulnerable_ones_flagged(
+    tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
+):
+    """A deprecated JumpStart version fails its model at `prepare` with the spec's message, before
+    any request that creates something; a vulnerable one with `allow_vulnerable: true` is
+    evaluated, and the leaderboard and the registry say so."""
+    from llmeval.results import read_model_result
+    from llmeval.store import run_folder
+
+    overrides = {"sm-old": {"model_version": "1.0.0"}, "sm-risky": {"model_version": "1.1.0", "allow_vulnerable": True}}
+    dag, dag_run = _run(tmp_path, "sm-versions", ["sm-old", "sm-risky"], airflow_db, overrides)
+    assert dag_run.state == "failed"  # verdict: sm-old failed
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    old = read_model_result(folder / "models" / "sm-old", "sm-old")
+    assert old.failed_step == "deploy" and "its container is no longer patched" in old.error
+    assert "pin another model_version" in old.error
+    created = [call for call in every_request_is_validated if call.split(".")[1].startswith("Create")]
+    assert created.count("sagemaker.CreateModel") == 1 and created.count("sagemaker.CreateEndpoint") == 1
+    assert created.count("sagemaker.CreateProcessingJob") == 1  # only sm-risky's
+    risky = json.loads((folder / "models" / "sm-risky" / "results.json").read_text())
+    assert risky["status"] == "succeeded" and "transformers==4.30.0" in risky["metadata"]["warnings"][0]
+    page = (folder / "leaderboard.html").read_text()
+    assert '<h2 class="failed">Warnings</h2>' in page and "let through by allow_vulnerable" in page
+    sm, _ = clients(aws_env)
+    (package,) = sm.list_model_packages(ModelPackageGroupName="sm-versions-models")["ModelPackageSummaryList"]
+    described = sm.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+    assert "transformers==4.30.0" in described["CustomerMetadataProperties"]["warnings"]

@@ -132,6 +132,7 @@ def version_metadata(
         "gate": gate.reason[:250],
         **({"cost_usd": best.cost_usd} if best.cost_usd is not None else {}),
         **({"review": reviewed[:250]} if reviewed else {}),
+        **({"warnings": "; ".join(best.metadata["warnings"])[:250]} if best.metadata.get("warnings") else {}),
     }
     training = best.metadata.get("training")
     if training:  # a tuned model: reference its training run

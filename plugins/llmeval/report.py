@@ -152,6 +152,7 @@ def render_html(data: ReportInput) -> str:
         categories=categories,
         category_rows=category_rows,
         cost=run_cost(data.results, data.judge_usage),
+        warnings=[(r.model, w) for r in data.results for w in r.metadata.get("warnings") or []],
         failures=[r for r in data.results if not r.succeeded]
         + [r for r in data.results if r.succeeded and any(a.error for a in r.algorithms)],
     )

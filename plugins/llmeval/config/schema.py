@@ -184,6 +184,9 @@ class ModelSection(_Strict):
         'record, {"record_id": ..., "model_output": "..."}. Nothing is deployed or torn down; the dataset\'s '
         "records without an output count as failed.",
     )
+    allow_vulnerable: bool = False
+    """Evaluate a JumpStart model version whose scripts have dependencies with known vulnerabilities
+    (refused otherwise, as the SageMaker SDK refuses it); the report and the registry flag it."""
     accept_eula: bool | None = Field(
         None,
         description="Accept the model's end-user license (gated JumpStart models such as Meta Llama): it goes into "

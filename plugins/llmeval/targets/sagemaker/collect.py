@@ -14,7 +14,12 @@ from llmeval.targets.sagemaker.settings import hook, s3_hook
 
 
 def collect(
-    cfg: EvalConfig, model_name: str, run_folder: Any, processing: dict[str, Any], training: dict[str, Any] | None
+    cfg: EvalConfig,
+    model_name: str,
+    run_folder: Any,
+    processing: dict[str, Any],
+    training: dict[str, Any] | None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """Copy the job's results into the run store; return the result summary, or raise why
     there is none."""
@@ -47,6 +52,8 @@ def collect(
     result.outputs_location = f"{uri}{store.OUTPUTS}"
     if training:
         result.metadata["training"] = training
+    if warnings:  # what allow_vulnerable let through
+        result.metadata["warnings"] = warnings
     job = conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
     result.usage = record_usage(folder, billed + [processing_usage(job, cluster, prices)])
     store.write_text(folder / store.RESULTS, result.to_json())

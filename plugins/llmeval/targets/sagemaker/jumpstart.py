@@ -36,6 +36,10 @@ class JumpStartError(ValueError):
     """A JumpStart model, version or instance type that cannot be resolved."""
 
 
+class JumpStartRefused(JumpStartError):
+    """A model the SageMaker SDK refuses: a deprecated version, or vulnerable dependencies."""
+
+
 GATED_MODEL_ENV = "SageMakerGatedModelS3Uri"  # where a gated model's training weights are
 
 
@@ -59,6 +63,7 @@ class Resolved:
     script_uri: str | None = None
     hyperparameters: dict[str, str] = field(default_factory=dict)
     metric_definitions: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what allow_vulnerable let through
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, [], False)}
@@ -305,14 +310,57 @@ def resolve_training(spec: dict[str, Any], region: str, instance_type: str) -> R
     )
 
 
+def check_supported(spec: dict[str, Any], scopes: tuple[str, ...], allow_vulnerable: bool) -> list[str]:
+    """Refuse what the SageMaker SDK refuses for the scripts a run uses (`inference`, `training`):
+    a deprecated version (with the spec's message), vulnerable dependencies unless
+    `allow_vulnerable`. Returns what was let through, for the report."""
+    name = f"JumpStart model {spec['model_id']} {spec['version']}"
+    if spec.get("deprecated"):
+        message = spec.get("deprecated_message") or f"{name} is deprecated"
+        raise JumpStartRefused(f"{message} ({name}): pin another model_version, or choose another model")
+    warnings = []
+    for scope in scopes:
+        if not spec.get(f"{scope}_vulnerable"):
+            continue
+        found = ", ".join(spec.get(f"{scope}_vulnerabilities") or []) or "not named"
+        text = f"{name}: its {scope} script has dependencies with known vulnerabilities ({found})"
+        if not allow_vulnerable:
+            raise JumpStartRefused(
+                f"{text}; pin another model_version, choose another model, or set allow_vulnerable: true on the "
+                "model to evaluate it anyway (the report then flags it)"
+            )
+        warnings.append(text)
+    return warnings
+
+
 def resolve(
-    model_id: str, version: str, region: str, instance_type: str, training: bool = False, s3_client: Any = None
+    model_id: str,
+    version: str,
+    region: str,
+    instance_type: str,
+    training: bool = False,
+    s3_client: Any = None,
+    allow_vulnerable: bool = False,
+    tuned: bool = False,
 ) -> Resolved:
+    """The model's `training` (fine-tuning) or inference settings, after `check_supported` for the
+    scripts the run uses (a `tuned` model's inference settings check its training script too)."""
     spec = SpecSource(region, s3_client).spec(model_id, version)
+    scopes = ("training",) if training else (("inference", "training") if tuned else ("inference",))
+    warnings = check_supported(spec, scopes, allow_vulnerable)
     resolved = (
         resolve_training(spec, region, instance_type) if training else resolve_inference(spec, region, instance_type)
     )
+    resolved.warnings = warnings
     log.info(
-        "JumpStart %s %s on %s in %s: image %s", model_id, resolved.version, instance_type, region, resolved.image_uri
+        "JumpStart %s %s (asked %s) on %s in %s: image %s",
+        model_id,
+        resolved.version,
+        version,
+        instance_type,
+        region,
+        resolved.image_uri or resolved.model_package_arn,
     )
+    for warning in warnings:
+        log.warning("%s: let through by allow_vulnerable", warning)
     return resolved

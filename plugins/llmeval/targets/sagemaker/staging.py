@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmeval import store
-from llmeval.config import EvalConfig
+from llmeval.config import EvalConfig, ModelSection
 from llmeval.inputs import outputs_file
 from llmeval.prices import PriceTable, table_for, training_usage
 from llmeval.runtime import PACKAGE_DIR, algorithms_dir
@@ -35,13 +35,23 @@ CODE_MANIFEST = "llmeval-code.json"  # written last: its presence means the code
 
 
 def resolve_jumpstart(
-    cfg: EvalConfig, model_id: str, version: str, instance_type: str, region: str, training: bool = False
+    cfg: EvalConfig, model: ModelSection, instance_type: str, region: str, training: bool = False
 ) -> dict:
     """Inference (or training) image, artifacts and settings of a JumpStart model, read from
-    the JumpStart spec files with the connection's credentials (no SageMaker SDK needed)."""
-
+    the JumpStart spec files with the connection's credentials (no SageMaker SDK needed);
+    deprecated and vulnerable versions refused as the SDK refuses them."""
     s3 = s3_hook(cfg).get_client_type(region_name=region)
-    return jumpstart.resolve(model_id, version, region, instance_type, training, s3_client=s3).as_dict()
+    resolved = jumpstart.resolve(
+        model.model_id,
+        model.model_version,
+        region,
+        instance_type,
+        training,
+        s3_client=s3,
+        allow_vulnerable=model.allow_vulnerable,
+        tuned=model.finetuning is not None,
+    )
+    return resolved.as_dict()
 
 
 def data_uri(cfg: EvalConfig, location: str, prefix: str) -> str:
@@ -63,9 +73,7 @@ def prepare_training(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     model = cfg.model(model_name)
     tuning = model.tuning
     where = region(cfg)
-    resolved = resolve_jumpstart(
-        cfg, model.model_id, model.model_version, tuning.parameters.instance_type, where, training=True
-    )
+    resolved = resolve_jumpstart(cfg, model, tuning.parameters.instance_type, where, training=True)
     prefix = f"{s3_prefix(cfg)}/{dag_id}/{req.short_hash(run_id, length=12)}"
     validation = data_uri(cfg, tuning.validation_data_path, prefix) if tuning.validation_data_path else None
     return req.training_config(
@@ -99,7 +107,7 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
     config, the container to register, and the training job of a tuned model."""
     model = cfg.model(model_name)
     where = region(cfg)
-    resolved = resolve_jumpstart(cfg, model.model_id, model.model_version, model.deployment_config.instance_type, where)
+    resolved = resolve_jumpstart(cfg, model, model.deployment_config.instance_type, where)
     training = None
     if model.finetuning:  # deploy the tuned weights with the base model's inference container
         job = hook(cfg).describe_training_job(req.training_job_name(dag_id, run_id, model_name))
@@ -116,7 +124,8 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
         endpoint["Endpoint"]["EndpointName"],
     )
     container = req.container(resolved, model.eula_accepted)
-    return {"region": where, "endpoint": endpoint, "container": container, "training": training}
+    warnings = resolved.get("warnings") or []  # what allow_vulnerable let through: the report flags it
+    return {"region": where, "endpoint": endpoint, "container": container, "training": training, "warnings": warnings}
 
 
 def code_files() -> dict[str, Path]:

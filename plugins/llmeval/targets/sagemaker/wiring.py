@@ -90,9 +90,12 @@ def _collect_task(kind: ModelKind):
         if "processing" not in prepared:  # its failure is recorded (the first one is kept)
             raise RuntimeError(f"{model}: nothing to collect, the prepare step failed (see its log)")
         training = prepared.get("training") if kind == ModelKind.TUNED else None
-        return guarded(
-            "evaluate", model, lambda cfg, run: collect(cfg, model, run.folder, prepared["processing"], training)
-        )
+        warnings = prepared.get("warnings")
+
+        def collected(cfg: EvalConfig, run: Any) -> dict[str, Any]:
+            return collect(cfg, model, run.folder, prepared["processing"], training, warnings)
+
+        return guarded("evaluate", model, collected)
 
     return collect_results
 
