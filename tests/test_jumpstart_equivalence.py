@@ -110,7 +110,9 @@ def assert_training_equals_sdk(cfg: EvalConfig, model_name: str) -> dict:
     instance_type = model.finetuning.parameters.instance_type
     resolved = jumpstart.resolve(model.model_id, model.model_version, REGION, instance_type, training=True).as_dict()
     ours = req.training_config(cfg, model, "reference-job", ROLE, resolved, TRAIN, VALIDATION, OUTPUT, REGION)
-    hyper = json.dumps(req.training_hyperparameters(model, resolved))
+    params = model.finetuning.parameters  # the SDK gets what a user gives JumpStartEstimator: what the config wrote
+    written = {k: str(getattr(params, k)) for k in req.SEED_HYPERPARAMETERS if k in params.model_fields_set}
+    hyper = json.dumps(written | {k: str(v) for k, v in (params.model_extra or {}).items()})
     eula = ["--accept-eula"] if model.eula_accepted else []
     sdk = _sdk(
         "fit", model.model_id, model.model_version, REGION, instance_type, TRAIN, VALIDATION, OUTPUT, hyper, *eula
@@ -191,3 +193,30 @@ def test_a_gated_model_without_eula_acceptance_is_refused_before_anything_is_cre
     resolved = dict(jumpstart.resolve("huggingface-llm-mistral-7b-instruct", "*", REGION, "ml.g5.2xlarge").as_dict())
     with pytest.raises(PermissionError, match="candidate: huggingface-llm-mistral-7b-instruct .*is gated"):
         req.check_eula(cfg.model("candidate"), dict(resolved, gated=True, eula_key="fmhMetadata/eula/x.txt"))
+
+
+def test_the_specs_estimator_settings_volume_and_model_channel():
+    """A spec with estimator_kwargs (inter-container encryption, uncompressed output, max_run) and a
+    training volume size, fine-tuned on an instance type that takes an EBS volume, with only the
+    epoch set: the request equals JumpStartEstimator.fit's, the spec's defaults kept."""
+    tuning = {
+        "train_data_path": "finetune_qa_train.jsonl",
+        "parameters": {"instance_type": "ml.p3.2xlarge", "epoch": 2},
+    }
+    cfg = _cfg(_model("huggingface-llm-test-7b-tuning", "ml.g5.2xlarge", finetuning=tuning))
+    ours = assert_training_equals_sdk(cfg, "candidate")
+    assert ours["EnableInterContainerTrafficEncryption"] is True
+    assert ours["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert ours["ResourceConfig"]["VolumeSizeInGB"] == 512
+    assert ours["StoppingCondition"]["MaxRuntimeInSeconds"] == 360000  # the spec's max_run: the config set none
+    (model_channel,) = [c for c in ours["InputDataConfig"] if c["ChannelName"] == "model"]
+    assert (model_channel["ContentType"], model_channel["InputMode"]) == ("application/x-sagemaker-model", "File")
+    hyper = ours["HyperParameters"]
+    assert (hyper["epoch"], hyper["max_input_length"], hyper["instruction_tuned"]) == ('"2"', '"-1"', '"False"')
+    assert "chat_dataset" not in hyper  # neither written nor declared by this spec
+
+
+def test_the_volume_size_applies_only_where_an_ebs_volume_can_be_attached():
+    for instance_type, expected in (("ml.p3.2xlarge", 512), ("ml.g5.12xlarge", None), ("ml.g4dn.xlarge", None)):
+        resolved = jumpstart.resolve("huggingface-llm-test-7b-tuning", "*", REGION, instance_type, training=True)
+        assert resolved.training_volume_size == expected, instance_type

@@ -199,7 +199,9 @@ def test_tuned_branch_trains_then_deploys_the_trained_artifacts(
     assert len(jobs) == 1
     job = sm.describe_training_job(TrainingJobName=jobs[0]["TrainingJobName"])
     channels = {c["ChannelName"] for c in job["InputDataConfig"]}
-    assert channels == {"training", "validation", "model", "code"} and job["HyperParameters"]["epoch"] == '"2"'
+    assert channels == {"training", "validation", "model"} and job["HyperParameters"]["epoch"] == '"2"'
+    # the fixture spec's script is not prepacked: it goes by its S3 URI, as JumpStartEstimator sends it
+    assert json.loads(job["HyperParameters"]["sagemaker_submit_directory"]).startswith("s3://jumpstart-cache-prod-")
     uploaded = s3.list_objects_v2(Bucket="llmeval-test", Prefix="llmeval/sm-tuned/")["Contents"]
     assert any(o["Key"].endswith("training-data/finetune_qa_validation/finetune_qa_validation.jsonl") for o in uploaded)
     folder = run_folder(dag.dag_id, dag_run.run_id)

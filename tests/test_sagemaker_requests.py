@@ -292,6 +292,7 @@ TRAINING = {
     "image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.0.0-gpu-py310",
     "model_uri": "s3://jumpstart-cache-prod-us-east-1/huggingface-training/train-test.tar.gz",
     "script_uri": "s3://jumpstart-cache-prod-us-east-1/source-directory-tarballs/llm/sourcedir.tar.gz",
+    "script_prepacked": True,  # through the code channel
     "hyperparameters": {"epoch": "1", "learning_rate": "0.0001", "sagemaker_program": "transfer_learning.py"},
 }
 

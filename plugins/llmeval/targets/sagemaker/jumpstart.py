@@ -61,8 +61,11 @@ class Resolved:
     # training only
     model_uri: str | None = None  # None: the weights come through GATED_MODEL_ENV instead
     script_uri: str | None = None
+    script_prepacked: bool = False  # a prepacked script comes through the `code` channel, else by its S3 URI
     hyperparameters: dict[str, str] = field(default_factory=dict)
     metric_definitions: list[dict[str, str]] = field(default_factory=list)
+    estimator_kwargs: dict[str, Any] = field(default_factory=dict)  # the spec's, as JumpStartEstimator takes them
+    training_volume_size: int | None = None  # GB, on instance types that take an EBS volume
     warnings: list[str] = field(default_factory=list)  # what allow_vulnerable let through
 
     def as_dict(self) -> dict[str, Any]:
@@ -131,6 +134,13 @@ def _pick_version(wanted: str, available: list[str]) -> str | None:
         except InvalidSpecifier:
             raise JumpStartError(f"bad JumpStart model version {wanted!r}") from None
     return str(max(candidates, key=Version)) if candidates else None
+
+
+def volume_size_supported(instance_type: str) -> bool:
+    """The SDK's rule: instance types with local NVMe storage (a "d" in the family, g5, g6, p5,
+    trn1) take no EBS volume size."""
+    family = instance_family(instance_type)
+    return bool(family) and "d" not in family and not family.startswith(("g5", "g6", "p5", "trn1"))
 
 
 def instance_family(instance_type: str) -> str:
@@ -296,14 +306,18 @@ def resolve_training(spec: dict[str, Any], region: str, instance_type: str) -> R
     specific = variants.named_list(instance_type, "metrics", key="Name")  # replace the spec's of the same name
     names = {m["Name"] for m in specific}
     metrics = [m for m in spec.get("metrics") or [] if m["Name"] not in names] + specific
+    volume = spec.get("training_volume_size") if volume_size_supported(instance_type) else None
     return Resolved(
         spec["model_id"],
         spec["version"],
         image,
         environment=environment,
         network_isolation=bool(spec.get("training_enable_network_isolation")),
+        estimator_kwargs=dict(spec.get("estimator_kwargs") or {}),
+        training_volume_size=volume,
         model_uri=None if gated_anywhere else _uri(_model_bucket(spec, region), model_key),
         script_uri=_uri(script_bucket, script_key),
+        script_prepacked=bool(spec.get("training_prepacked_script_key")),
         hyperparameters=hyper,
         metric_definitions=metrics,
         **_gating(spec),

@@ -478,20 +478,27 @@ def _processing_request(
     return request
 
 
+SEED_HYPERPARAMETERS = ("epoch", "max_input_length", "instruction_tuned", "chat_dataset")
+
+
 def training_hyperparameters(model: ModelSection, resolved: dict[str, Any]) -> dict[str, str]:
-    """The spec's defaults (with instance variants), then the config's values: the seed's keys
-    and any other parameter (`keep_alive_period_in_seconds` is a resource setting, not one)."""
+    """What JumpStartEstimator sends: the spec's defaults (with instance variants), then what the
+    config wrote (a seed key the config left out keeps the spec's default, or is not sent when the
+    spec does not declare it; `keep_alive_period_in_seconds` is a resource setting, not one)."""
     params = model.tuning.parameters
+    written = {k: getattr(params, k) for k in SEED_HYPERPARAMETERS if k in params.model_fields_set}
     extra = {k: v for k, v in (params.model_extra or {}).items() if k != "keep_alive_period_in_seconds"}
     values = {k: str(v) for k, v in (resolved.get("hyperparameters") or {}).items()}
-    values.update(
-        epoch=str(params.epoch),
-        max_input_length=str(params.max_input_length),
-        instruction_tuned=str(params.instruction_tuned),
-        chat_dataset=str(params.chat_dataset),
-        **{k: str(v) for k, v in extra.items()},
-    )
+    values.update({k: str(v) for k, v in {**written, **extra}.items()})
     return values
+
+
+def training_runtime(cfg: EvalConfig, estimator: dict[str, Any]) -> int:
+    """The training job's limit: the config's `max_runtime_s` when it sets one, else the spec's
+    `max_run`, else the config's default."""
+    if "max_runtime_s" not in cfg.sagemaker.model_fields_set and estimator.get("max_run"):
+        return int(estimator["max_run"])
+    return cfg.sagemaker.max_runtime_s
 
 
 def training_config(
@@ -519,25 +526,32 @@ def training_config(
         sagemaker_region=json.dumps(region),
     )
 
-    def channel(name: str, uri: str) -> dict[str, Any]:
+    def channel(name: str, uri: str, **extra: str) -> dict[str, Any]:
         source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
-        return {"ChannelName": name, "DataSource": {"S3DataSource": source}}
+        return {"ChannelName": name, "DataSource": {"S3DataSource": source}, **extra}
 
     channels = [channel("training", train_uri)]
     if validation_uri:
         channels.append(channel("validation", validation_uri))
     if resolved.get("model_uri"):  # a gated model's weights come through SageMakerGatedModelS3Uri instead
-        channels.append(channel("model", resolved["model_uri"]))
-    channels.append(channel("code", resolved["script_uri"]))
+        model_channel = {"ContentType": "application/x-sagemaker-model", "InputMode": "File"}
+        channels.append(channel("model", resolved["model_uri"], **model_channel))
+    if resolved.get("script_prepacked"):  # else the script goes by its S3 URI, as a framework estimator's source_dir
+        channels.append(channel("code", resolved["script_uri"]))
+    else:
+        hyper["sagemaker_submit_directory"] = json.dumps(resolved["script_uri"])
+    estimator = resolved.get("estimator_kwargs") or {}
     resources: dict[str, Any] = {
         "InstanceType": params.instance_type,
         "InstanceCount": params.num_instances,
-        "VolumeSizeInGB": 30,  # the SDK's default
+        "VolumeSizeInGB": resolved.get("training_volume_size") or estimator.get("volume_size") or 30,
     }
     if keep_alive is not None:  # SageMaker warm pools: the next job reuses the instances
         resources["KeepAlivePeriodInSeconds"] = int(keep_alive)
     security = cfg.sagemaker.security
     output: dict[str, Any] = {"S3OutputPath": output_uri}
+    if estimator.get("disable_output_compression"):  # the tuned weights come back as files, not one tar.gz
+        output["CompressionType"] = "NONE"
     if security.output_kms_key_id:
         output["KmsKeyId"] = security.output_kms_key_id
     if security.volume_kms_key_id:
@@ -556,14 +570,14 @@ def training_config(
         "InputDataConfig": channels,
         "OutputDataConfig": output,
         "ResourceConfig": resources,
-        "StoppingCondition": {"MaxRuntimeInSeconds": cfg.sagemaker.max_runtime_s},
+        "StoppingCondition": {"MaxRuntimeInSeconds": training_runtime(cfg, estimator)},
         "Tags": tags(cfg, model.name),
     }
     if environment:
         request["Environment"] = environment
     if security.enable_network_isolation or resolved.get("network_isolation"):
         request["EnableNetworkIsolation"] = True
-    if security.enable_inter_container_traffic_encryption:
+    if security.enable_inter_container_traffic_encryption or estimator.get("encrypt_inter_container_traffic"):
         request["EnableInterContainerTrafficEncryption"] = True
     if security.vpc_config:
         request["VpcConfig"] = security.vpc_config
