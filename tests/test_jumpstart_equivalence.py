@@ -220,3 +220,10 @@ def test_the_volume_size_applies_only_where_an_ebs_volume_can_be_attached():
     for instance_type, expected in (("ml.p3.2xlarge", 512), ("ml.g5.12xlarge", None), ("ml.g4dn.xlarge", None)):
         resolved = jumpstart.resolve("huggingface-llm-test-7b-tuning", "*", REGION, instance_type, training=True)
         assert resolved.training_volume_size == expected, instance_type
+
+
+def test_the_specs_inference_volume_size_on_instance_types_that_take_one():
+    on_p3 = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-test-7b-tuning", "ml.p3.2xlarge")), "candidate")
+    assert on_p3["EndpointConfig"]["ProductionVariants"][0]["VolumeSizeInGB"] == 256
+    on_g5 = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-test-7b-tuning", "ml.g5.2xlarge")), "candidate")
+    assert "VolumeSizeInGB" not in on_g5["EndpointConfig"]["ProductionVariants"][0]  # local NVMe storage

@@ -57,7 +57,7 @@ class Resolved:
     eula_key: str | None = None
     model_package_arn: str | None = None  # deploy from this model package instead of image + data
     network_isolation: bool = False
-    deploy_settings: dict[str, int] = field(default_factory=dict)  # ProductionVariant timeouts
+    deploy_settings: dict[str, int] = field(default_factory=dict)  # ProductionVariant timeouts and volume
     # training only
     model_uri: str | None = None  # None: the weights come through GATED_MODEL_ENV instead
     script_uri: str | None = None
@@ -241,6 +241,8 @@ def resolve_inference(spec: dict[str, Any], region: str, instance_type: str) -> 
         for k, field in DEPLOY_KWARGS.items()
         if k in (spec.get("deploy_kwargs") or {})
     }
+    if spec.get("inference_volume_size") and volume_size_supported(instance_type):
+        settings["VolumeSizeInGB"] = int(spec["inference_volume_size"])
     package = variants.regional(instance_type, region, "model_package_arn") or (
         spec.get("hosting_model_package_arns") or {}
     ).get(region)
