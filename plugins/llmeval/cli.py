@@ -1,4 +1,4 @@
-"""Command line: `llmeval validate FILE...`, `schema`, `graph CONFIG`, `iam-policy CONFIG`
+"""Command line: `llmeval validate FILE...`, `schema`, `graph CONFIG`, `iam-policy CONFIG`, `preflight CONFIG`
 (also `python -m llmeval ...`)."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("validate", help="validate config files")
     check.add_argument("files", nargs="+", type=Path)
     sub.add_parser("schema", help="print the config JSON Schema")
+    ready = sub.add_parser("preflight", help="check an AWS account for a SageMaker config before a run bills anything")
+    ready.add_argument("config", type=Path)
     graph = sub.add_parser("graph", help="draw the DAG a config becomes (its tasks in the order they run)")
     graph.add_argument("config", type=Path)
     iam = sub.add_parser(
@@ -50,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate(args.files)
+    if args.command == "preflight":
+        from llmeval.preflight import run
+
+        checks = run(load_config(args.config, load_defaults(args.config.parent)))
+        for result in checks:
+            print(result.line())
+        failed = [c for c in checks if not c.ok]
+        print(f"{len(checks) - len(failed)} of {len(checks)} checks passed")
+        return 1 if failed else 0
     if args.command == "graph":
         from llmeval.dag.graph import build_dag
         from llmeval.dag.picture import draw

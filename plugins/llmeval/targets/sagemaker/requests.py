@@ -501,6 +501,26 @@ def training_runtime(cfg: EvalConfig, estimator: dict[str, Any]) -> int:
     return cfg.sagemaker.max_runtime_s
 
 
+def training_channels(resolved: dict[str, Any], train_uri: str, validation_uri: str | None) -> list[dict[str, Any]]:
+    """The training job's channels as JumpStartEstimator.fit sends them: the data, the pretrained
+    weights (`model`; a gated model's come through SageMakerGatedModelS3Uri instead) and a prepacked
+    script (`code`)."""
+
+    def channel(name: str, uri: str, **extra: str) -> dict[str, Any]:
+        source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        return {"ChannelName": name, "DataSource": {"S3DataSource": source}, **extra}
+
+    channels = [channel("training", train_uri)]
+    if validation_uri:
+        channels.append(channel("validation", validation_uri))
+    if resolved.get("model_uri"):
+        model_channel = {"ContentType": "application/x-sagemaker-model", "InputMode": "File"}
+        channels.append(channel("model", resolved["model_uri"], **model_channel))
+    if resolved.get("script_prepacked"):
+        channels.append(channel("code", resolved["script_uri"]))
+    return channels
+
+
 def training_config(
     cfg: EvalConfig,
     model: ModelSection,
@@ -526,19 +546,8 @@ def training_config(
         sagemaker_region=json.dumps(region),
     )
 
-    def channel(name: str, uri: str, **extra: str) -> dict[str, Any]:
-        source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
-        return {"ChannelName": name, "DataSource": {"S3DataSource": source}, **extra}
-
-    channels = [channel("training", train_uri)]
-    if validation_uri:
-        channels.append(channel("validation", validation_uri))
-    if resolved.get("model_uri"):  # a gated model's weights come through SageMakerGatedModelS3Uri instead
-        model_channel = {"ContentType": "application/x-sagemaker-model", "InputMode": "File"}
-        channels.append(channel("model", resolved["model_uri"], **model_channel))
-    if resolved.get("script_prepacked"):  # else the script goes by its S3 URI, as a framework estimator's source_dir
-        channels.append(channel("code", resolved["script_uri"]))
-    else:
+    channels = training_channels(resolved, train_uri, validation_uri)
+    if not resolved.get("script_prepacked"):  # the script goes by its S3 URI, as a framework estimator's source_dir
         hyper["sagemaker_submit_directory"] = json.dumps(resolved["script_uri"])
     estimator = resolved.get("estimator_kwargs") or {}
     resources: dict[str, Any] = {
