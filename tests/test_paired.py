@@ -139,10 +139,16 @@ def test_the_leaderboard_compares_with_the_selected_model_by_the_paired_test():
             records={"better": _rows(CANDIDATE), "worse": _rows(CHAMPION)},
         )
     )
-    row = {m: page[page.index(f"<td>{m}</td>") :].split("</tr>")[0] for m in ("better", "worse", "unpaired")}
-    assert "<td>selected</td>" in row["better"]
-    assert "different (paired bootstrap, 60 records: -0.040 [-0.040, -0.040])" in row["worse"]
-    assert "not distinguishable (95% intervals)" in row["unpaired"]
+    ranking = page[page.index('<table class="ranking">') :].split("</table>")[0]
+    row = {
+        m: ranking[ranking.index(f'<td class="name">{m}</td>') :].split("</tr>")[0]
+        for m in ("better", "worse", "unpaired")
+    }
+    assert '<span class="chip selected" title="the selected model">selected</span>' in row["better"]
+    paired = "different (paired bootstrap, 60 records: -0.040 [-0.040, -0.040])"
+    assert f'title="{paired}">different -0.040</span>' in row["worse"]  # the chip; the sentence in its title
+    assert 'title="not distinguishable (95% intervals)">not distinguishable 95% CI</span>' in row["unpaired"]
+    assert f"worse vs the selected model: {paired}" in page  # and in the notes under the ranking
 
 
 @pytest.mark.parametrize("level", [0, 0.5, 1.2, "often"])
