@@ -20,6 +20,7 @@ from llmeval.config import EvalConfig
 from llmeval.targets.sagemaker import jumpstart
 from llmeval.targets.sagemaker import requests as req
 from llmeval.targets.sagemaker.settings import processing_image, region, role_arn, s3_prefix
+from llmeval.targets.sagemaker.staging import resolve_jumpstart
 
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
 ECR_IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.[\w-]+\.amazonaws\.com/(?P<repo>[^:@]+)(?::(?P<tag>[^@]+))?$")
@@ -117,26 +118,17 @@ def evaluation_image(cfg: EvalConfig) -> Check:
 def jumpstart_models(cfg: EvalConfig) -> list[Check]:
     """Each deployed model and judge: resolvable in the region, supported, its EULA answered."""
     checks = []
-    s3 = _client(cfg, "s3")
     for model in [m for m in [*cfg.models, *cfg.judged_by] if m.deploys]:
         name = f"JumpStart {model.name}"
         try:
-            resolved = jumpstart.resolve(
-                model.model_id,
-                model.model_version,
-                region(cfg),
-                model.deployment_config.instance_type,
-                s3_client=s3,
-                allow_vulnerable=model.allow_vulnerable,
-                tuned=model.finetuning is not None,
-            )
-            req.check_eula(model, resolved.as_dict())
+            resolved = resolve_jumpstart(cfg, model, model.deployment_config.instance_type, region(cfg))
+            req.check_eula(model, resolved)
         except (jumpstart.JumpStartError, PermissionError) as exc:
             fix = "see the message: another model_version, another model, or the config's answer"
             checks.append(Check(name, False, str(exc), fix))
             continue
         checks.append(
-            Check(name, True, f"{model.model_id} {resolved.version} on {model.deployment_config.instance_type}")
+            Check(name, True, f"{model.model_id} {resolved['version']} on {model.deployment_config.instance_type}")
         )
     return checks
 

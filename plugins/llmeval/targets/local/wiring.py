@@ -38,7 +38,7 @@ def _deploy_task(kind: ModelKind):
         """Start a local model server that speaks the SageMaker runtime API."""
         label(model)
         return guarded(
-            "deploy",
+            Step.DEPLOY,
             model,
             lambda cfg, run: start_endpoint(cfg, model, run.folder, _who(model)),
             first=kind != ModelKind.TUNED,
@@ -73,7 +73,7 @@ def _evaluate_task(kind: ModelKind, timeout: timedelta):
                 pulled(TaskId.DEPLOY_JUDGES) if cfg.judged_by else None,
             )
 
-        return guarded("evaluate", model, body, first=kind == ModelKind.PROVIDED)
+        return guarded(Step.EVALUATE, model, body, first=kind == ModelKind.PROVIDED)
 
     return evaluate
 
@@ -96,7 +96,7 @@ def _finetune_task(timeout: timedelta):
     def finetune(model: str) -> dict[str, Any]:
         """Fine-tune the base model on this machine (LoRA, CPU); loss per step in the log."""
         label(model)
-        return guarded("finetune", model, lambda cfg, run: run_finetune(cfg, model, run.folder), first=True)
+        return guarded(Step.FINETUNE, model, lambda cfg, run: run_finetune(cfg, model, run.folder), first=True)
 
     return finetune
 

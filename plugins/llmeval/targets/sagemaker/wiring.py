@@ -66,7 +66,7 @@ def _prepare_task(kind: ModelKind):
         prepared: dict[str, Any] = {}
         if kind.deploys:
             prepared = guarded(
-                "deploy",
+                Step.DEPLOY,
                 model,
                 lambda cfg, run: prepare_endpoint(cfg, model, run.dag_id, run.run_id),
                 first=kind == ModelKind.FOUNDATION,
@@ -76,7 +76,7 @@ def _prepare_task(kind: ModelKind):
             where = prepared.get("region") or region(cfg)
             return stage(cfg, model, run.folder, run.dag_id, run.run_id, where, run.catalog_version)
 
-        return {**prepared, "processing": guarded("evaluate", model, staged, first=not kind.deploys)}
+        return {**prepared, "processing": guarded(Step.EVALUATE, model, staged, first=not kind.deploys)}
 
     return prepare
 
@@ -95,7 +95,7 @@ def _collect_task(kind: ModelKind):
         def collected(cfg: EvalConfig, run: Any) -> dict[str, Any]:
             return collect(cfg, model, run.folder, prepared["processing"], training, warnings)
 
-        return guarded("evaluate", model, collected)
+        return guarded(Step.EVALUATE, model, collected)
 
     return collect_results
 
@@ -104,7 +104,9 @@ def _collect_task(kind: ModelKind):
 def prepare_training_job(model: str) -> dict[str, Any]:
     """Resolve the JumpStart training specs and upload the training data."""
     label(model)
-    return guarded("finetune", model, lambda cfg, run: prepare_training(cfg, model, run.dag_id, run.run_id), first=True)
+    return guarded(
+        Step.FINETUNE, model, lambda cfg, run: prepare_training(cfg, model, run.dag_id, run.run_id), first=True
+    )
 
 
 def _teardown_task(kind: ModelKind, retried: dict[str, Any]):
