@@ -9,6 +9,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 WORKER_VENV := .venv-worker
+OPENAI_SERVER_VENV := .venv-openai-server
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
@@ -22,13 +23,17 @@ DEMO_DAG ?= llm-eval-local-demo
 PYTEST_ARGS ?=
 BENCHMARKS ?=
 
-.PHONY: env worker-env model-cache services airflow-db demo ui test lint docs plugins-zip faults validate schema benchmarks clean
+.PHONY: env worker-env openai-server-env model-cache services airflow-db demo ui test lint docs plugins-zip faults validate schema benchmarks clean
 
 env:  ## Airflow environment (+ test tools)
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(VENV) requirements-dev.txt requirements.txt
 
 worker-env:  ## worker environment: fmeval, torch (CPU), transformers, the packaged models
 	@PYTHON=$(PYTHON) scripts/ensure_venv.sh $(WORKER_VENV) requirements-worker.txt requirements-worker-nodeps.txt
+
+openai-server-env:  ## llama.cpp's OpenAI-compatible server, for the tests (compiled once, ~5 min)
+	@CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  PYTHON=$(PYTHON) scripts/ensure_venv.sh $(OPENAI_SERVER_VENV) requirements-openai-server.txt
 
 model-cache: worker-env  ## convert the packaged GGUF model to safetensors once (~30 s)
 	@cd plugins && ../$(WORKER_VENV)/bin/python -c "from llmeval.evaluation.local_models import resolve_model_dir as r; print('>> model cache:', r('smollm2-135m-instruct'))"
@@ -52,7 +57,7 @@ demo: env worker-env model-cache airflow-db  ## run the demo DAG with `airflow d
 ui: env worker-env model-cache airflow-db  ## Airflow standalone with the plugin and the demo's runs (prints URL and login)
 	@$(VENV)/bin/python scripts/ui.py
 
-test: env worker-env model-cache services  ## the whole test suite
+test: env worker-env openai-server-env model-cache services  ## the whole test suite
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: env  ## ruff (lint and format), mypy, the import-linter layers

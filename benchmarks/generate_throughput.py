@@ -4,8 +4,10 @@ A simulated SageMaker-runtime endpoint (its own process) answers after 50 ms and
 most 16 requests at once, so 2,000 prompts cannot take less than 2,000 x 0.05 / 16 = 6.25 s.
 Sends 2,000 prompts through (a) this project's generate stage, with max_concurrency at
 twice the endpoint's capacity (so the client's own per-request overhead is hidden behind
-the endpoint's queue), and (b) fmeval's SageMakerModelRunner inside
-FactualKnowledge.evaluate(), in one run. Run with the worker environment:
+the endpoint's queue), as a SageMaker endpoint and as an OpenAI-compatible URL
+(`/v1/chat/completions`), and (b) fmeval's SageMakerModelRunner inside
+FactualKnowledge.evaluate(), in one run. The verdict is the slower of the project's two
+paths. Run with the worker environment:
 
     PYTHONPATH=plugins .venv-worker/bin/python benchmarks/generate_throughput.py
 """
@@ -53,11 +55,26 @@ def endpoint_process(folder: Path, *flags: str):
         proc.wait(timeout=30)
 
 
-def bench_target(url: str):
+def bench_target(url: str, openai_compatible: bool = False):
     """The project's client settings for the simulated endpoint: max_concurrency at twice
     its capacity, so the client's per-request work hides behind the endpoint's queue."""
+    from llmeval.contracts import Api
     from llmeval.evaluation.generate import Target
 
+    if openai_compatible:
+        return Target(
+            endpoint_name="bench",
+            model_identity="bench-openai@1",
+            output_path="",
+            content_template=None,
+            inference_parameters={"max_tokens": 8},
+            max_concurrency=2 * CAPACITY,
+            provider="openai_compatible",
+            api=Api.MESSAGES,
+            model_name="bench",
+            base_url=f"{url}/v1",
+            api_key="bench-key",
+        )
     return Target(
         endpoint_name="bench",
         model_identity="bench@1",
@@ -120,17 +137,21 @@ def main() -> None:
         {"record_id": str(i), "model_input": f"question number {i}?", "target_output": f"a{i}"} for i in range(N)
     ]
     with tempfile.TemporaryDirectory() as tmp, endpoint_process(Path(tmp)) as url:
-        target = bench_target(url)
-        started = time.perf_counter()
-        rows = generate_with(ModelClient(target, "$feature", ResponseCache(Path(tmp) / "cache.sqlite")), records)
-        project = time.perf_counter() - started
-        answers = [r["model_output"] for r in rows]
-        assert answers == [f"answer to: {r['model_input']}" for r in records], "project lost or mixed records"
+        seconds = {}
+        for path, openai in (("sagemaker", False), ("openai", True)):
+            cache = ResponseCache(Path(tmp) / f"{path}.sqlite")
+            started = time.perf_counter()
+            rows = generate_with(ModelClient(bench_target(url, openai), "$feature", cache), records)
+            seconds[path] = time.perf_counter() - started
+            answers = [r["model_output"] for r in rows]
+            assert answers == [f"answer to: {r['model_input']}" for r in records], f"{path}: lost or mixed records"
 
         fmeval = fmeval_evaluate(FactualKnowledge(FactualKnowledgeConfig()), records, url, Path(tmp))
+    project = max(seconds.values())
     print(f"prompts: {N}, endpoint latency {LATENCY_S * 1000:.0f} ms, capacity {CAPACITY} concurrent requests")
     print(f"capacity limit:        {limit:.2f} s")
-    print(f"project generate:      {project:.2f} s ({project / limit:.2f}x the limit)")
+    print(f"project, SageMaker:    {seconds['sagemaker']:.2f} s ({seconds['sagemaker'] / limit:.2f}x the limit)")
+    print(f"project, OpenAI URL:   {seconds['openai']:.2f} s ({seconds['openai'] / limit:.2f}x the limit)")
     print(f"fmeval model runner:   {fmeval:.2f} s ({fmeval / limit:.2f}x the limit)")
     print(f"project vs fmeval:     {fmeval / project:.1f}x faster")
     print(f"generate_throughput: {project / limit:.2f}x (target <= {TARGET_RATIO}x)")

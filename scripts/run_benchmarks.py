@@ -20,7 +20,7 @@ VERDICT = re.compile(r"^(?P<name>\w+): (?P<ratio>[0-9.]+)x \(target <= (?P<bound
 AIRFLOW, WORKER = ROOT / ".venv" / "bin" / "python", ROOT / ".venv-worker" / "bin" / "python"
 NOISE = ("sagemaker.config", "row/s", "Tasks:", "\x1b[A", "Running 0:")  # SDK banners, Ray progress bars
 BENCHMARKS = [  # (script, interpreter, what it compares)
-    ("generate_throughput.py", WORKER, "2,000 prompts against a simulated endpoint, vs its capacity limit"),
+    ("generate_throughput.py", WORKER, "2,000 prompts to a simulated endpoint and OpenAI-compatible URL, vs its limit"),
     ("score_overhead.py", WORKER, "the score stage over 1,000 saved outputs, vs three fmeval evaluate() calls"),
     ("robustness_throughput.py", WORKER, "1,000 robustness model calls while scoring, vs the endpoint's limit"),
     ("judge_throughput.py", WORKER, "LLMJudge rating 1,000 answers, vs the judge endpoint's limit"),

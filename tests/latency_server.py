@@ -5,7 +5,9 @@ requests at once per endpoint (others wait, as on a real instance), and throttle
 of requests with ThrottlingException (HTTP 429), and fails every request to the endpoints
 named in `failing_endpoints`. The answer echoes the prompt (or is `reply(prompt)`), so a test
 can check that every record got its own answer. Bedrock's InvokeModel path
-(`/model/<id>/invoke`, Anthropic messages body) is answered too. It also answers DescribeEndpoint
+(`/model/<id>/invoke`, Anthropic messages body) and Converse (`/model/<id>/converse`), the
+Messages API on the invocations path, and OpenAI-compatible chat (`/v1/chat/completions`,
+429s with `Retry-After`) are answered too. It also answers DescribeEndpoint
 (InService), which fmeval's SageMakerModelRunner calls. Loopback only.
 """
 
@@ -20,8 +22,43 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from llmeval.evaluation.server import send_json
+
+
+def _api(path: str, request: dict[str, Any]) -> str:
+    if path == "/v1/chat/completions":
+        return "chat"
+    if path.startswith("/model/"):
+        return "converse" if path.endswith("/converse") else "bedrock"
+    return "messages" if "messages" in request else "invoke"
+
+
+def _prompt(api: str, request: dict[str, Any]) -> Any:
+    """The last user message (the record's prompt), whichever API asked."""
+    if api == "invoke":
+        return request["inputs"]
+    content = request["messages"][-1]["content"]
+    return content[0]["text"] if api == "converse" else content
+
+
+def _answer_of(api: str, text: str) -> Any:
+    if api == "bedrock":  # the Anthropic messages shape Bedrock returns
+        return {"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 5, "output_tokens": 3}}
+    if api == "converse":
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
+            "metrics": {"latencyMs": 1},
+        }
+    if api in ("chat", "messages"):
+        return {
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+    return [{"generated_text": text, "details": {"prompt_tokens": 5, "generated_tokens": 3}}]
 
 
 class LatencyServer:
@@ -34,8 +71,10 @@ class LatencyServer:
         failing_endpoints: frozenset[str] = frozenset(),
         dies_after: dict[str, int] | None = None,
         reply: Callable[[str], str] | None = None,
+        retry_after_s: float = 0.0,
     ):
         self.reply = reply  # the answer to a prompt; default: it echoes the prompt
+        self.retry_after_s = retry_after_s  # the Retry-After of an OpenAI-compatible 429
         self.failing_endpoints = failing_endpoints
         self.dies_after = dict(dies_after or {})  # endpoint -> requests answered before it starts failing
         self.latency_s = latency_s
@@ -94,9 +133,10 @@ class LatencyServer:
         if throttle:
             return 429, {"message": "Rate exceeded"}, "ThrottlingException"
         request = json.loads(body)
-        bedrock = path.startswith("/model/")
-        inputs = request["messages"][0]["content"] if bedrock else request["inputs"]
-        endpoint, asked_at = path.split("/")[2], time.monotonic()
+        api = _api(path, request)
+        inputs = _prompt(api, request)
+        endpoint = request["model"] if api == "chat" else unquote(path.split("/")[2])
+        asked_at = time.monotonic()
         with self.lock:
             slots = self._slots.setdefault(endpoint, threading.BoundedSemaphore(self.capacity))
         with slots:
@@ -111,13 +151,7 @@ class LatencyServer:
                 self.by_endpoint[endpoint] += 1
                 self.asked[endpoint][1] = time.monotonic()
         text = self.reply(str(inputs)) if self.reply else f"answer to: {inputs}"
-        if bedrock:  # the Anthropic messages shape Bedrock returns
-            return (
-                200,
-                {"content": [{"type": "text", "text": text}], "usage": {"input_tokens": 5, "output_tokens": 3}},
-                None,
-            )
-        return 200, [{"generated_text": text, "details": {"prompt_tokens": 5, "generated_tokens": 3}}], None
+        return 200, _answer_of(api, text), None
 
     def _handler(self):
         server = self
@@ -132,6 +166,18 @@ class LatencyServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("X-Amz-Target", "").endswith(".DescribeEndpoint"):  # control plane
                     send_json(self, 200, server._describe(json.loads(body)["EndpointName"]))
+                elif self.path == "/v1/chat/completions":  # OpenAI's errors, and Retry-After on a 429
+                    status, payload, _ = server._answer(self.path, body)
+                    if status != 200:
+                        payload = {"error": {"message": payload["message"], "type": "rate_limit_error"}}
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if status == 429:
+                        self.send_header("Retry-After", str(server.retry_after_s))
+                    self.end_headers()
+                    self.wfile.write(data)
                 else:
                     send_json(self, *server._answer(self.path, body))
 

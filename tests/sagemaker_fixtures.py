@@ -187,6 +187,7 @@ def emulate_processing_job(
             AWS_ENDPOINT_URL_BEDROCK_RUNTIME=runtime_url,
             AWS_ENDPOINT_URL_S3=moto_url,  # the response cache kept between jobs, the release object
             AWS_ENDPOINT_URL_SAGEMAKER=moto_url,  # waiting for the endpoint to be InService
+            AWS_ENDPOINT_URL_SECRETS_MANAGER=moto_url,  # the API keys of OpenAI-compatible models
             HF_HUB_OFFLINE="1",
         )
         if warm is not None and app["ContainerEntrypoint"] == ENTRY:

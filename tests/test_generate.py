@@ -7,12 +7,8 @@ import pytest
 
 from helpers import generate, records
 from latency_server import LatencyServer
-from llmeval.evaluation.generate import (
-    ResponseCache,
-    Target,
-    build_payload,
-    render_prompt,
-)
+from llmeval.evaluation.apis import build_payload, render_prompt
+from llmeval.evaluation.generate import ResponseCache, Target
 
 pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 

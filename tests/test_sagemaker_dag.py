@@ -462,3 +462,99 @@ def test_deprecated_versions_are_refused_before_anything_is_created_and_allowed_
     (package,) = sm.list_model_packages(ModelPackageGroupName="sm-versions-models")["ModelPackageSummaryList"]
     described = sm.describe_model_package(ModelPackageName=package["ModelPackageArn"])
     assert "transformers==4.30.0" in described["CustomerMetadataProperties"]["warnings"]
+
+
+@pytest.fixture
+def smollm2_runtime(aws_env, warm_container, tmp_path):
+    """SageMaker Processing emulated against the project's local server (SmolLM2) as the runtime of
+    the SageMaker endpoints, of Bedrock and of the OpenAI-compatible URL."""
+    from model_servers import project_server
+
+    names = ["sm-classic-ep", "sm-messages-ep", SERVED_PROFILE, "smollm2"]
+    with project_server(names, tmp_path) as url, EmulatedJobs(aws_env, url, parallel=1, warm=warm_container) as jobs:
+        yield url, jobs
+
+
+SERVED_PROFILE = "us.anthropic.claude-3-haiku-20240307-v1:0"  # a Bedrock cross-region inference profile
+
+
+def test_models_served_four_ways_are_evaluated_in_one_run(
+    tmp_path, airflow_db, smollm2_runtime, aws_env, monkeypatch, every_request_is_validated
+):
+    """A classic seed model and a Messages-API model on SageMaker endpoints, a Bedrock model by
+    Converse and an OpenAI-compatible URL whose key is in Secrets Manager: one leaderboard, tokens
+    and latency for each, nothing deployed for the two served elsewhere, no key in the job."""
+    import boto3
+
+    from llmeval.store import run_folder
+    from model_servers import API_KEY
+
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=aws_env,
+        region_name="us-east-1",
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    arn = secrets.create_secret(Name="llmeval/my-vllm", SecretString=API_KEY)["ARN"]
+    url, _ = smollm2_runtime
+    connection = {"conn_type": "http", "host": f"{url}/v1", "password": API_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_MY_VLLM", json.dumps({**connection, "extra": {"api_key_secret_arn": arn}}))
+    prices = {"input": 0.25, "output": 1.25}
+    cfg = _config("sm-served", ["sm-classic", "sm-messages"])
+    cfg["models"][0]["endpoint_name"] = "sm-classic-ep"
+    cfg["models"][1].update(
+        endpoint_name="sm-messages-ep",
+        evaluation_config={
+            "api": "messages",
+            "system_prompt": "Answer briefly.",
+            "inference_parameters": {"max_tokens": 8},
+        },
+    )
+    cfg["models"] += [
+        {
+            "name": "sm-claude",
+            "model_id": SERVED_PROFILE,
+            "model_provider": "bedrock",
+            "price_per_million_tokens": prices,
+            "evaluation_config": {"system_prompt": "Answer briefly.", "inference_parameters": {"maxTokens": 8}},
+        },
+        {
+            "name": "sm-vllm",
+            "model_id": "smollm2",
+            "model_provider": "openai_compatible",
+            "connection_id": "my_vllm",
+            "price_per_million_tokens": prices,
+            "evaluation_config": {"inference_parameters": {"max_tokens": 8}},
+        },
+    ]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sm-served.yaml").write_text(yaml.safe_dump(cfg))
+    dag, dag_run = run_dag("sm-served", tmp_path / "configs")
+    assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
+    assert {"bedrock_model.evaluate", "openai_model.evaluate"} <= set(dag.task_ids)
+    assert not any(t.startswith(("bedrock_model.deploy", "openai_model.deploy")) for t in dag.task_ids)
+    folder = run_folder(dag.dag_id, dag_run.run_id)
+    results = {
+        m: json.loads((folder / "models" / m / "results.json").read_text())
+        for m in ("sm-classic", "sm-messages", "sm-claude", "sm-vllm")
+    }
+    for model, result in results.items():
+        generation = result["generation"]
+        assert result["status"] == "succeeded" and generation["records_evaluated"] == 6, model
+        assert generation["output_tokens_total"] > 0 and generation["latency_p50_ms"] > 0, model
+        assert {a["algorithm"] for a in result["algorithms"]} == {"FactualKnowledge"}, model
+    for model in ("sm-claude", "sm-vllm"):  # billed by the token, beside the Processing job
+        billed = {u["resource"]: u for u in results[model]["usage"]}
+        assert set(billed) == {"processing job", "tokens"} and billed["tokens"]["usd"] > 0, model
+    ranked = json.loads((folder / "selection.json").read_text())["ranking"]
+    assert sorted(c["model"] for c in ranked) == ["sm-classic", "sm-claude", "sm-messages", "sm-vllm"]
+    _, jobs = smollm2_runtime
+    assert {name for _, delta, name in jobs.endpoint_events if delta > 0} == {"sm-classic-ep", "sm-messages-ep"}
+    sm, _ = clients(aws_env)
+    job = xcoms(dag_run, "openai_model.prepare", "processing")[0]  # the CreateProcessingJob request
+    served = json.loads(job["Environment"]["LLMEVAL_SERVED_AT"])
+    assert served == {"sm-vllm": {"base_url": f"{url}/v1", "api_key_secret_arn": arn}}
+    assert API_KEY not in json.dumps(job)  # the key never goes into the job's request
+    assert results["sm-vllm"]["metadata"]["endpoint"] == "sm-vllm"  # no SageMaker endpoint named for it
+    assert sm.list_endpoints()["Endpoints"] == []

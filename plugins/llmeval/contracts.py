@@ -17,18 +17,41 @@ class TargetName(StrEnum):
     SAGEMAKER = "sagemaker"
 
 
+class Provider(StrEnum):
+    """Who serves a model (`model_provider`)."""
+
+    JUMPSTART = "jumpstart"  # a SageMaker endpoint the pipeline deploys (the SageMaker target's default)
+    LOCAL = "local"  # the local target's model server (its default)
+    BEDROCK = "bedrock"  # Amazon Bedrock: called, nothing deployed
+    OPENAI_COMPATIBLE = "openai_compatible"  # any /chat/completions URL: called, nothing deployed
+
+
+class Api(StrEnum):
+    """How a model is asked (`evaluation_config.api`)."""
+
+    INVOKE = "invoke"  # the config's content template, the answer where its JMESPath `output` says
+    MESSAGES = "messages"  # OpenAI-style chat: {"messages": [...]} -> choices[0].message.content
+    CONVERSE = "converse"  # Bedrock's Converse: one request shape for every Bedrock model
+
+
 class ModelKind(StrEnum):
     """What a model entry needs from the pipeline (from its keys, see `ModelSection.kind`)."""
 
     FOUNDATION = "foundation"  # deployed as it is
     TUNED = "tuned"  # fine-tuned, then deployed
     BEDROCK = "bedrock"  # served by Bedrock: nothing to deploy
+    OPENAI_COMPATIBLE = "openai_compatible"  # served behind an OpenAI-compatible URL: nothing to deploy
     PROVIDED = "provided"  # its outputs are given: nothing to deploy or ask
 
     @property
     def deploys(self) -> bool:
         """Whether the pipeline serves the model (an endpoint or a local server)."""
         return self in (ModelKind.FOUNDATION, ModelKind.TUNED)
+
+    @property
+    def calls(self) -> bool:
+        """Whether the model is served elsewhere and called (Bedrock, an OpenAI-compatible URL)."""
+        return self in (ModelKind.BEDROCK, ModelKind.OPENAI_COMPATIBLE)
 
     @property
     def group_id(self) -> str:
@@ -53,6 +76,7 @@ _GROUPS = {
     ModelKind.FOUNDATION: "model",
     ModelKind.TUNED: "tuned_model",
     ModelKind.BEDROCK: "bedrock_model",
+    ModelKind.OPENAI_COMPATIBLE: "openai_model",
     ModelKind.PROVIDED: "provided_model",
 }
 

@@ -212,9 +212,12 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
             _allow("InvokeEndpoints", ["sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"], invoked)
         )
     bedrock = sorted({m.model_id for m in [*cfg.models, *cfg.judged_by] if m.kind == ModelKind.BEDROCK})
-    if bedrock:
-        models = [f"arn:aws:bedrock:*::foundation-model/{model}" for model in bedrock]
+    if bedrock:  # InvokeModel also allows Converse
+        models = sorted({arn for model in bedrock for arn in bedrock_resources(model)})
         statements.append(_allow("InvokeBedrock", ["bedrock:InvokeModel"], models))
+    if any(m.kind == ModelKind.OPENAI_COMPATIBLE for m in [*cfg.models, *cfg.judged_by]):
+        # the API keys of OpenAI-compatible models: name the secrets of their connections here
+        statements.append(_allow("ReadApiKeys", ["secretsmanager:GetSecretValue"], [API_KEY_SECRETS]))
     training = training_data(cfg)
     if training:  # the training jobs' channels, given as s3:// prefixes in the config
         data_buckets, data_objects = _read_only(training)
@@ -226,6 +229,27 @@ def sagemaker_role_policy(cfg: EvalConfig, s3_prefix: str) -> dict[str, Any]:
     if security.vpc_config:
         statements.append(_allow("VpcNetworkInterfaces", VPC_INTERFACES, "*"))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+API_KEY_SECRETS = "arn:aws:secretsmanager:*:*:secret:llmeval/*"  # where the docs suggest keeping the keys
+INFERENCE_PROFILE = re.compile(r"^(?:(?:us|eu|apac|us-gov|ca|jp|au|global)\.)(?P<model>.+)$")
+
+
+def bedrock_resources(model_id: str) -> list[str]:
+    """What InvokeModel must be allowed on for a Bedrock model id: the foundation model, or a
+    cross-region inference profile (by id or ARN) and the foundation model in every region it
+    routes to."""
+    if model_id.startswith("arn:"):
+        profile = model_id.rsplit("/", 1)[-1]
+        found = INFERENCE_PROFILE.match(profile)
+        return [model_id] + ([f"arn:aws:bedrock:*::foundation-model/{found['model']}"] if found else [])
+    found = INFERENCE_PROFILE.match(model_id)
+    if found:
+        return [
+            f"arn:aws:bedrock:*:*:inference-profile/{model_id}",
+            f"arn:aws:bedrock:*::foundation-model/{found['model']}",
+        ]
+    return [f"arn:aws:bedrock:*::foundation-model/{model_id}"]
 
 
 def actions(policy: dict[str, Any]) -> set[str]:

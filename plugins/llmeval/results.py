@@ -71,7 +71,7 @@ class ResourceUsage:
     """One billed resource of a model: its endpoint (or local model server), its Processing
     job or its training job, from the API's timestamps, priced per instance-hour."""
 
-    resource: str  # "endpoint", "processing job", "training job", "local model server"
+    resource: str  # "endpoint", "processing job", "training job", "local model server", "tokens"
     name: str
     instance_type: str
     instance_count: int
@@ -80,6 +80,24 @@ class ResourceUsage:
     seconds: float
     usd_per_hour: float | None  # None: no price known for the instance type
     usd: float | None
+
+
+TOKENS = "tokens"  # the resource of a model billed by the token: its answers that were not cached
+
+
+def token_usage(
+    model_id: str,
+    tokens_in: int,
+    tokens_out: int,
+    usd_in: float,
+    usd_out: float,
+    seconds: float,
+    started: str,
+    ended: str,
+) -> ResourceUsage:
+    """What a model billed by the token cost for the answers it gave (USD per million tokens)."""
+    usd = round((tokens_in * usd_in + tokens_out * usd_out) / 1e6, 6)
+    return ResourceUsage(TOKENS, model_id, f"{tokens_in} in / {tokens_out} out", 1, started, ended, seconds, None, usd)
 
 
 @dataclass

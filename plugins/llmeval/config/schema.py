@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraint
 
 from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
 from llmeval.config.errors import FieldProblem
-from llmeval.contracts import ModelKind, TargetName
+from llmeval.contracts import Api, ModelKind, Provider, TargetName
 from llmeval.results import COST_METRICS, GENERATION_METRICS
 from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, rubric_problem, rubrics_of
 
@@ -67,16 +67,37 @@ class DeploymentSection(_Strict):
     """Instances behind the endpoint."""
 
 
+class ChatMessage(_Strict):
+    """One message of a conversation template."""
+
+    role: Literal["user", "assistant"]
+    """Who says it: the `user` (the last message is the user's) or the `assistant` (an example answer)."""
+    content: str
+    """What is said; `$feature` (or `$model_input`) is replaced by the record's input."""
+
+
 class EvaluationSection(_Strict):
-    output: str = Field("[0].generated_text", description="JMESPath to the generated text in the response.")
-    content_template: Any = Field(PROMPT_PLACEHOLDER, description=f"Payload 'inputs' with {PROMPT_PLACEHOLDER}.")
+    api: Api | None = None
+    """How the model is asked: `invoke` (the content template and the JMESPath `output`), `messages` (OpenAI-style
+    chat, `choices[0].message.content`: current JumpStart LLM containers, OpenAI-compatible servers) or `converse`
+    (Bedrock's Converse). Default: `converse` for a Bedrock model without a content_template, `messages` for an
+    OpenAI-compatible one, else `invoke`."""
+    output: str = Field("[0].generated_text", description="JMESPath to the generated text in the response (invoke).")
+    content_template: Any = Field(
+        PROMPT_PLACEHOLDER, description=f"Payload 'inputs' with {PROMPT_PLACEHOLDER} (invoke)."
+    )
     inference_parameters: dict[str, Any] = {}
-    """Sent with every request (e.g. `max_new_tokens`, `temperature`)."""
+    """Sent with every request: `max_new_tokens`, `temperature` (invoke); `max_tokens`, `temperature` (messages);
+    `maxTokens`, `temperature`, `topP`, `stopSequences` (converse: its inferenceConfig; any other key goes to
+    additionalModelRequestFields)."""
     custom_attributes: dict[str, Any] = {}
     """SageMaker's CustomAttributes header, as key: value pairs; `accept_eula: true` here accepts a gated model's
     license, as the seed's configs do."""
-    prompt_template: str = "$feature"
-    """How a record becomes the prompt: `$feature` (or `$model_input`) is replaced by the record's input."""
+    system_prompt: str | None = None
+    """A system prompt sent before the conversation (messages, converse)."""
+    prompt_template: str | list[ChatMessage] = "$feature"
+    """How a record becomes the prompt: `$feature` (or `$model_input`) is replaced by the record's input. With the
+    messages or converse API also a list of messages (few-shot turns), the record's input in one of them."""
     max_concurrency: int | None = Field(None, ge=1, le=256, description="Default: 4 per instance.")
     request_timeout_s: float = Field(120.0, gt=0)
     """Seconds before a request is given up (and retried)."""
@@ -84,7 +105,7 @@ class EvaluationSection(_Strict):
     """Retries of a request (throttling, server errors, timeouts) with jittered exponential back-off."""
     log_probability: str | None = Field(
         None,
-        description="JMESPath to a sentence's log probability in the response (PromptStereotyping), "
+        description="JMESPath to a sentence's log probability in the response (PromptStereotyping; invoke), "
         "e.g. sum([0].details.prefill[1:].logprob) for TGI-based JumpStart endpoints.",
     )
     log_probability_parameters: dict[str, Any] = Field(
@@ -112,10 +133,65 @@ class EvaluationSection(_Strict):
 
     @field_validator("prompt_template")
     @classmethod
-    def _has_feature(cls, value: str) -> str:
-        if "$feature" not in value and "$model_input" not in value:
+    def _has_feature(cls, value: str | list[ChatMessage]) -> str | list[ChatMessage]:
+        texts = [value] if isinstance(value, str) else [m.content for m in value]
+        if not any("$feature" in t or "$model_input" in t for t in texts):
             raise ValueError("must contain $feature (or $model_input) where the dataset's input goes")
+        if isinstance(value, list):
+            if not value or value[-1].role != "user":
+                raise ValueError("a message list must end with the user's message the model answers")
         return value
+
+    def api_problem(self, provider: Provider | None) -> FieldProblem | None:
+        """Why this section cannot ask a model of `provider`, or None."""
+        api = self.api_for(provider)
+        allowed = ALLOWED_APIS[provider or Provider.JUMPSTART]
+        if api not in allowed:
+            return FieldProblem(
+                ("api",),
+                f"{provider or Provider.JUMPSTART} models take api {' or '.join(allowed)}, not {api}",
+            )
+        if api == Api.INVOKE:
+            chat = [k for k in ("system_prompt", "prompt_template") if k in self._chat_fields()]
+            if chat:
+                return FieldProblem(
+                    (chat[0],),
+                    "api invoke sends one prompt string into the content template; a system prompt or a message "
+                    "list needs api: messages (SageMaker endpoints, OpenAI-compatible) or converse (Bedrock)",
+                )
+            return None
+        for key in ("output", "content_template", "log_probability"):
+            if getattr(self, key) != EvaluationSection.model_fields[key].default:
+                return FieldProblem(
+                    (key,),
+                    f"api {api} has a fixed request and response shape: {key} is for api invoke (the answer is "
+                    f"{ANSWER_AT[api]})",
+                )
+        return None
+
+    def _chat_fields(self) -> set[str]:
+        """The chat structure this section asks for: a system prompt, a message list."""
+        found = {"system_prompt"} if self.system_prompt else set()
+        return found | ({"prompt_template"} if isinstance(self.prompt_template, list) else set())
+
+    def api_for(self, provider: Provider | None) -> Api:
+        """The API the model is asked through: the config's, else the provider's default."""
+        if self.api is not None:
+            return self.api
+        if provider == Provider.OPENAI_COMPATIBLE:
+            return Api.MESSAGES
+        defaults = EvaluationSection.model_fields
+        templated = any(getattr(self, k) != defaults[k].default for k in ("content_template", "output"))
+        return Api.CONVERSE if provider == Provider.BEDROCK and not templated else Api.INVOKE
+
+
+ALLOWED_APIS = {
+    Provider.JUMPSTART: (Api.INVOKE, Api.MESSAGES),
+    Provider.LOCAL: (Api.INVOKE, Api.MESSAGES),
+    Provider.BEDROCK: (Api.CONVERSE, Api.INVOKE),
+    Provider.OPENAI_COMPATIBLE: (Api.MESSAGES,),
+}
+ANSWER_AT = {Api.MESSAGES: "choices[0].message.content", Api.CONVERSE: "output.message.content[0].text"}
 
 
 class FinetuningParameters(BaseModel):
@@ -146,6 +222,13 @@ class FinetuningSection(_Strict):
     `batch_size`, `lora_rank`, `seed`)."""
 
 
+class TokenPrices(_Strict):
+    input: float = Field(ge=0)
+    """USD per million input (prompt) tokens."""
+    output: float = Field(ge=0)
+    """USD per million output (generated) tokens."""
+
+
 class RegisterSection(_Strict):
     model_package_group_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
     """Model package group of this model."""
@@ -153,9 +236,15 @@ class RegisterSection(_Strict):
 
 class ModelSection(_Strict):
     name: str = Field(pattern=AWS_NAME, description="Unique in the config; used in task and resource names.")
-    model_provider: Literal["jumpstart", "bedrock", "local"] | None = None
-    """Who serves the model: `jumpstart` (a SageMaker endpoint; the default there), `bedrock` (called, nothing
-    deployed), `local` (the local target's server)."""
+    model_provider: Provider | None = None
+    """Who serves the model: `jumpstart` (a SageMaker endpoint; the default there), `local` (the local target's
+    server; its default), `bedrock` or `openai_compatible` (called, nothing deployed)."""
+    connection_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,250}$")
+    """OpenAI-compatible models: the Airflow connection with the base URL (its host, e.g.
+    `https://llm.example.com/v1`) and the API key (its password; on SageMaker, extra `api_key_secret_arn`)."""
+    price_per_million_tokens: TokenPrices | None = None
+    """USD per million tokens of a model billed by the token (Bedrock, OpenAI-compatible): its cost in results and the
+    leaderboard."""
     model_id: str
     """JumpStart model id, Bedrock model id, or a local model (`smollm2-135m-instruct`); for a model given by its
     outputs, a label."""
@@ -208,9 +297,39 @@ class ModelSection(_Strict):
         or foundation."""
         if self.outputs_location:
             return ModelKind.PROVIDED
-        if self.model_provider == "bedrock":
+        if self.model_provider == Provider.BEDROCK:
             return ModelKind.BEDROCK
+        if self.model_provider == Provider.OPENAI_COMPATIBLE:
+            return ModelKind.OPENAI_COMPATIBLE
         return ModelKind.TUNED if self.finetuning is not None else ModelKind.FOUNDATION
+
+    @property
+    def api(self) -> Api:
+        """How the model is asked (`evaluation_config.api`, else the provider's default)."""
+        return self.evaluation_config.api_for(self.model_provider)
+
+    @model_validator(mode="after")
+    def _served(self) -> ModelSection:
+        problem = None if self.outputs_location else self.evaluation_config.api_problem(self.model_provider)
+        if problem:
+            raise FieldProblem(("evaluation_config", *problem.loc), str(problem))
+        called = self.kind.calls
+        if self.kind == ModelKind.OPENAI_COMPATIBLE and not self.connection_id:
+            raise FieldProblem(
+                ("connection_id",),
+                "an OpenAI-compatible model needs the Airflow connection that holds its base URL (host) and API "
+                "key (password); never put them in the config",
+            )
+        if self.connection_id and self.kind != ModelKind.OPENAI_COMPATIBLE:
+            raise FieldProblem(("connection_id",), "only model_provider: openai_compatible models take a connection")
+        if self.price_per_million_tokens and not called:
+            raise FieldProblem(
+                ("price_per_million_tokens",),
+                "a deployed model is billed per instance-hour (sagemaker.instance_prices)",
+            )
+        if called and self.finetuning:
+            raise FieldProblem(("finetuning",), f"{self.model_provider} models are evaluated as they are")
+        return self
 
     @property
     def tuning(self) -> FinetuningSection:
@@ -659,14 +778,10 @@ class EvalConfig(_Strict):
                         "endpoint (one would be evaluated on the other's, and one teardown would delete both)",
                     )
                 endpoints[endpoint] = f"{key}[{i}]"
-            if key == "judges" and model.kind not in (ModelKind.FOUNDATION, ModelKind.BEDROCK):
+            if key == "judges" and model.kind in (ModelKind.TUNED, ModelKind.PROVIDED):
                 raise FieldProblem(
                     (key, i, "finetuning" if model.finetuning else "outputs_location"),
-                    "a judge must answer prompts: a deployed foundation model or a Bedrock model",
-                )
-            if model.model_provider == "bedrock" and model.finetuning:
-                raise FieldProblem(
-                    ("models", i, "finetuning"), "Bedrock models are evaluated as they are: no finetuning"
+                    "a judge must answer prompts: a deployed foundation model, a Bedrock or an OpenAI-compatible model",
                 )
             if model.outputs_location:
                 _check_provided(self, i, model)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
+from llmeval.contracts import ModelKind, Provider
 from llmeval.runtime import resolve_data_path
 from llmeval.store import ARTIFACTS_URL_ENV, check_url
 
@@ -26,6 +27,7 @@ def check_target(cfg: EvalConfig) -> None:
         _check_local_models(cfg)
     else:
         _check_eulas(cfg)
+        _check_urls_reachable(cfg)
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
@@ -35,10 +37,14 @@ def check_target(cfg: EvalConfig) -> None:
 
 def _check_local_models(cfg: EvalConfig) -> None:
     for key, i, model in cfg.listed_models():
-        if model.kind == "provided":  # only scored: its model_id is a label
+        if model.kind in (ModelKind.PROVIDED, ModelKind.OPENAI_COMPATIBLE):  # nothing to serve here
             continue
-        if model.model_provider not in (None, "local"):
-            raise FieldProblem((key, i, "model_provider"), "the local target serves only local models")
+        if model.model_provider not in (None, Provider.LOCAL):
+            raise FieldProblem(
+                (key, i, "model_provider"),
+                "the local target serves local models and calls OpenAI-compatible ones; Bedrock and JumpStart "
+                "models need the SageMaker target",
+            )
         extra = set((model.finetuning.parameters.model_extra or {}) if model.finetuning else ())
         if extra - LOCAL_HYPERPARAMETERS:
             raise FieldProblem(
@@ -63,6 +69,21 @@ def _check_eulas(cfg: EvalConfig) -> None:
                 (key, i, "accept_eula"),
                 f"{model.model_id} is gated behind its end-user license agreement (EULA): read it, then accept it "
                 "with accept_eula: true on the model (or evaluation_config.custom_attributes.accept_eula: true)",
+            )
+
+
+def _check_urls_reachable(cfg: EvalConfig) -> None:
+    """An OpenAI-compatible model is asked from the Processing job: with no internet access
+    (hub_access false) the job reaches a URL only through a VPC of the config's."""
+    if cfg.sagemaker.hub_access or cfg.sagemaker.security.subnets:
+        return
+    for key, i, model in cfg.listed_models():
+        if model.kind == ModelKind.OPENAI_COMPATIBLE and (key == "models" or model in cfg.judged_by):
+            raise FieldProblem(
+                (key, i, "model_provider"),
+                "the evaluation's Processing job has no internet access (sagemaker.hub_access: false) and no VPC "
+                "(sagemaker.security.subnets), so it cannot reach an OpenAI-compatible URL: give the subnets and "
+                "security groups of a VPC that routes to it, or set hub_access: true",
             )
 
 

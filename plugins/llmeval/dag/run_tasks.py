@@ -11,7 +11,7 @@ from airflow.sdk import get_current_context, task
 
 from llmeval import store, targets
 from llmeval.config import EvalConfig
-from llmeval.contracts import ModelKind, TaskId
+from llmeval.contracts import ModelKind, TargetName, TaskId
 from llmeval.results import ModelResult
 from llmeval.taskrun import CurrentRun, current_run, pulled, results_of
 
@@ -53,11 +53,15 @@ def preprocess_task(cfg: EvalConfig):
 
 @task(task_id=TaskId.PLAN)
 def plan(prepared: dict[str, Any]) -> list[str]:
-    """The models this run evaluates (the `models` Param)."""
+    """The models this run evaluates (the `models` Param); the connections of those served
+    behind an OpenAI-compatible URL must exist before anything is deployed."""
     from llmeval.steps import plan_models
+    from llmeval.targets.connections import check_connections
 
     run = current_run()
-    models = plan_models(run.config(), run.params.get("models"))
+    frozen = run.config()
+    models = plan_models(frozen, run.params.get("models"))
+    check_connections(frozen, models, for_processing=frozen.target == TargetName.SAGEMAKER)
     log.info("evaluating %d model(s) on %d records: %s", len(models), prepared["records"], models)
     return models
 

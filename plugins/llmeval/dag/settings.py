@@ -17,6 +17,7 @@ GROUP_DOCS = {
     ModelKind.FOUNDATION: "deploy -> evaluate -> teardown for one foundation model.",
     ModelKind.TUNED: "finetune -> deploy -> evaluate -> teardown for one model with a finetuning block.",
     ModelKind.BEDROCK: "evaluate one Bedrock model (nothing to deploy or tear down).",
+    ModelKind.OPENAI_COMPATIBLE: "evaluate one model behind an OpenAI-compatible URL (nothing to deploy or tear down).",
     ModelKind.PROVIDED: "score the given outputs of one model served elsewhere (nothing to deploy or tear down).",
 }
 

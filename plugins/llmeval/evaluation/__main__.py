@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 from llmeval.config import EvalConfig, ModelSection
 from llmeval.dataset import read_jsonl, write_jsonl
@@ -28,7 +29,7 @@ from llmeval.evaluation.job_args import JobArgs
 from llmeval.evaluation.provided import provided_rows, read_outputs
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
-from llmeval.results import GenerationStats, ModelResult, write_result
+from llmeval.results import GenerationStats, ModelResult, ResourceUsage, token_usage, write_result
 from llmeval.store import MODEL_REPORT, OUTPUTS, RECORDS
 
 log = logging.getLogger("llmeval.evaluation")
@@ -95,6 +96,7 @@ def _score(
         model=model.name,
         status="succeeded",
         generation=stats,
+        usage=_billed_tokens(model, answered, started),
         outputs_location=str(out / OUTPUTS),
         metadata={
             "model_id": model.model_id,
@@ -126,6 +128,28 @@ def _score(
         result.status, result.failed_step = "failed", "score"
         result.error = "; ".join(f"{a.algorithm}: {a.error}" for a in errors)
     return result
+
+
+def _billed_tokens(model: ModelSection, answered: list[dict], started: float) -> list[ResourceUsage]:
+    """A model billed by the token: what its answers cost (cached answers were not billed)."""
+    prices = model.price_per_million_tokens
+    if prices is None:
+        return []
+    asked = [r for r in answered if not r["cached"]]
+    seconds = round(time.perf_counter() - started, 3)
+    ended = datetime.now(UTC)
+    return [
+        token_usage(
+            model.model_id,
+            sum(r["input_tokens"] for r in asked),
+            sum(r["output_tokens"] for r in asked),
+            prices.input,
+            prices.output,
+            seconds,
+            (ended - timedelta(seconds=seconds)).isoformat(),
+            ended.isoformat(),
+        )
+    ]
 
 
 def _released(model: str, release_uri: str | None) -> None:

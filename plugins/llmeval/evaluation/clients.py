@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from llmeval.config import EvalConfig, ModelSection, load_config
+from llmeval.contracts import Provider
+from llmeval.evaluation import served
 from llmeval.evaluation.generate import ModelClient, ResponseCache, Target
 from llmeval.evaluation.job_args import JudgeEndpoint
 
@@ -21,9 +23,16 @@ def read_config(path: Path) -> EvalConfig:
 def model_target(
     model: ModelSection, endpoint_name: str | None, endpoint_url: str | None, identity: str | None, region: str | None
 ) -> Target:
-    """How to ask `model`: its endpoint (or Bedrock model), templates and limits."""
+    """How to ask `model`: its endpoint (or Bedrock model, or OpenAI-compatible URL from the
+    environment), API, templates and limits."""
     ev = model.evaluation_config
-    bedrock = model.model_provider == "bedrock"
+    bedrock = model.model_provider == Provider.BEDROCK
+    region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    at = None
+    if model.model_provider == Provider.OPENAI_COMPATIBLE:
+        at = served.from_env().get(model.name)
+        if at is None:
+            raise RuntimeError(f"{model.name}: the task gave no base URL for its connection {model.connection_id!r}")
     return Target(
         endpoint_name=model.model_id if bedrock else (endpoint_name or model.endpoint_name or model.name),
         model_identity=identity or f"{model.model_id}@{model.model_version}",
@@ -35,11 +44,16 @@ def model_target(
         )
         or None,
         endpoint_url=endpoint_url,
-        region=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        region=region,
         max_concurrency=model.max_concurrency,
         timeout_s=ev.request_timeout_s,
         max_retries=ev.max_retries,
-        provider="bedrock" if bedrock else "sagemaker",
+        provider=str(model.model_provider) if model.kind.calls else "sagemaker",
+        api=model.api,
+        system_prompt=ev.system_prompt,
+        model_name=model.model_id,
+        base_url=at.base_url if at else None,
+        api_key=at.key(region) if at else None,
         log_probability_path=ev.log_probability,
         log_probability_parameters=ev.log_probability_parameters,
     )

@@ -1,7 +1,8 @@
 """Generate stage: call the model once per prompt and save the outputs.
 
-One client for every target: boto3 `sagemaker-runtime` (its endpoint URL overridden for
-the local server). Bounded concurrency with additive-increase / multiplicative-decrease
+One client for every model, whatever serves it (`transport`) and whichever API it speaks
+(`apis`): a SageMaker endpoint (or the local server, which speaks the same API), Bedrock, an
+OpenAI-compatible URL. Bounded concurrency with additive-increase / multiplicative-decrease
 on throttling, retries with jittered exponential back-off, a per-request timeout, and a
 persistent response cache keyed by (model identity, request payload), so re-runs and
 overlapping backfills only call the endpoint for prompts it has not answered.
@@ -14,62 +15,20 @@ import json
 import logging
 import random
 import sqlite3
-import string
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jmespath
 
+from llmeval.contracts import Api
+from llmeval.evaluation import apis, transport
+from llmeval.evaluation.served import Target
+
 log = logging.getLogger("llmeval.generate")
-
-PLACEHOLDER = "PROMPT_PLACEHOLDER"
-RETRYABLE_CODES = {
-    "ThrottlingException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-    "InternalServerError",
-    "InternalServerException",
-    "ModelNotReadyException",
-}
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-
-
-def render_prompt(template: str, model_input: str) -> str:
-    """Fill the seed's `$feature` (or fmeval's `$model_input`) with the dataset input."""
-    return string.Template(template).safe_substitute(feature=model_input, model_input=model_input)
-
-
-def build_payload(
-    content_template: Any, prompt: str, parameters: dict[str, Any], provider: str = "sagemaker"
-) -> dict[str, Any]:
-    """The request body: the content template with the prompt in place of the placeholder.
-    SageMaker (JumpStart) bodies are {"inputs": ..., "parameters": ...}; a Bedrock template
-    is the whole body, and inference parameters are merged into it."""
-
-    def fill(node: Any) -> Any:
-        if isinstance(node, str):
-            return node.replace(PLACEHOLDER, prompt)
-        if isinstance(node, list):
-            return [fill(x) for x in node]
-        if isinstance(node, dict):
-            return {k: fill(v) for k, v in node.items()}
-        return node
-
-    if provider == "bedrock":
-        body = fill(content_template)
-        if not isinstance(body, dict):
-            raise ValueError("a Bedrock content_template must be the whole JSON request body (an object)")
-        return {**body, **parameters}
-    payload: dict[str, Any] = {"inputs": fill(content_template)}
-    if parameters:
-        payload["parameters"] = parameters
-    return payload
 
 
 class ResponseCache:
@@ -134,127 +93,36 @@ class AdaptiveLimit:
             self._cond.notify_all()
 
 
-@dataclass
-class Target:
-    """Where and how to call the model."""
-
-    endpoint_name: str
-    model_identity: str
-    output_path: str
-    content_template: Any
-    inference_parameters: dict[str, Any]
-    custom_attributes: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    max_concurrency: int = 4
-    timeout_s: float = 120.0
-    max_retries: int = 5
-    provider: str = "sagemaker"  # "sagemaker": invoke_endpoint; "bedrock": bedrock-runtime invoke_model
-    log_probability_path: str | None = None  # JMESPath to a sentence's log probability
-    log_probability_parameters: dict[str, Any] = field(default_factory=dict)
-
-
-def _retryable(exc: Exception) -> tuple[bool, bool]:
-    """(retry?, was it throttling?) for an invocation error."""
-    from botocore.exceptions import ClientError, ReadTimeoutError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    if isinstance(exc, (BotoConnectionError, ReadTimeoutError)):
-        return True, False
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        original = exc.response.get("OriginalStatusCode")
-        throttled = code == "ThrottlingException" or status == 429 or original == 429
-        if code in RETRYABLE_CODES or status in RETRYABLE_STATUS or throttled:
-            return True, throttled
-        if code == "ModelError" and original in RETRYABLE_STATUS:
-            return True, original == 429
-    return False, False
-
-
-def make_client(target: Target):
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=10,
-        read_timeout=target.timeout_s,
-        retries={"total_max_attempts": 1, "mode": "standard"},  # no botocore retries: ours see every throttle
-        max_pool_connections=target.max_concurrency + 4,
-    )
-    service = "bedrock-runtime" if target.provider == "bedrock" else "sagemaker-runtime"
-    return boto3.client(service, endpoint_url=target.endpoint_url, region_name=target.region, config=config)
-
-
 class Invoker:
-    """Calls one endpoint with retries, back-off and the adaptive concurrency limit."""
+    """Calls one model with retries, back-off and the adaptive concurrency limit."""
 
     def __init__(self, target: Target, client: Any = None, sleep: Callable[[float], None] = time.sleep):
         self.target = target
-        self.client = client or make_client(target)
+        self.send = transport.sender(target, client)
         self.limit = AdaptiveLimit(target.max_concurrency)
         self.sleep = sleep
         self.retries = 0
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(payload)
-        if self.target.provider == "bedrock":
-            call = self.client.invoke_model
-            kwargs: dict[str, Any] = {
-                "modelId": self.target.endpoint_name,
-                "body": body,
-                "contentType": "application/json",
-                "accept": "application/json",
-            }
-        else:
-            call = self.client.invoke_endpoint
-            kwargs = {
-                "EndpointName": self.target.endpoint_name,
-                "Body": body,
-                "ContentType": "application/json",
-                "Accept": "application/json",
-            }
-            if self.target.custom_attributes:
-                kwargs["CustomAttributes"] = self.target.custom_attributes
         for attempt in range(self.target.max_retries + 1):
             started = time.perf_counter()
             try:
                 with self.limit:
-                    response = call(**kwargs)
-                    raw = (response.get("Body") or response["body"]).read()
+                    response = self.send(payload)
                 self.limit.succeeded()
             except Exception as exc:
-                retry, throttled = _retryable(exc)
-                if throttled:
+                failure = transport.judged(exc)
+                if failure.throttled:
                     self.limit.throttled()
-                if not retry or attempt == self.target.max_retries:
+                if not failure.retry or attempt == self.target.max_retries:
                     raise
                 self.retries += 1
-                self.sleep(min(20.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.0))
+                backoff = min(20.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
+                self.sleep(max(backoff, failure.wait_s or 0.0))
                 continue
             latency_ms = (time.perf_counter() - started) * 1000
-            return {"response": json.loads(raw), "latency_ms": latency_ms}
+            return {"response": response, "latency_ms": latency_ms}
         raise AssertionError("unreachable")
-
-
-def extract_output(output_path: str, response: Any) -> str:
-    value = jmespath.search(output_path, response)
-    if value is None:
-        raise ValueError(f"output path {output_path!r} found nothing in the response {json.dumps(response)[:300]}")
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _token_counts(response: Any, prompt: str, output: str) -> tuple[int, int, bool]:
-    """(input tokens, output tokens, exact?): from the response's details, else word counts."""
-    first = response[0] if isinstance(response, list) and response else response
-    details = first.get("details") if isinstance(first, dict) else None
-    if isinstance(details, dict) and "generated_tokens" in details:
-        return int(details.get("prompt_tokens", 0)), int(details["generated_tokens"]), True
-    usage = first.get("usage") if isinstance(first, dict) else None  # Bedrock (Anthropic messages)
-    if isinstance(usage, dict) and "output_tokens" in usage:
-        return int(usage.get("input_tokens", 0)), int(usage["output_tokens"]), True
-    return len(prompt.split()), len(output.split()), False
 
 
 class Progress:
@@ -288,21 +156,21 @@ class Progress:
 
 
 class ModelClient:
-    """Asks one model for one input: render the prompt, look in the cache, call, extract.
+    """Asks one model for one input: make the conversation and its request, look in the cache,
+    call, read the answer.
 
-    The generate stage and the algorithms that call the model while scoring (semantic
-    robustness, prompt stereotyping) share it, so both go through the same cache, retries
+    The generate stage, the algorithms that call the model while scoring (semantic robustness,
+    prompt stereotyping) and the judges share it, so all go through the same cache, retries
     and adaptive concurrency limit."""
 
-    def __init__(self, target: Target, prompt_template: str, cache: ResponseCache, invoker: Invoker | None = None):
+    def __init__(self, target: Target, prompt_template: Any, cache: ResponseCache, invoker: Invoker | None = None):
         self.target = target
-        self.prompt_template = prompt_template
+        self.prompt_template = prompt_template  # a string, or a message list (messages, converse)
         self.cache = cache
         self.invoker = invoker or Invoker(target)
 
-    def _answer(self, prompt: str, parameters: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _answer(self, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(cached answer {response, latency_ms}, was it a cache hit?)"""
-        payload = build_payload(self.target.content_template, prompt, parameters, self.target.provider)
         key = ResponseCache.key(self.target.model_identity, payload)
         hit = self.cache.get(key)
         if hit is not None:
@@ -311,28 +179,33 @@ class ModelClient:
         self.cache.put(key, answer)
         return answer, False
 
-    def ask(self, model_input: str, prompt_template: str | None = None) -> dict[str, Any]:
+    def conversation(self, model_input: str) -> apis.Conversation:
+        return apis.conversation(self.prompt_template, self.target.system_prompt, model_input)
+
+    def ask(self, model_input: str) -> dict[str, Any]:
         """{prompt, model_output, latency_ms, cached, input/output tokens} for one input."""
-        prompt = render_prompt(prompt_template or self.prompt_template, model_input)
-        answer, cached = self._answer(prompt, self.target.inference_parameters)
-        output = extract_output(self.target.output_path, answer["response"])
-        tokens_in, tokens_out, exact = _token_counts(answer["response"], prompt, output)
+        asked = self.conversation(model_input)
+        answer, cached = self._answer(apis.request(self.target, asked, self.target.inference_parameters))
+        read = apis.read(self.target, answer["response"], asked.text)
         return {
-            "prompt": prompt,
-            "model_output": output,
+            "prompt": asked.text,
+            "model_output": read.text,
             "latency_ms": round(answer["latency_ms"], 2),
             "cached": cached,
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-            "tokens_exact": exact,
+            "input_tokens": read.input_tokens,
+            "output_tokens": read.output_tokens,
+            "tokens_exact": read.exact,
         }
 
     def log_probability(self, text: str) -> float:
         """The model's log probability of `text`, read with the config's JMESPath."""
         if not self.target.log_probability_path:
             raise ValueError("the model's evaluation_config has no log_probability JMESPath")
+        if self.target.api != Api.INVOKE:
+            raise ValueError(f"log probabilities are read from invoke responses, not {self.target.api}")
         parameters = {**self.target.inference_parameters, **self.target.log_probability_parameters}
-        answer, _ = self._answer(text, parameters)
+        payload = apis.build_payload(self.target.content_template, text, parameters, self.target.provider)
+        answer, _ = self._answer(payload)
         value = jmespath.search(self.target.log_probability_path, answer["response"])
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(
@@ -351,7 +224,7 @@ def generate_with(client: ModelClient, records: list[dict[str, Any]]) -> list[di
         try:
             row.update(client.ask(record["model_input"]))
         except Exception as exc:
-            row["prompt"] = render_prompt(client.prompt_template, record["model_input"])
+            row["prompt"] = client.conversation(record["model_input"]).text
             row["error"] = f"{type(exc).__name__}: {exc}"[:1000]
         progress.tick(row["cached"], row["error"] is not None)
         return row

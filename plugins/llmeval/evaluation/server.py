@@ -1,18 +1,24 @@
-"""A local model server that speaks the SageMaker runtime invocation API.
+"""A local model server that speaks the APIs models are asked through elsewhere.
 
-`POST /endpoints/<name>/invocations` with a JumpStart text-generation payload
-(`{"inputs": ..., "parameters": {...}}`) answers like a JumpStart endpoint, so the
-generate stage uses the same boto3 `sagemaker-runtime` client for both targets.
-String inputs are completed as raw text; chat inputs (a list of role/content messages,
-or the JumpStart Llama form `[[...]]`) go through the model's chat template. With
+    POST /endpoints/<name>/invocations   SageMaker runtime: a JumpStart text-generation payload
+                                          (`{"inputs": ..., "parameters": {...}}`), or the Messages
+                                          API of current JumpStart containers (`{"messages": [...]}`)
+    POST /v1/chat/completions             OpenAI-compatible chat (`"model"`: a served name; with
+                                          LLMEVAL_SERVER_API_KEY set, the key as a Bearer token)
+    POST /model/<name>/converse           Bedrock's Converse
+
+so the generate stage uses the same clients on both targets. String inputs are completed as
+raw text; chat inputs (messages, or the JumpStart Llama form `[[...]]`) go through the
+model's chat template. With
 `"decoder_input_details": true` the response carries the log probability of every input
 token under `details.prefill`, as TGI-based JumpStart endpoints do.
 
 Concurrent requests with the same inference parameters are generated as one batch
 (greedy batched generation is ~10x the throughput of single streams on 2 cores).
 The server binds to loopback only and serves only the endpoint names it was given.
-Past `--max-in-flight` concurrent requests it refuses more with 429 ThrottlingException,
-as an overloaded SageMaker endpoint does, rather than queueing without bound.
+Past `--max-in-flight` concurrent requests it refuses more with 429 (ThrottlingException;
+OpenAI's rate-limit error with Retry-After), as an overloaded endpoint does, rather than
+queueing without bound. Every name it serves is an endpoint name, a model or a model id.
 
     python -m llmeval.evaluation.server --model-id smollm2-135m-instruct \
         --endpoint-name demo-a --ready-file /tmp/ready.json
@@ -23,22 +29,36 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import queue
 import re
 import signal
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 log = logging.getLogger("llmeval.server")
 
 MAX_NEW_TOKENS_CAP = 512
-_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_CONVERSE = re.compile(r"^/model/([^/]+)/converse$")
+CHAT_PATH = "/v1/chat/completions"
+API_KEY_ENV = "LLMEVAL_SERVER_API_KEY"
+_MESSAGES_PARAMETERS = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+}
+_CONVERSE_PARAMETERS = {"maxTokens": "max_new_tokens", "temperature": "temperature", "topP": "top_p"}
 _GENERATION_KEYS = {
     "max_new_tokens",
     "temperature",
@@ -190,14 +210,141 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, error_
     handler.wfile.write(data)
 
 
-def _response(prompt: Any, result: dict[str, Any]) -> list[dict[str, Any]]:
-    details: dict[str, Any] = {"prompt_tokens": result["prompt_tokens"], "generated_tokens": result["generated_tokens"]}
+@dataclass(frozen=True)
+class _Asked:
+    """One request, whichever API it came in: the served name, the prompt and the parameters."""
+
+    api: str  # "invoke", "messages" (SageMaker's Messages API), "chat" (/v1/chat/completions), "converse"
+    name: str
+    prompt: Any
+    params: dict[str, Any]
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list (OpenAI's parts, Converse's blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    raise ModelError("a message's content must be a string or a list of text parts")
+
+
+def _chat(messages: Any, system: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise ModelError("'messages' must be a non-empty list")
+    turns = [{"role": "system", "content": _text_of(system)}] if system else []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise ModelError("each message needs a role: system, user or assistant")
+        turns.append({"role": m["role"], "content": _text_of(m.get("content", ""))})
+    return turns
+
+
+def _renamed(given: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {names[k]: v for k, v in given.items() if k in names}
+
+
+def parse_request(path: str, payload: Any) -> _Asked:
+    """What a request asks, by its path; ModelError when its body is not what the API takes."""
+    if not isinstance(payload, dict):
+        raise ModelError("the request body must be a JSON object")
+    found = _INVOKE.match(path)
+    if found and "messages" in payload:
+        return _Asked("messages", found.group(1), _chat(payload["messages"]), _renamed(payload, _MESSAGES_PARAMETERS))
+    if found:
+        params = payload.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ModelError("'parameters' must be an object")
+        if "inputs" not in payload:
+            raise ModelError("expected 'inputs' (text generation) or 'messages' (the Messages API)")
+        return _Asked("invoke", found.group(1), payload["inputs"], params)
+    if path == CHAT_PATH:
+        return _Asked(
+            "chat", str(payload.get("model")), _chat(payload.get("messages")), _renamed(payload, _MESSAGES_PARAMETERS)
+        )
+    found = _CONVERSE.match(path)
+    if found:
+        inference = payload.get("inferenceConfig") or {}
+        messages = [{"role": m.get("role"), "content": m.get("content")} for m in payload.get("messages") or []]
+        return _Asked(
+            "converse",
+            unquote(found.group(1)),
+            _chat(messages, payload.get("system")),
+            _renamed(inference, _CONVERSE_PARAMETERS),
+        )
+    raise LookupError(path)
+
+
+def _response(asked: _Asked, result: dict[str, Any]) -> Any:
+    text, prompt_tokens, generated = result["text"], result["prompt_tokens"], result["generated_tokens"]
+    finished = "length" if generated >= min(int(asked.params.get("max_new_tokens", 64)), MAX_NEW_TOKENS_CAP) else "stop"
+    if asked.api in ("messages", "chat"):
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": asked.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finished}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": generated,
+                "total_tokens": prompt_tokens + generated,
+            },
+        }
+    if asked.api == "converse":
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+            "stopReason": "max_tokens" if finished == "length" else "end_turn",
+            "usage": {
+                "inputTokens": prompt_tokens,
+                "outputTokens": generated,
+                "totalTokens": prompt_tokens + generated,
+            },
+            "metrics": {"latencyMs": int(result.get("latency_ms", 0))},
+        }
+    details: dict[str, Any] = {"prompt_tokens": prompt_tokens, "generated_tokens": generated}
     if "prefill" in result:
         details["prefill"] = result["prefill"]
-    body: dict[str, Any] = {"generated_text": result["text"], "details": details}
-    if _as_messages(prompt) is not None:
-        body["generation"] = {"role": "assistant", "content": result["text"]}
+    body: dict[str, Any] = {"generated_text": text, "details": details}
+    if _as_messages(asked.prompt) is not None:
+        body["generation"] = {"role": "assistant", "content": text}
     return [body]
+
+
+_ERROR_TYPES = {  # (api, status) -> the error type its clients read
+    ("converse", 400): "ValidationException",
+    ("converse", 404): "ResourceNotFoundException",
+    ("converse", 429): "ThrottlingException",
+    ("converse", 424): "ModelErrorException",
+    ("converse", 408): "ModelTimeoutException",
+}
+
+
+def send_error(handler: BaseHTTPRequestHandler, api: str, status: int, message: str) -> None:
+    """An error in the shape the API's clients parse: botocore's (SageMaker, Bedrock), OpenAI's."""
+    if api == "chat":
+        kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}.get(
+            status, "invalid_request_error"
+        )
+        handler.send_response(status)
+        data = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        if status == 429:
+            handler.send_header("Retry-After", "1")
+        handler.end_headers()
+        handler.wfile.write(data)
+        return
+    if api == "converse":
+        send_json(handler, status, {"message": message}, _ERROR_TYPES.get((api, status), "InternalServerException"))
+        return
+    if status == 429:
+        send_json(handler, 429, {"message": message}, "ThrottlingException")
+    elif status in (400, 404):
+        send_json(handler, 400, {"message": message}, "ValidationError")
+    else:  # SageMaker reports the container's status inside a ModelError
+        wrapped = f"Received client error ({status}) from primary with message: {message}"
+        send_json(handler, 424, {"message": wrapped, "OriginalStatusCode": status}, "ModelError")
 
 
 class Admission:
@@ -222,7 +369,9 @@ class Admission:
             self.served += 1
 
 
-def make_handler(generator: Generator, endpoints: set[str], timeout_s: float, admission: Admission):
+def make_handler(
+    generator: Generator, endpoints: set[str], timeout_s: float, admission: Admission, api_key: str | None = None
+):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -235,37 +384,45 @@ def make_handler(generator: Generator, endpoints: set[str], timeout_s: float, ad
         def do_GET(self) -> None:
             if self.path == "/ping":
                 self._send(200, {"status": "ok", "endpoints": sorted(endpoints)})
+            elif self.path == "/v1/models":
+                self._send(200, {"object": "list", "data": [{"id": n, "object": "model"} for n in sorted(endpoints)]})
             else:
                 self._send(404, {"message": "not found"}, "ValidationError")
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
-            match = _PATH.match(self.path.split("?")[0])
-            if not match or match.group(1) not in endpoints:
-                name = match.group(1) if match else self.path
-                self._send(400, {"message": f"Endpoint {name} not found on this server."}, "ValidationError")
-                return
-            if not admission.enter():
-                self._send(429, {"message": "Too many requests in flight; retry later"}, "ThrottlingException")
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = self.path.split("?")[0]
+            api = "chat" if path == CHAT_PATH else "converse" if _CONVERSE.match(path) else "invoke"
+            if api == "chat" and api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
+                send_error(self, api, 401, "Incorrect API key provided")
                 return
             try:
-                payload = json.loads(raw)
-                prompt = payload["inputs"]
-                params = payload.get("parameters") or {}
-                if not isinstance(params, dict):
-                    raise ModelError("'parameters' must be an object")
-                result = generator.submit(prompt, params).result(timeout=timeout_s)
+                asked = parse_request(path, json.loads(raw))
+            except LookupError:
+                send_error(self, api, 404, f"no such path: {path}")
+                return
+            except (ValueError, ModelError) as exc:
+                send_error(self, api, 400, str(exc))
+                return
+            if asked.name not in endpoints:
+                what = "Endpoint" if api == "invoke" else "Model"
+                send_error(self, api, 404, f"{what} {asked.name} not found on this server.")
+                return
+            if not admission.enter():
+                send_error(self, api, 429, "Too many requests in flight; retry later")
+                return
+            started = time.monotonic()
+            try:
+                result = generator.submit(asked.prompt, asked.params).result(timeout=timeout_s)
             except (ValueError, KeyError, TypeError, ModelError) as exc:
-                message = f"Received client error (400) from primary with message: {exc!r}"
-                self._send(424, {"message": message, "OriginalStatusCode": 400}, "ModelError")
+                send_error(self, asked.api, 400, repr(exc))
                 return
             except TimeoutError:
-                self._send(424, {"message": "model timed out", "OriginalStatusCode": 504}, "ModelError")
+                send_error(self, asked.api, 504 if api != "converse" else 408, "model timed out")
                 return
             finally:
                 admission.leave()
-            self._send(200, _response(prompt, result))
+            self._send(200, _response(asked, {**result, "latency_ms": (time.monotonic() - started) * 1000}))
 
     return Handler
 
@@ -277,7 +434,8 @@ def serve(
 
     generator = Generator(resolve_model_dir(model_id), max_batch=max_batch)
     admission = Admission(max_in_flight)
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(generator, endpoints, 600, admission))
+    api_key = os.environ.get(API_KEY_ENV) or None
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(generator, endpoints, 600, admission, api_key))
     server.daemon_threads = True
 
     def stop(signum: int, _frame: Any) -> None:

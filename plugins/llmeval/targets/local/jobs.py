@@ -18,12 +18,16 @@ from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.contracts import ModelKind
 from llmeval.evaluation import RELEASE_MARK
 from llmeval.evaluation.job_args import MODULE as EVALUATION_MODULE
 from llmeval.evaluation.job_args import JobArgs, JudgeEndpoint
+from llmeval.evaluation.served import ENV as SERVED_ENV
+from llmeval.evaluation.served import encode
 from llmeval.inputs import outputs_file
 from llmeval.results import record_usage
 from llmeval.runtime import PLUGINS_DIR, resolve_data_path, worker_python
+from llmeval.targets.connections import served_models
 from llmeval.targets.local.servers import worker_env
 
 log = logging.getLogger("llmeval.local")
@@ -65,14 +69,16 @@ def run_finetune(cfg: EvalConfig, model: str, run_folder: Any) -> dict[str, Any]
         return json.loads((out / TRAINING_METRICS).read_text())
 
 
-def stream_command(cmd: list[str], what: str, on_line: Callable[[str], None] | None = None) -> None:
-    """Run a worker command, streaming its output into the task log (and to `on_line`); kill
-    it if the task dies."""
+def stream_command(
+    cmd: list[str], what: str, on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None
+) -> None:
+    """Run a worker command (with `env` added to the worker environment), streaming its output
+    into the task log (and to `on_line`); kill it if the task dies."""
     log.info("running %s", " ".join(cmd))
     proc = subprocess.Popen(
         cmd,
         cwd=PLUGINS_DIR,
-        env=worker_env(),
+        env={**worker_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -112,6 +118,8 @@ def run_evaluation(
     when it fails. Returns the result summary (results.json). A model given by its outputs
     (no `endpoint`) has them scored. `release` is called when the entry point says the model
     is no longer needed (scoring may go on). `judges`: the judges' servers, by name."""
+    spec = cfg.model(model)
+    served = served_models(cfg, [model], for_processing=False)
     with tempfile.TemporaryDirectory(prefix="llmeval-evaluate-") as tmp:
         scratch = Path(tmp)
         out, cache_file = scratch / "out", scratch / "cache" / store.RESPONSE_CACHE
@@ -132,7 +140,7 @@ def run_evaluation(
             endpoint_name=endpoint["endpoint_name"] if endpoint else None,
             endpoint_url=endpoint["url"] if endpoint else None,
             cache_dir=cache_file.parent,
-            outputs=None if endpoint else outputs_file(cfg, model, catalog_version, scratch),
+            outputs=outputs_file(cfg, model, catalog_version, scratch) if spec.kind == ModelKind.PROVIDED else None,
             judges=judge_endpoints,
             training_metrics=training_file,
             model_identity=(
@@ -149,7 +157,7 @@ def run_evaluation(
                     log.exception("could not stop the server of %s early", model)
 
         try:
-            stream_command(cmd, f"evaluation of {model}", released)
+            stream_command(cmd, f"evaluation of {model}", released, {SERVED_ENV: encode(served)} if served else None)
         finally:
             if out.exists():
                 store.upload_tree(out, store.model_folder(run_folder, model))
@@ -185,7 +193,8 @@ def run_pairwise(
         ]
         (scratch / "models").mkdir(exist_ok=True)
         try:
-            stream_command(cmd, "pairwise comparison")
+            served = served_models(cfg, [], for_processing=False)
+            stream_command(cmd, "pairwise comparison", None, {SERVED_ENV: encode(served)} if served else None)
         finally:
             if cache_file.exists():
                 _checkpoint(cache_file)

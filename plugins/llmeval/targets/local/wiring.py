@@ -3,7 +3,7 @@
 Per model (a mapped task group per kind):
 
     [finetune ->] deploy (start a server) -> evaluate -> teardown (stop it; runs whatever failed)
-    provided models: evaluate
+    OpenAI-compatible and provided models: evaluate
 
 Judges (once per run): deploy_judges ... [compare] ... teardown_judges.
 """
@@ -73,7 +73,7 @@ def _evaluate_task(kind: ModelKind, timeout: timedelta):
                 pulled(TaskId.DEPLOY_JUDGES) if cfg.judged_by else None,
             )
 
-        return guarded(Step.EVALUATE, model, body, first=kind == ModelKind.PROVIDED)
+        return guarded(Step.EVALUATE, model, body, first=not kind.deploys)
 
     return evaluate
 
@@ -106,7 +106,7 @@ def model_steps(cfg: EvalConfig, model_name: Any, kind: ModelKind) -> None:
     group; evaluate alone for a model given by its outputs."""
     timeout = timedelta(seconds=cfg.task_timeout_s)
     evaluate = _evaluate_task(kind, timeout)
-    if kind == ModelKind.PROVIDED:  # served elsewhere: nothing to start or stop
+    if not kind.deploys:  # served elsewhere, or outputs given: nothing to start or stop
         evaluate(model_name, None, None)
         return
     deployed = _deploy_task(kind)(model_name)
@@ -123,7 +123,7 @@ def deploy_judges() -> dict[str, dict[str, Any]]:
     """Start a server for each judge the algorithms ask (LLMJudge)."""
     run = current_run()
     frozen = run.config()
-    return {j.name: start_endpoint(frozen, j.name, run.folder, _who(j.name)) for j in frozen.judged_by}
+    return {j.name: start_endpoint(frozen, j.name, run.folder, _who(j.name)) for j in frozen.judged_by if j.deploys}
 
 
 @task(task_id=TaskId.TEARDOWN_JUDGES)
@@ -135,6 +135,7 @@ def teardown_judges() -> dict[str, str]:
     return {
         j.name: stop_endpoint(frozen, j.name, _who(j.name), started.get(j.name), run.folder, keep)
         for j in frozen.judged_by
+        if j.deploys
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from llmeval import store
 from llmeval.config import EvalConfig
 from llmeval.prices import processing_usage, table_for
-from llmeval.results import ModelResult, ResourceUsage, record_usage
+from llmeval.results import TOKENS, ModelResult, ResourceUsage, record_usage
 from llmeval.targets.sagemaker import requests as req
 from llmeval.targets.sagemaker.settings import hook, s3_hook
 
@@ -55,7 +55,8 @@ def collect(
     if warnings:  # what allow_vulnerable let through
         result.metadata["warnings"] = warnings
     job = conn.describe_processing_job(ProcessingJobName=processing["ProcessingJobName"])
-    result.usage = record_usage(folder, billed + [processing_usage(job, cluster, prices)])
+    tokens = [u for u in result.usage if u.resource == TOKENS]  # a model billed by the token: the job counted
+    result.usage = record_usage(folder, billed + [processing_usage(job, cluster, prices)] + tokens)
     store.write_text(folder / store.RESULTS, result.to_json())
     if not result.succeeded:
         raise RuntimeError(f"{model_name} failed at {result.failed_step}: {result.error}")

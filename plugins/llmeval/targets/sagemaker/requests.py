@@ -21,6 +21,8 @@ from llmeval.evaluation import cache_sync
 from llmeval.evaluation.endpoint_release import SETTLING
 from llmeval.evaluation.job_args import MODULE as EVALUATION_MODULE
 from llmeval.evaluation.job_args import JobArgs, JudgeEndpoint
+from llmeval.evaluation.served import ENV as SERVED_ENV
+from llmeval.evaluation.served import ServedAt, encode
 
 log = logging.getLogger("llmeval.sagemaker")
 
@@ -339,18 +341,20 @@ def processing_config(
     cache_uri: str | None = None,
     release_uri: str | None = None,
     judges: dict[str, str] | None = None,
+    served: dict[str, ServedAt] | None = None,
 ) -> dict[str, Any]:
     """A Processing job running the project's evaluation entry point for one model.
     `cache_uri`: the S3 object that keeps the model's response cache between jobs;
     `release_uri`: the S3 object the job writes when it no longer needs the model's endpoint
     (the job then also waits for the endpoint to be InService before asking it);
-    `judges`: the endpoint of each judge the run deployed, by judge name."""
+    `judges`: the endpoint of each judge the run deployed, by judge name; `served`: where the
+    OpenAI-compatible models it asks are (their keys' secrets, never the keys)."""
     arguments = JobArgs(
         config=Path(f"{RUN_DIR}/config.json"),
         model=model.name,
         dataset=Path(f"{RUN_DIR}/dataset.jsonl"),
         output_dir=Path(OUTPUT_DIR),
-        endpoint_name=endpoint_name(cfg, model),
+        endpoint_name=endpoint_name(cfg, model) if model.deploys else None,
         region=region,
         cache_dir=Path(CACHE_DIR),
         outputs=Path(f"{RUN_DIR}/{outputs_name(model.name)}") if model.outputs_location else None,
@@ -370,6 +374,7 @@ def processing_config(
         output_uri,
         region,
         model.name,
+        served,
     )
 
 
@@ -385,6 +390,7 @@ def pairwise_config(
     region: str,
     cache_uri: str,
     judges: dict[str, str],
+    served: dict[str, ServedAt] | None = None,
 ) -> dict[str, Any]:
     """A Processing job running the pairwise comparison over every model's outputs (the
     evaluation jobs' results under `results_uri`), writing pairwise.json to `output_uri`."""
@@ -405,7 +411,17 @@ def pairwise_config(
     ]
     inputs = [("code", code_uri, CODE_DIR), ("run", run_uri, RUN_DIR), ("models", results_uri, MODELS_DIR)]
     return _processing_request(
-        cfg, job_name, role_arn, image, "llmeval.evaluation.pairwise", arguments, inputs, output_uri, region, "pairwise"
+        cfg,
+        job_name,
+        role_arn,
+        image,
+        "llmeval.evaluation.pairwise",
+        arguments,
+        inputs,
+        output_uri,
+        region,
+        "pairwise",
+        served,
     )
 
 
@@ -424,6 +440,7 @@ def _processing_request(
     output_uri: str,
     region: str,
     owner: str,
+    served: dict[str, ServedAt] | None = None,
 ) -> dict[str, Any]:
     """A Processing job running `python3 -m module arguments` on the S3 `inputs` (name, URI,
     local path), its output folder uploaded to `output_uri`; with the config's security."""
@@ -468,6 +485,10 @@ def _processing_request(
     if security.output_kms_key_id:
         request["ProcessingOutputConfig"]["KmsKeyId"] = security.output_kms_key_id
         request["Environment"][cache_sync.KMS_ENV] = security.output_kms_key_id
+    if any(at.api_key for at in (served or {}).values()):
+        raise ValueError("an API key must not go into a Processing job's environment: use its secret's ARN")
+    if served:
+        request["Environment"][SERVED_ENV] = encode(served)
     network: dict[str, Any] = {}
     if security.enable_inter_container_traffic_encryption:
         network["EnableInterContainerTrafficEncryption"] = True

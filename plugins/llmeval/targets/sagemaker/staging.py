@@ -17,6 +17,7 @@ from llmeval.config import EvalConfig, ModelSection
 from llmeval.inputs import outputs_file
 from llmeval.prices import PriceTable, table_for, training_usage
 from llmeval.runtime import PACKAGE_DIR, algorithms_dir
+from llmeval.targets.connections import served_models
 from llmeval.targets.sagemaker import jumpstart
 from llmeval.targets.sagemaker import requests as req
 from llmeval.targets.sagemaker.settings import (
@@ -195,6 +196,7 @@ def stage(
         cache_uri=f"{s3_prefix(cfg)}/{dag_id}/cache/{model_name}/responses.sqlite",
         release_uri=f"{prefix}/released/{model_name}.json" if early_release(cfg, model_name) else None,
         judges={j.name: req.endpoint_name(cfg, j) for j in cfg.judged_by if j.deploys},
+        served=served_models(cfg, [model_name], for_processing=True),
     )
 
 
@@ -215,4 +217,5 @@ def compare_pairwise(cfg: EvalConfig, dag_id: str, run_id: str) -> dict[str, Any
         region(cfg),
         f"{s3_prefix(cfg)}/{dag_id}/cache/pairwise-{section.options['judge']}/responses.sqlite",
         {j.name: req.endpoint_name(cfg, j) for j in cfg.judged_by if j.deploys},
+        served_models(cfg, [], for_processing=True),
     )
