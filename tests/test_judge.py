@@ -106,7 +106,9 @@ def _hidden_rule(prompt: str) -> str:
     return f"Rating: {5 if good else 2}\nExplanation: {'it says' if good else '<b>it misses</b>'} {reference}"
 
 
-def _evaluate(tmp_path: Path, url: str, model: str, outputs: dict[str, str]) -> subprocess.CompletedProcess:
+def _evaluate(
+    tmp_path: Path, url: str, model: str, outputs: dict[str, str], judge: dict | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     given = tmp_path / f"{model}.jsonl"
     given.write_text("".join(json.dumps({"record_id": k, "model_output": v}) + "\n" for k, v in outputs.items()))
     dataset = tmp_path / "dataset.jsonl"
@@ -117,12 +119,16 @@ def _evaluate(tmp_path: Path, url: str, model: str, outputs: dict[str, str]) -> 
         )
     )
     models = [{"name": model, "model_id": "vendor", "outputs_location": str(given)}]
-    config = _write(tmp_path, _judged(models=models))
+    cfg = _judged(models=models)
+    if judge:
+        cfg["judges"] = [judge]
+    config = _write(tmp_path, cfg)
     command = [WORKER_PYTHON, "-m", "llmeval.evaluation", "--config", str(config), "--model", model]
     command += ["--dataset", str(dataset), "--output-dir", str(tmp_path / model), "--outputs", str(given)]
-    command += ["--cache-dir", str(tmp_path / "cache"), "--judge", f"judge=judge@{url}"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "plugins"), AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x")
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    command += ["--cache-dir", str(tmp_path / "cache")] + ([] if judge else ["--judge", f"judge=judge@{url}"])
+    aws = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    full = dict(os.environ, PYTHONPATH=str(ROOT / "plugins"), **aws, **(env or {}))
+    return subprocess.run(command, capture_output=True, text=True, env=full, timeout=300)
 
 
 def _judge_scores(out: Path) -> dict[str, float]:
@@ -153,6 +159,35 @@ def test_a_judge_with_a_hidden_rule_gives_the_expected_ratings_and_a_rerun_asks_
     assert missed["judgements"]["correctness"]["explanation"] == f"<b>it misses</b> {missed['target_output']}"
     report = (tmp_path / "half" / "report.html").read_text()
     assert "&lt;b&gt;it misses&lt;/b&gt;" in report and "<b>it misses</b>" not in report  # escaped where shown
+
+
+def test_an_openai_compatible_judge_is_asked_with_its_system_prompt_and_key(tmp_path):
+    """A judge behind an OpenAI-compatible URL (where the task found its connection: the
+    environment): each rubric prompt is its user message after its system prompt, with its key."""
+    from llmeval.evaluation.served import ENV, ServedAt, encode
+
+    sent: list[tuple[str, dict]] = []
+
+    class Recording(LatencyServer):
+        def _answer(self, path, body):
+            sent.append((path, json.loads(body)))
+            return super()._answer(path, body)
+
+    judge = {"name": "judge", "model_id": "grader", "model_provider": "openai_compatible", "connection_id": "grader"}
+    judge["evaluation_config"] = {"system_prompt": "Grade strictly.", "inference_parameters": {"max_tokens": 40}}
+    right = {r["id"]: f"It is {r['answer']}." for r in QA[:20]}
+    with Recording(latency_s=0.001, reply=_hidden_rule) as server:
+        served = encode({"judge": ServedAt(f"{server.url}/v1", api_key="k")})
+        done = _evaluate(tmp_path, server.url, "right", right, judge, {ENV: served})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(sent) == 20 and {path for path, _ in sent} == {"/v1/chat/completions"}
+    for _, body in sent:
+        system, user = body["messages"]
+        assert (
+            system == {"role": "system", "content": "Grade strictly."} and "Answer to grade: It is" in user["content"]
+        )
+        assert body["model"] == "grader" and body["max_tokens"] == 40
+    assert _judge_scores(tmp_path / "right") == {"correctness": 1.0, "correctness_unparseable": 0.0}
 
 
 def test_a_judge_answering_garbage_is_counted_not_scored(tmp_path):

@@ -107,17 +107,21 @@ def test_messages_answers_and_usage_are_read_and_a_missing_answer_is_named():
 def test_every_provider_answers_through_one_client(tmp_path):
     """A SageMaker Messages-API endpoint, Bedrock Converse (by inference profile) and an
     OpenAI-compatible URL, against one simulated server: each record its own answer, exact tokens."""
-    with LatencyServer(latency_s=0.001) as server:
+    retries = 0
+    with LatencyServer(latency_s=0.001, throttle_rate=0.2) as server:  # 429s: ThrottlingException, rate limits
         targets = {
             "messages": _target(Api.MESSAGES, endpoint_url=server.url),
             "converse": _target(Api.CONVERSE, "bedrock", endpoint_name=PROFILE, endpoint_url=server.url),
             "openai": _target(Api.MESSAGES, "openai_compatible", model_name="llama", base_url=f"{server.url}/v1"),
         }
         for name, target in targets.items():
-            rows = generate(records(4), target, "$feature", ResponseCache(tmp_path / f"{name}.sqlite"))
-            assert [r["model_output"] for r in rows] == [f"answer to: question {i}" for i in range(4)], name
+            invoker = Invoker(target, sleep=lambda s: None)
+            rows = generate(records(12), target, "$feature", ResponseCache(tmp_path / f"{name}.sqlite"), invoker)
+            assert [r["model_output"] for r in rows] == [f"answer to: question {i}" for i in range(12)], name
             assert all(r["tokens_exact"] and r["output_tokens"] == 3 for r in rows), name
-        assert server.by_endpoint == {"ep": 4, PROFILE: 4, "llama": 4}
+            retries += invoker.retries
+        assert server.by_endpoint == {"ep": 12, PROFILE: 12, "llama": 12}
+        assert retries == server.throttled > 0  # every throttle retried through the same client
 
 
 def test_openai_compatible_throttling_waits_for_retry_after_without_losing_records(tmp_path):

@@ -113,6 +113,30 @@ def test_each_way_an_account_is_not_ready_fails_with_its_fix(
     assert lines[-1] == "6 of 7 checks passed"
 
 
+def test_an_openai_compatible_models_connection_and_key_secret_are_checked(ready, aws_env, monkeypatch):
+    path, cfg = ready
+    cfg["models"].append(
+        {"name": "sm-vllm", "model_id": "llama", "model_provider": "openai_compatible", "connection_id": "my_vllm"}
+    )
+    path.write_text(yaml.safe_dump(cfg))
+    arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:llmeval/vllm-AbCdEf"
+    connection = {"conn_type": "http", "host": "https://llm.example.com/v1", "extra": {"api_key_secret_arn": arn}}
+    lines_of = {}
+    for case in ("no connection", "no secret", "ready"):
+        if case != "no connection":
+            monkeypatch.setenv("AIRFLOW_CONN_MY_VLLM", json.dumps(connection))
+        if case == "ready":
+            arn = _client(aws_env, "secretsmanager").create_secret(Name="llmeval/vllm", SecretString="k")["ARN"]
+            connection["extra"]["api_key_secret_arn"] = arn
+            monkeypatch.setenv("AIRFLOW_CONN_MY_VLLM", json.dumps(connection))
+        status, lines = _preflight(path)
+        lines_of[case] = next(line for line in lines if "connection of sm-vllm" in line)
+        assert status == (0 if case == "ready" else 1), lines
+    assert "no Airflow connection 'my_vllm'" in lines_of["no connection"]
+    assert lines_of["no secret"].startswith("FAIL") and "ResourceNotFoundException" in lines_of["no secret"]
+    assert lines_of["ready"] == f"OK   connection of sm-vllm: my_vllm: https://llm.example.com/v1, key in {arn}"
+
+
 def test_the_docs_name_what_preflight_does_not_check():
     page = (ROOT / "docs" / "getting-started" / "sagemaker.md").read_text()
     assert "llmeval preflight" in page and "Not checked by preflight" in page

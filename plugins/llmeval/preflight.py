@@ -2,9 +2,10 @@
 uses the config's Airflow connection and prints one line, OK or FAIL with the fix, before a run
 creates (and bills) anything: the credentials, the execution role and its trust, the S3 prefix and
 the run store writable, the evaluation image in ECR, every JumpStart model resolvable in the region
-(not deprecated, not vulnerable unless allowed, its EULA answered), the VPC's subnets and security
-groups. Checks not made here (IAM policy simulation, service quotas, Bedrock model access) are named
-in the docs.
+(not deprecated, not vulnerable unless allowed, its EULA answered), the connections of
+OpenAI-compatible models (and their keys' secrets), the VPC's subnets and security groups.
+Checks not made here (IAM policy simulation, service quotas, Bedrock model access) are named in
+the docs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from llmeval import store
 from llmeval.config import EvalConfig
+from llmeval.contracts import ModelKind
+from llmeval.targets.connections import ConnectionProblem, served_at
 from llmeval.targets.sagemaker import jumpstart
 from llmeval.targets.sagemaker import requests as req
 from llmeval.targets.sagemaker.settings import processing_image, region, role_arn, s3_prefix
@@ -133,6 +136,28 @@ def jumpstart_models(cfg: EvalConfig) -> list[Check]:
     return checks
 
 
+def served_models(cfg: EvalConfig) -> list[Check]:
+    """Each OpenAI-compatible model and judge: its connection exists, keeps its key out of the job,
+    and names a secret the account has."""
+    checks = []
+    for model in [m for m in [*cfg.models, *cfg.judged_by] if m.kind == ModelKind.OPENAI_COMPATIBLE]:
+        name = f"connection of {model.name}"
+        try:
+            at = served_at(cfg, model.name, model.connection_id or "", for_processing=True)
+            if at.api_key_secret_arn:
+                _client(cfg, "secretsmanager").describe_secret(SecretId=at.api_key_secret_arn)
+        except ConnectionProblem as exc:
+            checks.append(Check(name, False, str(exc), "create or fix the Airflow connection"))
+            continue
+        except Exception as exc:
+            fix = "create the secret, or name an existing one in the connection's extra api_key_secret_arn"
+            checks.append(Check(name, False, f"{type(exc).__name__}: {exc}", fix))
+            continue
+        key = f"key in {at.api_key_secret_arn}" if at.api_key_secret_arn else "no API key"
+        checks.append(Check(name, True, f"{model.connection_id}: {at.base_url}, {key}"))
+    return checks
+
+
 def network(cfg: EvalConfig) -> list[Check]:
     vpc = cfg.sagemaker.security.vpc_config
     if not vpc:
@@ -153,6 +178,7 @@ STEPS: list[Callable[[EvalConfig], Check | list[Check]]] = [
     run_store_writable,
     evaluation_image,
     jumpstart_models,
+    served_models,
     network,
 ]
 
