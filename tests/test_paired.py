@@ -56,9 +56,13 @@ def test_overlapping_intervals_but_a_clearly_significant_paired_difference():
     assert not by_intervals.passed and "ci_separation not met" in by_intervals.reason
     assert paired.passed, paired.reason
     test = paired.comparisons[0]["paired"]
-    assert test["matched"] == N and test["p_value"] == 0.0 and test["mean_delta"] == pytest.approx(0.04)
+    assert (
+        test["matched"] == N
+        and test["p_value"] == pytest.approx(1 / 4001)
+        and test["mean_delta"] == pytest.approx(0.04)
+    )
     assert test["ci_low"] == pytest.approx(0.04) and test["note"] == ""
-    assert "paired bootstrap over 60 records: p=0" in paired.reason
+    assert "paired sign-flip test over 60 records: p=0.00025" in paired.reason
 
 
 def test_a_difference_within_the_noise_is_not_significant():
@@ -79,7 +83,7 @@ def test_lower_is_better_and_the_test_is_deterministic():
     faster = {f"r{i}": 100.0 - i % 3 for i in range(30)}
     slower = {f"r{i}": 100.0 for i in range(30)}
     test = paired_test("latency", faster, slower, higher_is_better=False)
-    assert test.mean_delta > 0 and test.p_value == 0.0
+    assert test.mean_delta > 0 and test.p_value < 0.001
     assert paired_test("latency", faster, slower, higher_is_better=False) == test
     assert paired_test("latency", slower, faster, higher_is_better=False).p_value == 1.0
 
@@ -94,13 +98,81 @@ def test_records_that_do_not_match_by_id_are_said_so():
         (shifted, _rows(CHAMPION)),
     )
     note = decision.comparisons[0]["paired"]["note"]
-    assert "0 record(s) only the candidate and 20 only the reference answered: compared on the 40" in note
+    assert "33% of the records have no partner (0 only the candidate's, 20 only the reference's), more than 20%" in note
+    assert not decision.passed
+    lenient = GateRule(metric=FK, significance=0.05, max_unmatched=0.5)
+    allowed = champion_gate(
+        [lenient], _result("c", CANDIDATE), "champ", {FK: _score(CHAMPION)}, (shifted, _rows(CHAMPION))
+    )
+    assert (
+        "0 record(s) only the candidate and 20 only the reference answered: compared on the 40"
+        in (allowed.comparisons[0]["paired"]["note"])
+    )
     disjoint = paired_test(FK, record_scores(_rows([1.0], range(99, 100)), FK), record_scores(_rows(CHAMPION), FK))
     assert disjoint.p_value is None and disjoint.mismatch() == "no record ids in common"
     no_records = champion_gate(
         [GateRule(metric=FK, significance=0.05)], _result("cand", CANDIDATE), "champ", {FK: _score(CHAMPION)}
     )
     assert not no_records.passed and "no per-record scores of both models to pair" in no_records.reason
+
+
+def test_tiny_samples_get_exact_p_values_and_too_few_pairs_are_refused():
+    """Every difference positive is p = 0.5**n (an exact sign-flip test), not 0; below
+    min_matched the test says why and gives no p-value, so the gate fails."""
+    three = {f"r{i}": 1.0 + i for i in range(3)}
+    zeros = {f"r{i}": 0.0 for i in range(3)}
+    assert paired_test(FK, three, zeros, min_matched=1).p_value == 0.125
+    assert paired_test(FK, {"r0": 1.0}, {"r0": 0.0}, min_matched=1).p_value == 0.5
+    refused = paired_test(FK, three, zeros)
+    assert (
+        refused.p_value is None and refused.mismatch() == "only 3 record(s) pair up, fewer than the 10 the test needs"
+    )
+    one_shared = (_rows([1.0], range(1)), _rows(CHAMPION[:1] + CHAMPION[1:51], range(51)))
+    decision = champion_gate(
+        [GateRule(metric=FK, significance=0.05)], _result("cand", [1.0]), "champ", {FK: _score(CHAMPION)}, one_shared
+    )
+    assert not decision.passed and "fewer than the 10 the test needs" in decision.reason
+
+
+def test_a_nan_score_is_missing_and_a_duplicate_record_id_is_an_error():
+    rows = _rows([0.5, float("nan"), 0.7])
+    assert record_scores(rows, FK) == {"r000": 0.5, "r002": 0.7}
+    with pytest.raises(ValueError, match="cand: record_id 'r001' appears twice"):
+        record_scores(rows + _rows([0.1], range(1, 2)), FK, "cand")
+
+
+def test_the_paired_test_rejects_no_more_often_than_its_level_under_no_difference():
+    """2,000 null datasets of 30 records: continuous scores and right/wrong (Bernoulli) scores
+    with equal means; type I error at most alpha + 0.01. Power on a real difference is reported."""
+    from llmeval.paired import sign_flip_p
+
+    rng = random.Random(20261206)
+    alpha, datasets, n = 0.05, 2000, 30
+
+    def rejection_rate(draw) -> float:
+        return sum(sign_flip_p(draw(), 999, rng) <= alpha for _ in range(datasets)) / datasets
+
+    continuous = rejection_rate(lambda: [rng.gauss(0, 0.2) for _ in range(n)])
+    bernoulli = rejection_rate(lambda: [float(rng.random() < 0.6) - float(rng.random() < 0.6) for _ in range(n)])
+    assert continuous <= alpha + 0.01 and bernoulli <= alpha + 0.01, (continuous, bernoulli)
+    power = rejection_rate(lambda: [rng.gauss(0.1, 0.2) for _ in range(n)])
+    print(f"type I error: continuous {continuous:.3f}, Bernoulli {bernoulli:.3f}; power at d=0.5: {power:.2f}")
+    assert power > 0.7  # a half-standard-deviation improvement on 30 records is found most of the time
+
+
+def test_a_candidate_equal_to_the_champion_is_no_improvement_and_a_zero_champion_has_no_relative_scale():
+    same = champion_gate([GateRule(metric=FK)], _result("cand", CHAMPION), "champ", {FK: _score(CHAMPION)})
+    assert not same.passed and "improves not met" in same.reason
+    allowed = champion_gate(
+        [GateRule(metric=FK, allow_equal=True)], _result("cand", CHAMPION), "champ", {FK: _score(CHAMPION)}
+    )
+    assert allowed.passed
+    zero = Score("factual_knowledge", 0.0, 0.0, 0.0, N)
+    worse_lower = GateRule(metric=FK, direction="lower", min_relative=0.05)  # lower is better: 0 is unbeatable
+    worse = champion_gate([worse_lower], _result("cand", CANDIDATE), "champ", {FK: zero})
+    assert not worse.passed and worse.comparisons[0]["relative"] is None
+    better = champion_gate([GateRule(metric=FK, min_relative=0.05)], _result("cand", CANDIDATE), "champ", {FK: zero})
+    assert better.passed
 
 
 def _write_records(folder, values):
@@ -145,7 +217,7 @@ def test_the_leaderboard_compares_with_the_selected_model_by_the_paired_test():
         for m in ("better", "worse", "unpaired")
     }
     assert '<span class="chip selected" title="the selected model">selected</span>' in row["better"]
-    paired = "different (paired bootstrap, 60 records: -0.040 [-0.040, -0.040])"
+    paired = "different (paired sign-flip test, 60 records: -0.040 [-0.040, -0.040])"
     assert f'title="{paired}">different -0.040</span>' in row["worse"]  # the chip; the sentence in its title
     assert 'title="not distinguishable (95% intervals)">not distinguishable 95% CI</span>' in row["unpaired"]
     assert f"worse vs the selected model: {paired}" in page  # and in the notes under the ranking

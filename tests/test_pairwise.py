@@ -73,19 +73,48 @@ def test_an_outcome_needs_both_orders_to_agree(first, swapped, expected):
 
 @pytest.mark.parametrize(
     "answer, verdict",
-    [("Winner: A\nExplanation: ...", "A"), ("**Winner**: tie", "tie"), ("B. It is shorter.", "B"), ("both good", None)],
+    [
+        ("Winner: A\nExplanation: ...", "A"),
+        ("**Winner**: tie", "tie"),
+        ("winner :b", "B"),
+        ("I think so.\nWinner: **B**", "B"),
+        ("B. It is shorter.", None),  # only the asked-for form is a verdict
+        ("A better answer is B.", None),  # not a vote for A
+        ("both good", None),
+    ],
 )
-def test_a_verdict_is_read_from_the_judges_answer(answer, verdict):
+def test_a_verdict_is_read_only_from_the_asked_for_form(answer, verdict):
     assert read_verdict(answer) == verdict
 
 
-def test_bradley_terry_orders_models_by_their_wins():
-    def pair(a, b, wins_a, ties, wins_b):
-        return PairResult(a, b, wins_a + ties + wins_b, wins_a, ties, wins_b, 0, {})
+def _pair(a, b, wins_a, ties, wins_b):
+    return PairResult(a, b, wins_a + ties + wins_b, wins_a, ties, wins_b, 0, {})
 
-    pairs = [pair("x", "y", 8, 0, 2), pair("y", "z", 7, 2, 1), pair("x", "z", 9, 1, 0)]
-    strengths = bradley_terry(pairs, ["x", "y", "z"])
+
+def test_bradley_terry_orders_models_by_their_wins():
+    pairs = [_pair("x", "y", 8, 0, 2), _pair("y", "z", 7, 2, 1), _pair("x", "z", 9, 1, 0)]
+    fitted = bradley_terry(pairs, ["x", "y", "z"])
+    strengths = fitted.strength
     assert strengths["x"] > strengths["y"] > strengths["z"] > 0 and abs(sum(strengths.values()) - 1) < 1e-5
+    assert fitted.converged and set(fitted.group.values()) == {0}
+
+
+def test_bradley_terry_converges_on_lopsided_data_and_gives_no_strength_without_a_decided_comparison():
+    """A lopsided chain needs far more than 500 MM steps; a model whose comparisons were all
+    unparseable has no strength; two unconnected groups are normalised each on its own."""
+    lopsided = [_pair("a", "b", 200, 0, 0), _pair("b", "c", 200, 0, 0), _pair("c", "d", 200, 0, 0)]
+    fitted = bradley_terry(lopsided, ["a", "b", "c", "d"])
+    assert fitted.converged and fitted.iterations > 500
+    assert fitted.strength["a"] > fitted.strength["b"] > fitted.strength["c"] > fitted.strength["d"]
+    capped = bradley_terry(lopsided, ["a", "b", "c", "d"], limit=50)
+    assert not capped.converged and capped.iterations == 50
+    unparseable = PairResult("champ", "mute", 0, 0, 0, 0, 12, {})
+    star = [_pair("champ", "x", 6, 0, 6), unparseable, _pair("y", "z", 9, 0, 3)]
+    fitted = bradley_terry(star, ["champ", "mute", "x", "y", "z"])
+    assert fitted.strength["mute"] is None and fitted.group["mute"] is None
+    assert fitted.group["champ"] == fitted.group["x"] != fitted.group["y"] == fitted.group["z"]
+    assert fitted.strength["champ"] + fitted.strength["x"] == pytest.approx(1.0)
+    assert fitted.strength["y"] + fitted.strength["z"] == pytest.approx(1.0)
 
 
 def _quality(answer: str) -> int:
@@ -102,9 +131,13 @@ def _prefers_better(prompt: str) -> str:
     return f"Winner: {better}\nExplanation: answer {better} is better."
 
 
-def _compare(tmp_path: Path, url: str, config: Path, records: int = 12) -> subprocess.CompletedProcess:
+def _compare(
+    tmp_path: Path, url: str, config: Path, records: int = 12, without: str | None = None
+) -> subprocess.CompletedProcess:
     runs = tmp_path / "models"
     for quality, model in enumerate(MODELS, start=1):
+        if model == without:
+            continue
         rows = [
             {"record_id": f"r{i}", "model_input": f"question {i}", "target_output": f"answer {i}"}
             | {"model_output": f"q{quality} answer {i} by {model}", "error": None}
@@ -140,7 +173,9 @@ def test_bradley_terry_recovers_a_known_preference_order_and_feeds_selection(tmp
         assert server.by_endpoint["judge"] == 6 * 20 * 2  # every pair of 4 models, 20 records, both orders
     document = json.loads((tmp_path / "pairwise.json").read_text())
     assert [row["model"] for row in document["bradley_terry"]] == ["m4", "m3", "m2", "m1"]
+    assert document["bradley_terry_fit"]["converged"]
     best = document["versus_champion"]["m4"]
+    assert best["compared_vs_champion"] == 20 and 0 < best["win_share_vs_champion"][0] <= 1
     assert best["win_rate_vs_champion"][1] > 0.5  # clearly preferred to the champion: the interval is above half
     assert best["wins_vs_champion"][0] + best["ties_vs_champion"][0] + best["losses_vs_champion"][0] == 1.0
     scores = {m: pairwise_result(document, m) for m in MODELS}
@@ -148,3 +183,21 @@ def test_bradley_terry_recovers_a_known_preference_order_and_feeds_selection(tmp
     result = ModelResult(model="m4", status="succeeded", algorithms=[scores["m4"]])
     assert result.metric("Pairwise/win_rate_vs_champion") == best["win_rate_vs_champion"][0]
     assert result.metric("Pairwise/bradley_terry") == document["bradley_terry"][0]["strength"]
+    assert result.metric("Pairwise/win_share_vs_champion") == best["win_share_vs_champion"][0]
+
+
+def test_a_champion_without_answers_is_a_clear_error_not_a_crash(tmp_path):
+    with LatencyServer(latency_s=0.001, reply=_prefers_better) as server:
+        (tmp_path / "models").mkdir()
+        done = _compare(tmp_path, server.url, _config(tmp_path), records=4, without="m1")
+    assert done.returncode != 0 and "KeyError" not in done.stdout + done.stderr
+    assert "compares every model with the champion 'm1', which has no answers in this run" in done.stdout + done.stderr
+
+
+def test_a_models_param_that_leaves_the_champion_out_is_refused_at_plan(tmp_path):
+    from llmeval.steps import plan_models
+
+    cfg = load_config(_config(tmp_path))
+    assert plan_models(cfg, ["m1", "m3"]) == ["m1", "m3"]
+    with pytest.raises(ValueError, match="compares every model with its champion 'm1': add it to the models Param"):
+        plan_models(cfg, ["m2", "m3"])

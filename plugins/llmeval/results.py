@@ -16,7 +16,9 @@ from llmeval.store import FAILURE, PAIRWISE, RESULTS, USAGE, model_folder, write
 SCHEMA_VERSION = 1
 COST_METRICS = ("usd", "endpoint_seconds")  # 'cost/<figure>' in selection and the gate (lower is better)
 UNPARSEABLE = "_unparseable"  # '<rubric>_unparseable': a judge's answers without a rating (a count)
-COUNT_SUFFIXES = (UNPARSEABLE,)  # scores that count records: shown as counts, never charted as scores
+MISSING = "_missing"  # '<score>_missing': records whose score was not a number (NaN), left out (a count)
+COUNT_SUFFIXES = (UNPARSEABLE, MISSING)  # scores that count records: shown as counts, never charted as scores
+WIN_SHARE = "win_share_vs_champion"  # Pairwise: wins over every record compared with the champion
 # 'generation/<figure>' in selection and the gate: attributes of GenerationStats
 GENERATION_METRICS = ("latency_p50_ms", "latency_p95_ms", "output_tokens_mean", "failure_rate")
 
@@ -213,8 +215,10 @@ def record_usage(model_dir: Any, items: list[ResourceUsage]) -> list[ResourceUsa
 
 def pairwise_result(document: dict[str, Any], model: str) -> AlgorithmResult | None:
     """A model's `Pairwise` scores from the run's pairwise document: its win rate against the
-    champion (a tie is half a win; the champion's own is 0.5), the rates of wins, ties and
-    losses, and its Bradley-Terry strength. None for a model that was not compared."""
+    champion (wins plus half the ties, over the records with a verdict; the champion's own is
+    0.5), the rates of wins, ties and losses, its win share (wins over every record compared,
+    unparseable verdicts included) and its Bradley-Terry strength (none without a decided
+    comparison). None for a model that was not compared."""
     strengths = {row["model"]: row["strength"] for row in document["bradley_terry"]}
     if model not in strengths:
         return None
@@ -223,9 +227,12 @@ def pairwise_result(document: dict[str, Any], model: str) -> AlgorithmResult | N
         scores.append(Score("win_rate_vs_champion", 0.5, 0.5, 0.5))
     elif model in document["versus_champion"]:
         versus = document["versus_champion"][model]
-        for name in ("win_rate_vs_champion", "wins_vs_champion", "ties_vs_champion", "losses_vs_champion"):
+        for name in ("win_rate_vs_champion", "wins_vs_champion", "ties_vs_champion", "losses_vs_champion", WIN_SHARE):
+            if name not in versus:  # a document written before the share was reported
+                continue
             value, low, high = versus[name]
-            scores.append(Score(name, value, low, high, count=versus["records_vs_champion"]))
+            counted = versus["compared_vs_champion"] if name == WIN_SHARE else versus["records_vs_champion"]
+            scores.append(Score(name, value, low, high, count=counted))
     scores.append(Score("bradley_terry", strengths[model]))
     return AlgorithmResult("Pairwise", scores)
 

@@ -9,12 +9,13 @@ rule applies: the first score of the first algorithm, higher is better.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmeval.config import EvalConfig, GateRule, MetricRule
 from llmeval.paired import METHOD, PairedTest, paired_test, record_scores
-from llmeval.results import ModelResult, Score
+from llmeval.results import WIN_SHARE, ModelResult, Score
 
 
 @dataclass
@@ -120,11 +121,18 @@ class GateDecision:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _compare(rule: GateRule, mine: Score, theirs: Score, paired: PairedTest | None) -> dict[str, Any]:
+def _compare(rule: GateRule, scores: dict[str, Score], theirs: Score, paired: PairedTest | None) -> dict[str, Any]:
+    mine = scores[rule.metric]
     sign = 1 if rule.direction == "higher" else -1
     delta = sign * (_known(mine.value) - _known(theirs.value))
-    relative = delta / abs(theirs.value) if theirs.value else (float("inf") if delta > 0 else 0.0)
+    # a champion at 0 has no relative scale: any improvement is infinitely large, any loss infinitely bad
+    relative = delta / abs(theirs.value) if theirs.value else math.copysign(math.inf, delta) if delta else 0.0
     checks = {"min_delta": delta >= rule.min_delta, "min_relative": relative >= rule.min_relative}
+    if not rule.allow_equal and rule.min_delta == 0 and rule.min_relative == 0:
+        checks["improves"] = delta > 0  # equal to the champion is not an improvement
+    if rule.min_win_share is not None:
+        share = scores.get(f"Pairwise/{WIN_SHARE}")
+        checks["min_win_share"] = share is not None and _known(share.value) >= rule.min_win_share
     if rule.require_ci_separation:
         low, high, their_low, their_high = mine.ci_low, mine.ci_high, theirs.ci_low, theirs.ci_high
         if low is None or high is None or their_low is None or their_high is None:
@@ -141,7 +149,7 @@ def _compare(rule: GateRule, mine: Score, theirs: Score, paired: PairedTest | No
         "candidate": mine.value,
         "champion": theirs.value,
         "delta": round(delta, 6),
-        "relative": round(relative, 6) if relative != float("inf") else None,
+        "relative": round(relative, 6) if math.isfinite(relative) else None,
         "checks": checks,
         "passed": all(checks.values()),
         **({"paired": _paired_summary(paired)} if rule.significance is not None else {}),
@@ -187,11 +195,13 @@ def champion_gate(
         if rule.significance is not None and records is not None:
             paired = paired_test(
                 rule.metric,
-                record_scores(records[0], rule.metric),
-                record_scores(records[1], rule.metric),
+                record_scores(records[0], rule.metric, candidate.model),
+                record_scores(records[1], rule.metric, champion),
                 higher_is_better=rule.direction == "higher",
+                min_matched=rule.min_matched,
+                max_unmatched=rule.max_unmatched,
             )
-        comparisons.append(_compare(rule, mine[rule.metric], champion_scores[rule.metric], paired))
+        comparisons.append(_compare(rule, mine, champion_scores[rule.metric], paired))
     failed = [c for c in comparisons if not c["passed"]]
     if failed:
         detail = "; ".join(

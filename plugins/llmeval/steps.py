@@ -79,6 +79,13 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
     unknown = sorted(set(requested) - set(names))
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; this config has {names}")
+    for section in cfg.algorithms:
+        champion = section.options.get("champion") if section.compares_models else None
+        if champion and champion not in requested:
+            raise ValueError(
+                f"Pairwise compares every model with its champion {champion!r}: add it to the models Param "
+                f"({', '.join(requested)}), or leave the Param empty for every model"
+            )
     return [n for n in names if n in requested]
 
 

@@ -514,12 +514,25 @@ class SelectionSection(_Strict):
     )
 
 
+WIN_RATE = "Pairwise/win_rate_vs_champion"
+
+
 class GateRule(_MetricRef):
     """The selected model must beat the champion (the latest approved version) by this much,
     on the same catalog version, before it is approved."""
 
-    min_delta: float = Field(0.0, description="Minimum absolute improvement.")
-    min_relative: float = Field(0.0, description="Minimum improvement relative to the champion (0.05 = 5%).")
+    min_delta: float = Field(
+        0.0,
+        description="Minimum absolute improvement. At 0 (and min_relative 0) the candidate must be strictly better: "
+        "equal to the champion is not an improvement unless allow_equal is set.",
+    )
+    min_relative: float = Field(
+        0.0,
+        description="Minimum improvement relative to the champion (0.05 = 5%). A champion at 0 has no relative "
+        "scale: any improvement passes, no improvement fails.",
+    )
+    allow_equal: bool = False
+    """Pass a candidate exactly equal to the champion (with min_delta and min_relative 0)."""
     require_ci_separation: bool = Field(False, description="The 95% intervals must not overlap.")
     significance: float | None = Field(
         None,
@@ -527,8 +540,27 @@ class GateRule(_MetricRef):
         lt=0.5,
         description="The improvement must be significant at this level (e.g. 0.05) in a one-sided paired test "
         "on the records both models answered (paired bootstrap of the per-record difference; records matched "
-        "by id). Stronger than require_ci_separation: the record-to-record spread both models share cancels.",
+        "by id; a sign-flip test, whose error rate is at most the level at any sample size). Stronger than "
+        "require_ci_separation: the record-to-record spread both models share cancels.",
     )
+    min_matched: int = Field(10, ge=1, description="The paired test needs at least this many records to pair up.")
+    max_unmatched: float = Field(
+        0.2, ge=0, le=1, description="The paired test is refused when more than this share of records has no partner."
+    )
+    min_win_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="With Pairwise/win_rate_vs_champion: the candidate must win on at least this share of all the "
+        "records compared with the champion (ties, losses and unparseable verdicts count against it), e.g. 0.55 "
+        "for 'preferred on at least 55% of the records'.",
+    )
+
+    @model_validator(mode="after")
+    def _win_share(self) -> GateRule:
+        if self.min_win_share is not None and self.metric != WIN_RATE:
+            raise FieldProblem(("min_win_share",), f"min_win_share applies to metric {WIN_RATE}")
+        return self
 
 
 class RegistrySection(_Strict):

@@ -33,6 +33,7 @@ from llmeval.evaluation.clients import judge_clients, read_config
 from llmeval.evaluation.generate import ModelClient, Progress
 from llmeval.evaluation.job_args import JudgeEndpoint
 from llmeval.evaluation.score import bootstrap_ci
+from llmeval.results import WIN_SHARE
 from llmeval.store import OUTPUTS
 
 log = logging.getLogger("llmeval.pairwise")
@@ -43,13 +44,13 @@ PROMPT = (
     "Which answer is better, judged by correctness first and clarity second?\n"
     "Reply in exactly this form:\nWinner: <A, B or tie>\nExplanation: <one sentence>"
 )
-_WINNER = re.compile(r"winner\W{0,4}(a|b|tie)\b", re.IGNORECASE)
-_LEADING = re.compile(r"^\W{0,4}(a|b|tie)\b", re.IGNORECASE)
+_WINNER = re.compile(r"\bwinner[\s*_\"']*[:=-]?[\s*_\"']*(a|b|tie)\b", re.IGNORECASE)
 
 
 def read_verdict(answer: str) -> str | None:
-    """'A', 'B' or 'tie' from a judge's answer; None when it names none."""
-    found = _WINNER.search(answer or "") or _LEADING.search((answer or "").strip())
+    """'A', 'B' or 'tie' from the asked-for form `Winner: A|B|tie` (case, spacing and markdown
+    emphasis tolerated); None for anything else, so a sentence starting with "A" is no vote."""
+    found = _WINNER.search(answer or "")
     if not found:
         return None
     value = found.group(1).lower()
@@ -100,31 +101,72 @@ def pair_result(a: str, b: str, outcomes: list[str | None]) -> PairResult:
     )
 
 
-def bradley_terry(pairs: list[PairResult], models: list[str], iterations: int = 500) -> dict[str, float]:
-    """Each model's strength (summing to 1) from the pairwise outcomes, a tie counting half a
-    win to each side; Hunter's MM updates, with half a win each way per judged pair as a prior
-    so a model that won or lost everything keeps a finite strength."""
-    wins = {m: 0.0 for m in models}
+@dataclass
+class Strengths:
+    """Bradley-Terry strengths: None for a model with no decided comparison; each connected group
+    of compared models normalised on its own (strengths of two groups are not comparable)."""
+
+    strength: dict[str, float | None]
+    group: dict[str, int | None]
+    converged: bool
+    iterations: int
+
+
+def bradley_terry(
+    pairs: list[PairResult], models: list[str], tolerance: float = 1e-10, limit: int = 100_000
+) -> Strengths:
+    """Each model's strength from the pairwise outcomes, a tie counting half a win to each side;
+    Hunter's MM updates until no strength moves by `tolerance` (or `limit` iterations, said in
+    the result), with half a win each way per judged pair as a prior so a model that won or
+    lost everything keeps a finite strength."""
+    decided = [p for p in pairs if p.records]
+    groups = _components(models, decided)
+    wins = {m: 0.0 for m in groups}
     games: dict[tuple[str, str], float] = {}
-    for p in pairs:
-        if not p.records:
-            continue
+    for p in decided:
         wins[p.a] += p.wins_a + p.ties / 2 + 0.5
         wins[p.b] += p.wins_b + p.ties / 2 + 0.5
         games[(p.a, p.b)] = games.get((p.a, p.b), 0.0) + p.records + 1
-    strength = {m: 1.0 for m in models}
-    for _ in range(iterations):
+    strength = {m: 1.0 for m in groups}
+    converged, iterations = not strength, 0
+    while not converged and iterations < limit:
+        iterations += 1
         updated = {}
-        for m in models:
+        for m in strength:
             denominator = sum(n / (strength[x] + strength[y]) for (x, y), n in games.items() if m in (x, y))
-            updated[m] = wins[m] / denominator if denominator else strength[m]
-        total = sum(updated.values())
-        updated = {m: v / total for m, v in updated.items()}
-        converged = max(abs(updated[m] - strength[m]) for m in models) < 1e-10
+            updated[m] = wins[m] / denominator
+        for group in set(groups.values()):  # each group sums to 1 on its own
+            total = sum(v for m, v in updated.items() if groups[m] == group)
+            updated.update({m: v / total for m, v in updated.items() if groups[m] == group})
+        converged = max(abs(updated[m] - strength[m]) for m in strength) < tolerance
         strength = updated
-        if converged:
-            break
-    return {m: round(v, 6) for m, v in strength.items()}
+    if not converged:
+        log.warning("Bradley-Terry did not converge in %d iterations (tolerance %g)", limit, tolerance)
+    return Strengths(
+        {m: round(strength[m], 6) if m in strength else None for m in models},
+        {m: groups.get(m) for m in models},
+        converged,
+        iterations,
+    )
+
+
+def _components(models: list[str], decided: list[PairResult]) -> dict[str, int]:
+    """Connected groups of the models that have a decided comparison, numbered from 0."""
+    neighbours: dict[str, set[str]] = {}
+    for p in decided:
+        neighbours.setdefault(p.a, set()).add(p.b)
+        neighbours.setdefault(p.b, set()).add(p.a)
+    group: dict[str, int] = {}
+    for start in [m for m in models if m in neighbours]:
+        if start in group:
+            continue
+        number, todo = len(set(group.values())), [start]
+        while todo:
+            m = todo.pop()
+            if m not in group:
+                group[m] = number
+                todo += neighbours[m] - group.keys()
+    return group
 
 
 def pairs_to_judge(section: AlgorithmSection, models: list[str]) -> list[tuple[str, str]]:
@@ -142,6 +184,12 @@ def compare(
     (pairs, Bradley-Terry strengths, each model's rates against the champion)."""
     models = sorted(answers)
     champion = section.options["champion"]
+    if champion not in answers:
+        raise ChampionMissing(
+            f"Pairwise compares every model with the champion {champion!r}, which has no answers in this run "
+            f"(not planned, failed, or answered nothing); compared models: {', '.join(models) or 'none'}. "
+            "No Pairwise scores for this run: evaluate the champion with the others"
+        )
     pairs = pairs_to_judge(section, models)
     work = [
         (a, b, rid) for a, b in pairs for rid in sorted(set(answers[a]) & set(answers[b]), key=str)
@@ -175,9 +223,8 @@ def compare(
         outcomes = list(pool.map(one, work))
     results = []
     for a, b in pairs:
-        mine = [o for (x, y, _), o in zip(work, outcomes) if (x, y) == (a, b)]
-        results.append(pair_result(a, b, mine))
-    strengths = bradley_terry(results, models)
+        results.append(pair_result(a, b, _outcomes(work, outcomes, a, b)))
+    fitted = bradley_terry(results, models)
     versus = {}
     for p in results:
         if champion not in (p.a, p.b) or not p.records:
@@ -186,7 +233,11 @@ def compare(
         preference = p.rates["preference_a"]
         if other == p.b:  # the champion is a: b's preference is 1 - a's (the interval flips)
             preference = [None if v is None else round(1 - v, 4) for v in (preference[0], preference[2], preference[1])]
+        won_share = [1.0 if o == ("a" if other == p.a else "b") else 0.0 for o in _outcomes(work, outcomes, p.a, p.b)]
+        low, high = bootstrap_ci(won_share)
         versus[other] = {
+            WIN_SHARE: [round(sum(won_share) / len(won_share), 4), round(low, 4), round(high, 4)],
+            "compared_vs_champion": len(won_share),
             "win_rate_vs_champion": preference,
             "wins_vs_champion": p.rates[won],
             "ties_vs_champion": p.rates["tie"],
@@ -198,10 +249,21 @@ def compare(
         "champion": champion,
         "pairs": [asdict(p) for p in results],
         "bradley_terry": sorted(
-            ({"model": m, "strength": s} for m, s in strengths.items()), key=lambda r: -r["strength"]
+            ({"model": m, "strength": s, "group": fitted.group[m]} for m, s in fitted.strength.items()),
+            key=lambda r: (r["strength"] is None, -(r["strength"] or 0.0), r["model"]),
         ),
+        "bradley_terry_fit": {"converged": fitted.converged, "iterations": fitted.iterations},
         "versus_champion": versus,
     }
+
+
+class ChampionMissing(RuntimeError):
+    """The champion has no answers to compare with."""
+
+
+def _outcomes(work: list[tuple[str, str, str]], outcomes: list[str | None], a: str, b: str) -> list[str | None]:
+    """The outcomes of the pair (a, b)'s records (unparseable ones included, as None)."""
+    return [o for (x, y, _), o in zip(work, outcomes) if (x, y) == (a, b)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    log.info("pairwise: %s", ", ".join(f"{r['model']} {r['strength']:.3f}" for r in document["bradley_terry"]))
+    log.info("pairwise: %s", ", ".join(f"{r['model']} {r['strength']}" for r in document["bradley_terry"]))
     return 0
 
 

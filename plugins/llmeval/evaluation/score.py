@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config import AlgorithmSection
 from llmeval.evaluation.generate import ModelClient
-from llmeval.results import AlgorithmResult, Score
+from llmeval.results import MISSING, AlgorithmResult, Score
 
 log = logging.getLogger("llmeval.score")
 
@@ -167,6 +168,21 @@ def bootstrap_ci(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: in
     return float(low), float(high)
 
 
+def _numbers_only(per_record: PerRecord) -> tuple[PerRecord, dict[str, int]]:
+    """The scores with every NaN (or infinity) made a missing score, and how many each score lost."""
+    missing: dict[str, int] = {}
+    cleaned = []
+    for scores in per_record:
+        row: dict[str, float | None] = {}
+        for score, value in scores.items():
+            if value is not None and not math.isfinite(value):
+                missing[score] = missing.get(score, 0) + 1
+                value = None
+            row[score] = value
+        cleaned.append(row)
+    return cleaned, missing
+
+
 def aggregate(per_record: PerRecord) -> list[Score]:
     names: list[str] = []
     for row in per_record:
@@ -219,6 +235,9 @@ def _score_one(
     except Exception as exc:
         log.error("score %s failed: %s", name, exc)
         return AlgorithmResult(name, [], records_location=records_location, error=str(exc))
+    per_record, missing = _numbers_only(per_record)
+    if missing:
+        log.warning("score %s: not a number on some records, left out: %s", name, missing)
     for row, scores in zip(answered, per_record):
         row.setdefault("scores", {})[name] = scores
     by_category: dict[str, PerRecord] = defaultdict(list)
@@ -226,6 +245,7 @@ def _score_one(
         if row.get("category") is not None:
             by_category[str(row["category"])].append(scores)
     dataset_scores = aggregate(per_record) + [Score(n, v, count=len(per_record)) for n, v in dataset_level.items()]
+    dataset_scores += [Score(n + MISSING, float(k), count=len(per_record)) for n, k in missing.items()]
     result = AlgorithmResult(
         name, dataset_scores, {cat: aggregate(recs) for cat, recs in sorted(by_category.items())}, records_location
     )
