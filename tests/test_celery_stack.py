@@ -224,8 +224,9 @@ def test_scheduler_driven_backfill_over_three_catalog_versions(deployment):
         ended = [r for r in runs if r["state"] in ("success", "failed")]
         return runs if len(ended) == 3 else None
 
-    runs = sorted(wait_for(three_ended, 600, "three backfill runs ended", every_s=3), key=lambda r: r["logical_date"])
+    runs = sorted(wait_for(three_ended, 600, "three backfill runs ended", every_s=3), key=lambda r: r["partition_key"])
     assert [r["run_type"] for r in runs] == ["backfill"] * 3
+    assert [r["partition_key"] for r in runs] == DATES  # a dated catalog: one partition per day
     assert [r["state"] for r in runs] == ["success"] * 3
     entries = [
         deployment.json(k) for k in sorted(deployment.keys("store/history/stack-backfill/")) if k.endswith(".json")

@@ -180,3 +180,24 @@ def test_one_unreachable_store_does_not_hide_the_other_dags(client, web_run, mon
     assert page.status_code == 200
     row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', page.text, re.S).group(1)
     assert "results unavailable: ConnectionError: cannot reach the store of web-evals" in row
+
+
+def test_the_evaluations_page_filters_by_catalog_version_the_runs_partition_key(client, web_run):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import update
+
+    dag_id, run_id = web_run
+    headers = api_token(client, "reader")
+    with create_session() as session:  # the run as a partitioned run of version v7 would be
+        session.execute(update(DagRun).where(DagRun.run_id == run_id).values(partition_key="v7"))
+    try:
+        found = client.get("/llm-evaluations/?version=v7", headers=headers)
+        row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', found.text, re.S).group(1)
+        assert quote(run_id, safe="") in row and "The latest run of catalog version <code>v7</code>" in found.text
+        other = client.get("/llm-evaluations/?version=%3Cb%3Ev8", headers=headers)  # escaped where shown
+        row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', other.text, re.S).group(1)
+        assert "no run of this version" in row and "<code>&lt;b&gt;v8</code>" in other.text
+    finally:
+        with create_session() as session:
+            session.execute(update(DagRun).where(DagRun.run_id == run_id).values(partition_key=None))

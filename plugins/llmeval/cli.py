@@ -1,12 +1,14 @@
-"""Command line: `llmeval validate FILE...`, `schema`, `graph CONFIG`, `iam-policy CONFIG`, `preflight CONFIG`
-(also `python -m llmeval ...`)."""
+"""Command line: `llmeval validate FILE...`, `schema`, `graph CONFIG`, `iam-policy CONFIG`, `preflight CONFIG`,
+`backfill CONFIG` (also `python -m llmeval ...`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmeval.config import json_schema, load_config, load_defaults, load_files
 
@@ -24,6 +26,49 @@ def validate(files: list[Path]) -> int:
     failed = len({exc.problems[0].file for exc in bad})
     if failed:
         print(f"{failed} of {len(files)} config(s) invalid", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _backfill_parser(sub: Any) -> None:
+    fill = sub.add_parser(
+        "backfill", help="trigger one partitioned run per prompt-catalog version through Airflow's REST API"
+    )
+    fill.add_argument("config", type=Path)
+    which = fill.add_mutually_exclusive_group(required=True)
+    which.add_argument("--versions", nargs="+", metavar="VERSION")
+    which.add_argument("--file", type=Path, help="a file with one version per line")
+    which.add_argument("--missing", action="store_true", help="every version in the catalog without a result yet")
+    fill.add_argument("--url", default=os.environ.get("AIRFLOW_API_URL", "http://localhost:8080"))
+    fill.add_argument("--token", default=os.environ.get("AIRFLOW_API_TOKEN"))
+    fill.add_argument("--username", default=os.environ.get("AIRFLOW_USERNAME"))
+    fill.add_argument("--password", default=os.environ.get("AIRFLOW_PASSWORD"))
+    fill.add_argument("--concurrency", type=int, default=1, help="runs in flight at once (default 1)")
+    fill.add_argument("--rerun", action="store_true", help="run versions that already have a successful run again")
+    fill.add_argument("--poll-s", type=float, default=5.0, help="seconds between state checks")
+
+
+def run_backfill(args: argparse.Namespace) -> int:
+    from llmeval.backfill import Api, ApiError, backfill, read_versions, versions_without_results
+
+    cfg = load_config(args.config, load_defaults(args.config.parent))
+    if not cfg.versioned:
+        print(f"error: {args.config}: the dataset location has no {{catalog_version}}: no versions", file=sys.stderr)
+        return 2
+    versions = args.versions or (read_versions(args.file) if args.file else versions_without_results(cfg))
+    if not versions:
+        print("nothing to backfill: every version has a result")
+        return 0
+    try:
+        api = Api.login(args.url, args.token, args.username, args.password)
+        final = backfill(cfg, api, versions, args.concurrency, args.rerun, args.poll_s)
+    except (ApiError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [v for v, state in final.items() if state != "success"]
+    print(
+        f"{len(final) - len(failed)} of {len(final)} version(s) succeeded"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
@@ -49,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     iam.add_argument(
         "--principal", choices=("both", "airflow", "sagemaker"), default="both", help="which policy to print"
     )
+    _backfill_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "backfill":
+        return run_backfill(args)
     if args.command == "validate":
         return validate(args.files)
     if args.command == "preflight":

@@ -19,6 +19,8 @@ from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, rubric_problem, r
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
 AWS_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+CATALOG_VERSION = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,99}$"  # a partition key a run store path can hold
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
@@ -736,8 +738,15 @@ class EvalConfig(_Strict):
     catalog_asset: str | None = Field(
         None,
         pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
-        description="Run when this Airflow Asset (the prompt catalog) gets an event; the event's extra "
-        "'catalog_version' picks the version. Instead of `schedule`.",
+        description="Run when this Airflow Asset (the prompt catalog) gets an event, instead of `schedule`. With "
+        "{catalog_version} in the dataset location, the event's partition_key is the version (one run per "
+        "partition); else the event's extra 'catalog_version'.",
+    )
+    catalog_versions: str | list[Annotated[str, StringConstraints(pattern=CATALOG_VERSION)]] | None = Field(
+        None,
+        min_length=1,
+        description="The catalog versions a run may evaluate: a regular expression a version must match in full, "
+        "or the list of allowed versions (a catalog asset's events with any other partition key start no run).",
     )
     num_records: int | None = Field(None, ge=1, description="Evaluate the first N records; default: all.")
     task_timeout_s: int = Field(
@@ -789,10 +798,47 @@ class EvalConfig(_Strict):
             raise ValueError(f"{value!r} is not a valid cron expression (5 fields: minute hour day month weekday)")
         return value
 
+    @property
+    def versioned(self) -> bool:
+        """Whether the dataset is a prompt catalog with versions: each run evaluates one, its
+        partition key."""
+        return "{catalog_version}" in self.dataset.input_data_location
+
+    def version_problem(self, version: str) -> str | None:
+        """Why `version` is not one of this config's catalog versions, or None."""
+        allowed = self.catalog_versions
+        if isinstance(allowed, list) and version not in allowed:
+            return f"catalog version {version!r} is not among catalog_versions ({', '.join(allowed)})"
+        if isinstance(allowed, str) and not re.fullmatch(allowed, version):
+            return f"catalog version {version!r} does not match catalog_versions {allowed!r}"
+        if not re.match(CATALOG_VERSION, version):
+            return f"catalog version {version!r}: expected letters, digits and . _ : + - (at most 100)"
+        return None
+
+    @field_validator("catalog_versions")
+    @classmethod
+    def _versions(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, str):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> EvalConfig:
         if self.schedule and self.catalog_asset:
             raise FieldProblem(("catalog_asset",), "use either schedule or catalog_asset, not both")
+        if self.catalog_versions is not None and not self.versioned:
+            raise FieldProblem(
+                ("catalog_versions",), "the dataset location has no {catalog_version}: there are no versions to check"
+            )
+        if self.versioned and self.schedule and self.schedule.startswith("@") and self.schedule not in CRON_PRESETS:
+            raise FieldProblem(
+                ("schedule",),
+                f"a versioned catalog runs once per version on a cron schedule (or {', '.join(CRON_PRESETS)}), "
+                f"not {self.schedule}",
+            )
         if self.end_date and self.end_date < self.start_date:
             raise FieldProblem(("end_date",), f"end_date {self.end_date} is before start_date {self.start_date}")
         seen: dict[str, str] = {}

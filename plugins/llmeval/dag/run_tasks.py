@@ -23,9 +23,33 @@ def run_results(run: CurrentRun, frozen: EvalConfig, models: list[str]) -> list[
     return results_of(run, frozen, models, targets.get(frozen.target).result_step)
 
 
-def catalog_version(ctx: Any) -> str:
-    """The prompt-catalog version a run evaluates: the `catalog_version` Param, else the version
-    a triggering asset event carries, else the run's logical date as YYYY-MM-DD."""
+class NoCatalogVersion(ValueError):
+    """A run of a versioned catalog that names no version it may evaluate."""
+
+
+def catalog_version(ctx: Any, cfg: EvalConfig) -> str:
+    """The prompt-catalog version a run evaluates. A versioned catalog: the run's partition key,
+    else (a smoke run) the `catalog_version` Param; a run with neither is refused. Otherwise a
+    label: the Param, else the version a triggering asset event carries in its extra, else the
+    run's logical date as YYYY-MM-DD."""
+    key, param = ctx["dag_run"].partition_key, ctx["params"].get("catalog_version")
+    if cfg.versioned:
+        version = key or param
+        if not version:
+            raise NoCatalogVersion(
+                f"{cfg.pipeline.name} evaluates one prompt-catalog version per run ({{catalog_version}} in "
+                f"{cfg.dataset.input_data_location}), and this run names none: trigger it with a partition key "
+                "(the REST API's partition_key, `llmeval backfill`, the catalog asset's event), or give the "
+                "catalog_version Param for a smoke run"
+            )
+        problem = cfg.version_problem(version)
+        if problem:
+            raise NoCatalogVersion(f"{cfg.pipeline.name}: {problem}")
+        if key and param and param != key:
+            log.warning("the run's partition key %r is its catalog version; the Param %r is ignored", key, param)
+        elif not key:
+            log.warning("a smoke run of catalog version %r (the Param): the run has no partition key", version)
+        return version
     when = ctx.get("logical_date") or ctx["dag_run"].run_after
     published = [
         e.extra.get("catalog_version")
@@ -33,7 +57,7 @@ def catalog_version(ctx: Any) -> str:
         for e in events
         if e.extra and e.extra.get("catalog_version")
     ]
-    return ctx["params"].get("catalog_version") or (published[-1] if published else when.strftime("%Y-%m-%d"))
+    return param or key or (published[-1] if published else when.strftime("%Y-%m-%d"))
 
 
 def preprocess_task(cfg: EvalConfig):
@@ -45,7 +69,7 @@ def preprocess_task(cfg: EvalConfig):
 
         ctx = get_current_context()
         folder = store.run_folder(ctx["dag"].dag_id, ctx["run_id"], cfg.artifacts_url)
-        prepared = prepare_run(cfg, folder, ctx["params"].get("num_records"), catalog_version(ctx))
+        prepared = prepare_run(cfg, folder, ctx["params"].get("num_records"), catalog_version(ctx, cfg))
         return {**prepared, "run_folder": str(folder)}
 
     return preprocess

@@ -45,10 +45,10 @@ def params(cfg: EvalConfig) -> dict[str, Param]:
         "catalog_version": Param(
             None,
             type=["null", "string"],
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,99}$",
             title="Catalog version",
-            description="Prompt-catalog version to evaluate ({catalog_version} in the dataset location). "
-            "Empty: the run's logical date as YYYY-MM-DD.",
+            description="A smoke run of one prompt-catalog version ({catalog_version} in the dataset location) "
+            "when the run has no partition key; a run with a partition key evaluates that version.",
         ),
         "register": Param(True, type="boolean", title="Register", description="Register the selected model."),
         "keep_endpoints": Param(
@@ -71,12 +71,38 @@ def doc(cfg: EvalConfig, source: Path) -> str:
 
 
 def schedule(cfg: EvalConfig) -> Any:
-    """The config's cron schedule, or its catalog asset (a run per published version)."""
-    if cfg.catalog_asset:
-        from airflow.sdk import Asset
+    """The config's cron schedule or its catalog asset. A versioned catalog ({catalog_version}
+    in the dataset location) is partitioned by version: a run per partition of the catalog
+    asset's events, a dated partition per cron tick, or a partition key given at trigger time."""
+    from airflow.sdk import Asset
 
-        return Asset(cfg.catalog_asset)
-    return cfg.schedule
+    if not cfg.versioned:
+        return Asset(cfg.catalog_asset) if cfg.catalog_asset else cfg.schedule
+    from airflow.sdk import (
+        AllowedKeyMapper,
+        CronPartitionTimetable,
+        IdentityMapper,
+        PartitionedAssetTimetable,
+        PartitionedAtRuntime,
+    )
+
+    if cfg.catalog_asset:
+        allowed = cfg.catalog_versions if isinstance(cfg.catalog_versions, list) else None
+        mapper = AllowedKeyMapper(allowed) if allowed else IdentityMapper()
+        return PartitionedAssetTimetable(assets=Asset(cfg.catalog_asset), default_partition_mapper=mapper)
+    if cfg.schedule:
+        return CronPartitionTimetable(cfg.schedule, timezone="UTC", key_format=version_format(cfg.schedule))
+    return PartitionedAtRuntime()
+
+
+def version_format(cron: str) -> str:
+    """The catalog version of a cron tick: its day, or its minute when the schedule runs more
+    than once a day."""
+    from croniter import croniter
+
+    ticks = croniter(cron, datetime(2025, 1, 1, tzinfo=UTC))
+    first, second = ticks.get_next(datetime), ticks.get_next(datetime)
+    return "%Y-%m-%d" if second - first >= timedelta(days=1) else "%Y-%m-%dT%H:%M"
 
 
 def _utc(day: str) -> datetime:

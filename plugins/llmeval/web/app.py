@@ -50,13 +50,15 @@ def _not_found(request: Request, exc: runs.NotFound) -> PlainTextResponse:
 
 
 @app.get("/", response_class=HTMLResponse)
-def evaluations(user: GetUserDep) -> HTMLResponse:
-    """Every evaluation DAG the user may read, with its latest run, selected model and champion."""
+def evaluations(user: GetUserDep, version: str = "") -> HTMLResponse:
+    """Every evaluation DAG the user may read, with its latest run (of one catalog version, the
+    run's partition key, with `?version=`), selected model and champion."""
     from airflow.api_fastapi.app import get_auth_manager
 
     readable = get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
-    summaries = [runs.summarize(d) for d in sorted(runs.evaluation_dag_ids() & readable)]
-    return _page(render("evaluations.html", summaries=summaries, seg=_seg))
+    version = version.strip()
+    summaries = [runs.summarize(d, version) for d in sorted(runs.evaluation_dag_ids() & readable)]
+    return _page(render("evaluations.html", summaries=summaries, seg=_seg, version=version))
 
 
 @app.get("/dags/{dag_id}/runs/{run_id}/leaderboard", response_class=HTMLResponse, dependencies=[ReadRun])

@@ -96,18 +96,17 @@ def find_run(dag_id: str, run_id: str) -> RunRef:
     return _ref(dag_id, run_id, str(state))
 
 
-def recent_runs(dag_id: str, limit: int = 20) -> list[RunRef]:
+def recent_runs(dag_id: str, limit: int = 20, version: str = "") -> list[RunRef]:
+    """The DAG's latest runs; with `version`, those of that catalog version (its partition key)."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    query = select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == dag_id)
+    if version:
+        query = query.where(DagRun.partition_key == version)
     with create_session() as session:
-        rows = session.execute(
-            select(DagRun.run_id, DagRun.state)
-            .where(DagRun.dag_id == dag_id)
-            .order_by(DagRun.run_after.desc(), DagRun.id.desc())
-            .limit(limit)
-        ).all()
+        rows = session.execute(query.order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)).all()
     return [_ref(dag_id, run_id, str(state)) for run_id, state in rows]
 
 
@@ -130,8 +129,9 @@ def champion_after(registration: dict[str, Any] | None) -> str | None:
     return (registration.get("gate") or {}).get("champion")
 
 
-def summarize(dag_id: str) -> DagSummary:
-    runs = recent_runs(dag_id, limit=1)
+def summarize(dag_id: str, version: str = "") -> DagSummary:
+    """The DAG's latest run (of catalog version `version` when given), its selection and champion."""
+    runs = recent_runs(dag_id, limit=1, version=version)
     if not runs:
         return DagSummary(dag_id, None, None, None, "no run yet")
     latest = runs[0]
