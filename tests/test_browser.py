@@ -201,8 +201,11 @@ def test_catalog_versions_are_partitions_backfilled_by_key_and_published_by_asse
         "v2": "success",
         "v3": "success",
     }
+    first_v1 = entries(PARTS)[0]["run_id"]
+    assert main(["backfill", str(config), "--versions", "v1", "--rerun", *login]) == 0  # a version run again
     history = entries(PARTS)
     assert [e["catalog_version"] for e in history] == ["v1", "v2", "v3"]
+    assert history[0]["run_id"] != first_v1  # its history entry is the new run's
     scores = [e["models"]["vendor"]["metrics"]["FactualKnowledge/factual_knowledge"]["value"] for e in history]
     assert scores == [0.5, 1.0, 1.0]  # each version scored on its own records and outputs
 
