@@ -456,7 +456,11 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
     spec = ALGORITHMS[name]
     required = ({"judge": "j"} if spec.asks_judge else {}) | ({"champion": "c"} if spec.compares_models else {})
     for option in set(spec.options) - set(NOT_FROM_YAML):
-        AlgorithmSection.model_validate({"algorithm": name, **required, option: valid(option)})
+        base = required
+        if option in ("judges", "aggregate"):  # a panel of judges instead of one judge
+            base = {k: v for k, v in required.items() if k != "judge"} | {"judges": ["j", "k"]}
+        value = ["j", "k"] if option == "judges" else valid(option)
+        AlgorithmSection.model_validate({"algorithm": name, **base, option: value})
     foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
     with pytest.raises(ValueError, match=f"{name} does not accept option '{foreign}'"):
         AlgorithmSection.model_validate({"algorithm": name, **required, foreign: "x"})

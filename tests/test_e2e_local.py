@@ -22,6 +22,13 @@ pytestmark = pytest.mark.slow
 GOOD = ["e2e-chat", "e2e-plain"]
 BAD = "e2e-bad-output"
 JUDGE = "e2e-judge"
+# people's ratings of e2e-chat's four answers (a reference rule standing in for people)
+CORRECTNESS = {
+    "name": "correctness",
+    "labels": str(Path(__file__).parent / "data" / "e2e_labels.jsonl"),
+    "min_agreement": 0.4,
+    "min_labels": 2,
+}
 
 
 def _servers_running(names: list[str]) -> list[int]:
@@ -75,7 +82,7 @@ def e2e_run(airflow_db, tmp_path_factory):
             {"algorithm": "FactualKnowledge", "target_output_delimiter": "<OR>"},
             {"algorithm": "SemanticSimilarity"},
             {"algorithm": "custom:brevity:Brevity", "max_words": 4},  # a user's class from include/algorithms
-            {"algorithm": "LLMJudge", "judge": JUDGE, "rubrics": ["correctness"]},
+            {"algorithm": "LLMJudge", "judge": JUDGE, "rubrics": [CORRECTNESS]},
             {"algorithm": "Pairwise", "judge": JUDGE, "champion": GOOD[0]},
         ],
         judges=[{"name": JUDGE, "model_id": "smollm2-135m-instruct", "evaluation_config": judging}],
@@ -194,6 +201,15 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
     assert (pair["a"], pair["b"]) == tuple(GOOD) and pair["records"] + pair["unparseable"] == 4
     assert pair["wins_a"] + pair["ties"] + pair["wins_b"] == pair["records"]
     assert sorted(row["model"] for row in pairwise["bradley_terry"]) == sorted(GOOD)
+    (agreement,) = json.loads((folder / "agreement.json").read_text())  # SmolLM2 against the labels
+    assert agreement["judge"] == JUDGE and agreement["labels"] >= 2 and not agreement["trusted"], agreement
+    excluded = json.loads((folder / "selection.json").read_text())["excluded"]
+    assert "its lower bound is below min_agreement 0.4" in excluded["LLMJudge/correctness"]
+    leaderboard = (folder / "leaderboard.html").read_text()
+    assert (
+        "<h2>Judges</h2>" in leaderboard
+        and "Left out of selection and the gate:</b> LLMJudge/correctness" in leaderboard
+    )
     ranking = {c["model"]: c for c in json.loads((folder / "selection.json").read_text())["ranking"]}
     assert ranking[GOOD[0]]["metrics"]["Pairwise/win_rate_vs_champion"] == 0.5, ranking  # merged in for selection
     assert "<h2>Pairwise</h2>" in (folder / "leaderboard.html").read_text()

@@ -107,7 +107,13 @@ def _hidden_rule(prompt: str) -> str:
 
 
 def _evaluate(
-    tmp_path: Path, url: str, model: str, outputs: dict[str, str], judge: dict | None = None, env: dict | None = None
+    tmp_path: Path,
+    url: str,
+    model: str,
+    outputs: dict[str, str],
+    judge: dict | None = None,
+    env: dict | None = None,
+    panel: list[str] | None = None,
 ) -> subprocess.CompletedProcess:
     given = tmp_path / f"{model}.jsonl"
     given.write_text("".join(json.dumps({"record_id": k, "model_output": v}) + "\n" for k, v in outputs.items()))
@@ -122,10 +128,16 @@ def _evaluate(
     cfg = _judged(models=models)
     if judge:
         cfg["judges"] = [judge]
+    if panel:  # each judge a model behind an OpenAI-compatible URL
+        served = {"model_provider": "openai_compatible", "connection_id": "judges"}
+        cfg["judges"] = [{"name": name, "model_id": name, **served} for name in panel]
+        cfg["algorithms"][0] = {"algorithm": "LLMJudge", "judges": panel, "aggregate": "median"}
     config = _write(tmp_path, cfg)
     command = [WORKER_PYTHON, "-m", "llmeval.evaluation", "--config", str(config), "--model", model]
     command += ["--dataset", str(dataset), "--output-dir", str(tmp_path / model), "--outputs", str(given)]
-    command += ["--cache-dir", str(tmp_path / "cache")] + ([] if judge else ["--judge", f"judge=judge@{url}"])
+    command += ["--cache-dir", str(tmp_path / "cache")]
+    if not (judge or panel):
+        command += ["--judge", f"judge=judge@{url}"]
     aws = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
     full = dict(os.environ, PYTHONPATH=str(ROOT / "plugins"), **aws, **(env or {}))
     return subprocess.run(command, capture_output=True, text=True, env=full, timeout=300)
@@ -188,6 +200,38 @@ def test_an_openai_compatible_judge_is_asked_with_its_system_prompt_and_key(tmp_
         )
         assert body["model"] == "grader" and body["max_tokens"] == 40
     assert _judge_scores(tmp_path / "right") == {"correctness": 1.0, "correctness_unparseable": 0.0}
+
+
+def test_a_panel_of_judges_keeps_each_rating_and_scores_their_median(tmp_path):
+    """Four judges behind an OpenAI-compatible URL (four models: a judge's answers are cached by
+    its model), each rating every answer its own way."""
+    from llmeval.evaluation.served import ENV, ServedAt, encode
+
+    class FourJudges(LatencyServer):
+        def _answer(self, path, body):
+            status, answer, error = super()._answer(path, body)
+            rating = {"j-low": 1, "j-mid": 3, "j-high": 5, "j-mute": None}[json.loads(body)["model"]]
+            text = "I cannot say." if rating is None else f"Rating: {rating}\nExplanation: fixed."
+            answer["choices"][0]["message"]["content"] = text
+            return status, answer, error
+
+    panel = ["j-low", "j-mid", "j-high", "j-mute"]
+    outputs = {r["id"]: r["answer"] for r in QA[:20]}
+    with FourJudges(latency_s=0.001) as server:
+        served = encode({name: ServedAt(f"{server.url}/v1") for name in panel})
+        done = _evaluate(tmp_path, server.url, "right", outputs, env={ENV: served}, panel=panel)
+        asked = dict(server.by_endpoint)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert asked == {"j-low": 20, "j-mid": 20, "j-high": 20, "j-mute": 20}  # every judge rates every answer
+    records = [json.loads(line) for line in (tmp_path / "right" / "records.jsonl").read_text().splitlines()]
+    verdict = records[0]["judgements"]["correctness"]
+    assert verdict["rating"] == 3 and {n: v["rating"] for n, v in verdict["by_judge"].items()} == {
+        "j-low": 1,
+        "j-mid": 3,
+        "j-high": 5,
+        "j-mute": None,
+    }
+    assert _judge_scores(tmp_path / "right") == {"correctness": 0.5, "correctness_unparseable": 0.0}
 
 
 def test_a_judge_answering_garbage_is_counted_not_scored(tmp_path):

@@ -144,7 +144,7 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             frozenset({"target_output_delimiter"}),
             None,
         ),
-        AlgorithmSpec("LLMJudge", frozenset({"judge", "rubrics"}), None, asks_judge=True),
+        AlgorithmSpec("LLMJudge", frozenset({"judge", "judges", "aggregate", "rubrics"}), None, asks_judge=True),
         AlgorithmSpec(
             "Pairwise", frozenset({"judge", "champion", "all_pairs"}), None, asks_judge=True, compares_models=True
         ),
@@ -161,6 +161,7 @@ OPTION_VALUES: dict[str, tuple[Any, ...]] = {
     "model_type": ("toxigen", "detoxify"),
     "rouge_type": ("rouge1", "rouge2", "rougeL"),
     "logical_operator": ("OR", "AND"),
+    "aggregate": ("mean", "median", "majority"),  # LLMJudge: a panel's rating from its judges'
     "multiclass_average_strategy": ("micro", "macro", "samples", "weighted", "binary"),
 }
 OPTION_RANGES: dict[str, tuple[float, float]] = {

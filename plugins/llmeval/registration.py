@@ -162,7 +162,12 @@ def register_best(
         outcome = Registration(False, "no model was eligible for selection")
     else:
         best = next(r for r in results if r.model == selection.best)
-        gate = gate_decision(cfg, registry, dag_id, catalog_version, best, results, run_folder)
+        trusted = cfg.registry.model_copy(
+            update={"gate": [r for r in cfg.registry.gate if r.metric not in selection.excluded]}
+        )  # an untrusted judge's rubric is out of the gate too
+        gate = gate_decision(
+            cfg.model_copy(update={"registry": trusted}), registry, dag_id, catalog_version, best, results, run_folder
+        )
         log.info("champion gate: %s", gate.reason)
         status, reviewed = approval_status(cfg, gate, review), review_text(review)
         if reviewed:

@@ -28,6 +28,7 @@ class ReportInput:
     record_links: dict[str, str] = field(default_factory=dict)  # model -> its records view (in Airflow)
     pairwise: dict[str, Any] | None = None  # the run's pairwise comparison (pairwise.json)
     judge_usage: dict[str, list[ResourceUsage]] = field(default_factory=dict)  # judge -> what it was billed for
+    agreement: list[dict[str, Any]] = field(default_factory=list)  # each labelled rubric's judge against people
 
 
 def _scores(results: list[ModelResult]) -> dict[str, dict[str, Score]]:
@@ -194,6 +195,8 @@ def render_markdown(data: ReportInput) -> str:
         "",
         f"Cost: {run_cost(data.results, data.judge_usage).text()}.",
         "",
+        *(f"Left out of selection and the gate: {metric}: {why}." for metric, why in sel.excluded.items()),
+        *([""] if sel.excluded else []),
         "| # | model | status | composite | " + " | ".join(r["metric"] for r in sel.rules) + " | reason |",
         "|---|---|---|---|" + "---|" * len(sel.rules) + "---|",
     ]

@@ -49,6 +49,9 @@ class Rubric:
     name: str
     template: str
     scale: tuple[int, ...] = DEFAULT_SCALE
+    labels: str | None = None  # people's ratings of answers (JSON Lines): the judge's agreement is measured
+    min_agreement: float | None = None  # the kappa's lower bound a trusted judge reaches
+    min_labels: int = 20  # fewer labelled answers in a run: agreement not measured
 
     def prompt(self, record: dict[str, Any]) -> str:
         """The judge's prompt for one answered record."""
@@ -61,7 +64,7 @@ class Rubric:
             scale_max=self.scale[-1],
         )
 
-    def normalised(self, rating: int) -> float:
+    def normalised(self, rating: float) -> float:
         """The rating on 0..1 (the scale's lowest point is 0, its highest 1)."""
         return (rating - self.scale[0]) / (self.scale[-1] - self.scale[0])
 
@@ -94,6 +97,22 @@ def read_judgement(answer: str, scale: tuple[int, ...]) -> Judgement:
     return Judgement(int(value), " ".join(explanation.split()).strip(" *:-")[:1000])
 
 
+def panel_rating(ratings: list[int], how: str) -> float | None:
+    """A judge panel's rating from its judges' ratings (the unparseable left out): their mean,
+    their median, or the rating most of them gave (a tie: the median of the tied ratings)."""
+    if not ratings:
+        return None
+    ordered = sorted(ratings)
+    middle = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    if how == "mean":
+        return sum(ratings) / len(ratings)
+    if how == "median":
+        return middle
+    counts = {r: ratings.count(r) for r in ordered}
+    most = [r for r, n in counts.items() if n == max(counts.values())]
+    return (most[(len(most) - 1) // 2] + most[len(most) // 2]) / 2
+
+
 def rubric_problem(entry: Any) -> tuple[tuple[str | int, ...], str] | None:
     """What is wrong with one `rubrics` entry (a built-in name, or {name, template?, scale?}),
     as (field path within the entry, message), or None."""
@@ -101,9 +120,12 @@ def rubric_problem(entry: Any) -> tuple[tuple[str | int, ...], str] | None:
         entry = {"name": entry}
     if not isinstance(entry, dict):
         return (), f"expected a built-in rubric name ({', '.join(BUILT_IN)}) or {{name, template, scale}}"
-    unknown = set(entry) - {"name", "template", "scale"}
+    unknown = set(entry) - {"name", "template", "scale", "labels", "min_agreement", "min_labels"}
     if unknown:
-        return (sorted(unknown)[0],), "a rubric takes name, template and scale"
+        return (sorted(unknown)[0],), "a rubric takes name, template, scale, labels, min_agreement and min_labels"
+    problem = _agreement_problem(entry)
+    if problem:
+        return problem
     name, template = entry.get("name"), entry.get("template")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name):
         return ("name",), f"expected a rubric name (letters, digits, _), got {name!r}"
@@ -133,11 +155,33 @@ def rubric_problem(entry: Any) -> tuple[tuple[str | int, ...], str] | None:
     return None
 
 
+def _agreement_problem(entry: dict[str, Any]) -> tuple[tuple[str | int, ...], str] | None:
+    labels, floor, least = entry.get("labels"), entry.get("min_agreement"), entry.get("min_labels", 20)
+    if labels is not None and (not isinstance(labels, str) or not labels.strip()):
+        return ("labels",), "expected the labels file: a path under include/data, an absolute path or s3://bucket/key"
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not -1 <= floor <= 1):
+        return ("min_agreement",), f"expected a kappa between -1 and 1, got {floor!r}"
+    if floor is not None and labels is None:
+        return ("min_agreement",), "min_agreement measures the judge against people: give the labels file too"
+    if isinstance(least, bool) or not isinstance(least, int) or least < 2:
+        return ("min_labels",), f"expected a whole number of labelled answers, at least 2, got {least!r}"
+    return None
+
+
 def rubrics_of(entries: list[Any]) -> list[Rubric]:
     """The rubrics of a (validated) `rubrics` list."""
     out = []
     for entry in entries:
         entry = {"name": entry} if isinstance(entry, str) else entry
         name = entry["name"]
-        out.append(Rubric(name, entry.get("template") or BUILT_IN[name], tuple(entry.get("scale", DEFAULT_SCALE))))
+        out.append(
+            Rubric(
+                name,
+                entry.get("template") or BUILT_IN[name],
+                tuple(entry.get("scale", DEFAULT_SCALE)),
+                entry.get("labels"),
+                entry.get("min_agreement"),
+                entry.get("min_labels", 20),
+            )
+        )
     return out

@@ -32,23 +32,31 @@ class Selection:
     best: str | None
     rules: list[dict[str, Any]]
     ranking: list[Candidate]
+    excluded: dict[str, str] = field(default_factory=dict)  # metric -> why this run left it out (untrusted judge)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "rules": self.rules, "ranking": [asdict(c) for c in self.ranking]}
+        ranking = [asdict(c) for c in self.ranking]
+        return {"best": self.best, "rules": self.rules, "ranking": ranking, "excluded": self.excluded}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Selection:
-        return cls(data["best"], data["rules"], [Candidate(**c) for c in data["ranking"]])
+        candidates = [Candidate(**c) for c in data["ranking"]]
+        return cls(data["best"], data["rules"], candidates, data.get("excluded", {}))
 
 
-def effective_rules(cfg: EvalConfig, results: list[ModelResult]) -> list[MetricRule]:
+def effective_rules(
+    cfg: EvalConfig, results: list[ModelResult], excluded: dict[str, str] | None = None
+) -> list[MetricRule]:
+    """The config's selection metrics, less those `excluded`; with none configured, the first
+    score of the first algorithm (the first one not excluded)."""
+    left_out = excluded or {}
     if cfg.selection.metrics:
-        return list(cfg.selection.metrics)
-    first = cfg.algorithms[0].name
-    for result in results:
-        for algo in result.algorithms:
-            if algo.algorithm == first and algo.scores:
-                return [MetricRule(metric=f"{first}/{algo.scores[0].name}")]
+        return [r for r in cfg.selection.metrics if r.metric not in left_out]
+    for section in cfg.algorithms:
+        scored = (a for r in results for a in r.algorithms if a.algorithm == section.name and a.scores)
+        first = next((f"{a.algorithm}/{a.scores[0].name}" for a in scored), None)
+        if first is None or first not in left_out:
+            return [MetricRule(metric=first)] if first else []
     return []
 
 
@@ -65,8 +73,9 @@ def _meets(rule: MetricRule, value: float) -> bool:
     return value >= rule.threshold if rule.direction == "higher" else value <= rule.threshold
 
 
-def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
-    rules = effective_rules(cfg, results)
+def select(cfg: EvalConfig, results: list[ModelResult], excluded: dict[str, str] | None = None) -> Selection:
+    """Rank the results by the selection rules (`excluded`: metrics this run leaves out, with why)."""
+    rules = effective_rules(cfg, results, excluded)
     candidates: list[Candidate] = []
     for result in results:
         metrics = {r.metric: result.metric(r.metric) for r in rules}
@@ -110,7 +119,7 @@ def select(cfg: EvalConfig, results: list[ModelResult]) -> Selection:
     if best:
         best.status = "selected"
         best.reason = f"highest composite score {best.composite:.3f} over {len(eligible)} eligible model(s)"
-    return Selection(best.model if best else None, [r.model_dump() for r in rules], candidates)
+    return Selection(best.model if best else None, [r.model_dump() for r in rules], candidates, dict(excluded or {}))
 
 
 @dataclass

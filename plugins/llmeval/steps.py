@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llmeval import store
+from llmeval.agreement import Agreement, Label, LabelError, answer_hash, measure, read_labels
 from llmeval.config import EvalConfig
-from llmeval.dataset import read_dataset
+from llmeval.dataset import read_dataset, read_jsonl
 from llmeval.inputs import dataset_file
 from llmeval.registration import Registration
 from llmeval.report import ReportInput, render_html, render_markdown
 from llmeval.results import ModelResult, read_usage
+from llmeval.rubrics import Rubric
 from llmeval.selection import Selection, select
 
 log = logging.getLogger("llmeval.steps")
@@ -89,8 +92,95 @@ def plan_models(cfg: EvalConfig, requested: list[str] | None) -> list[str]:
     return [n for n in names if n in requested]
 
 
+def judge_agreement(cfg: EvalConfig, run_folder: Any, models: list[str]) -> list[Agreement]:
+    """Each labelled rubric's judge against people on this run's answers (agreement.json); for a
+    panel, each of its judges (reported) and the panel (whose agreement decides)."""
+    from llmeval.paired import read_records
+
+    rated: list[dict[str, Any]] = []
+    for model in models:
+        rated += read_records(store.model_folder(run_folder, model)) or []
+    ids = {str(r["record_id"]) for r in read_jsonl(run_folder / store.DATASET)}
+    found = []
+    for section in [s for s in cfg.algorithms if s.asks_judge and not s.compares_models]:
+        names = section.judge_names
+        for rubric in [r for r in section.rubrics if r.labels]:
+            labels, problem = _labels(cfg, rubric, ids)
+
+            raters: list[tuple[str, Callable[[dict[str, Any]], Any], float | None]] = []
+            if len(names) > 1:
+                raters += [(name, _rating_by(rubric.name, name), None) for name in names]
+            whole = f"panel ({', '.join(names)})" if len(names) > 1 else names[0]
+            raters.append((whole, _rating_by(rubric.name, None), rubric.min_agreement))
+            for who, rating_of, floor in raters:
+                found.append(_agreement_of(who, rubric, rating_of, rated, labels, problem, floor))
+    if found:
+        store.write_text(run_folder / store.AGREEMENT, json.dumps([a.to_dict() for a in found], indent=2))
+    for agreement in found:
+        level = logging.INFO if agreement.trusted else logging.WARNING
+        log.log(
+            level, "judge %s on %s: kappa %s %s", agreement.judge, agreement.rubric, agreement.kappa, agreement.reason
+        )
+    return found
+
+
+def _rating_by(rubric: str, judge: str | None) -> Callable[[dict[str, Any]], Any]:
+    """A record's rating on `rubric` from its judgements: one judge's of a panel, else the rating."""
+
+    def rating(judgements: dict[str, Any]) -> Any:
+        verdict = judgements.get(rubric) or {}
+        return (
+            verdict.get("rating") if judge is None else ((verdict.get("by_judge") or {}).get(judge) or {}).get("rating")
+        )
+
+    return rating
+
+
+def _labels(cfg: EvalConfig, rubric: Rubric, ids: set[str]) -> tuple[list[Label], str]:
+    """The rubric's labels, or why they cannot be used."""
+    location = rubric.labels or ""
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmeval-labels-") as scratch:
+            text = dataset_file(cfg, location, Path(scratch), "labels.jsonl").read_text(encoding="utf-8")
+        return read_labels(location, text, rubric.scale, ids), ""
+    except (LabelError, OSError) as exc:
+        return [], f"labels unusable: {exc}"
+
+
+def _agreement_of(
+    judge: str,
+    rubric: Rubric,
+    rating_of: Callable[[dict[str, Any]], Any],
+    rated: list[dict[str, Any]],
+    labels: list[Label],
+    problem: str,
+    floor: float | None,
+) -> Agreement:
+    """One rater's agreement with the labels (a panel's rating rounded to the scale's nearest point)."""
+    ratings: dict[tuple[str, str], int] = {}
+    lengths: list[tuple[float, int]] = []
+    for row in rated:
+        rating = rating_of(row.get("judgements") or {})
+        if rating is not None and row.get("model_output") is not None:
+            on_scale = min(rubric.scale, key=lambda point: (abs(point - rating), -point))
+            ratings[(str(row["record_id"]), answer_hash(str(row["model_output"])))] = on_scale
+            lengths.append((rating, len(str(row["model_output"]))))
+    if problem:
+        unusable = measure(judge, rubric.name, rubric.scale, [], lengths, rubric.min_labels, None)
+        unusable.trusted, unusable.reason = floor is None, problem
+        return unusable
+    pairs = [
+        (ratings[key], label.rating) for label in labels if (key := (label.record_id, label.answer_sha256)) in ratings
+    ]
+    return measure(judge, rubric.name, rubric.scale, pairs, lengths, rubric.min_labels, floor)
+
+
 def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) -> Selection:
-    selection = select(cfg, results)
+    """Rank the models; a rubric whose judge people do not trust (agreement below its
+    min_agreement) is left out of the ranking and the gate for this run."""
+    agreements = judge_agreement(cfg, run_folder, [r.model for r in results if r.succeeded])
+    excluded = {f"LLMJudge/{a.rubric}": a.reason for a in agreements if not a.trusted}
+    selection = select(cfg, results, excluded)
     store.write_text(run_folder / store.SELECTION, json.dumps(selection.to_dict(), indent=2))
     for cand in selection.ranking:
         level = logging.WARNING if cand.status == "failed" else logging.INFO
@@ -132,6 +222,7 @@ def report_input(
         record_links=record_links or {},
         pairwise=json.loads(pairwise.read_text()) if (pairwise := run_folder / store.PAIRWISE).exists() else None,
         judge_usage={j: usage for j in judges or [] if (usage := read_usage(store.model_folder(run_folder, j)))},
+        agreement=json.loads(found.read_text()) if (found := run_folder / store.AGREEMENT).exists() else [],
     )
 
 

@@ -41,6 +41,7 @@ DATASET = "dataset.jsonl"
 BAD_ROWS = "bad_rows.json"
 SELECTION = "selection.json"
 PAIRWISE = "pairwise.json"  # the run's pairwise comparison (Pairwise)
+AGREEMENT = "agreement.json"  # each labelled rubric's judge against people (LLMJudge)
 REGISTRATION = "registration.json"
 LEADERBOARD = "leaderboard.html"
 SUMMARY = "summary.md"

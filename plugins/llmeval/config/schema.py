@@ -454,15 +454,35 @@ class AlgorithmSection(BaseModel):
         return not self.is_custom and ALGORITHMS[self.algorithm].compares_models
 
     @property
+    def judge_names(self) -> list[str]:
+        """The judge (or the panel of judges) this algorithm asks."""
+        return [str(j) for j in self.options["judges"]] if "judges" in self.options else [self.options["judge"]]
+
+    @property
+    def aggregate(self) -> str:
+        """How a panel's ratings make its rating."""
+        return str(self.options.get("aggregate", "mean"))
+
+    @property
     def rubrics(self) -> list[Rubric]:
         """LLMJudge's rubrics."""
         return rubrics_of(self.options.get("rubrics", DEFAULT_RUBRICS))
 
 
 def _check_judge_options(options: dict[str, Any]) -> None:
-    """LLMJudge: a judge (checked against the config's judges later) and its rubrics."""
-    if not isinstance(options.get("judge"), str):
+    """LLMJudge: a judge, or a panel of judges with its aggregate (checked against the config's
+    judges later), and its rubrics."""
+    panel = options.get("judges")
+    if ("judge" in options) == (panel is not None):
+        raise FieldProblem(
+            ("judge",), "LLMJudge needs judge: the name of one of the config's judges, or judges: a panel of them"
+        )
+    if "judge" in options and not isinstance(options["judge"], str):
         raise FieldProblem(("judge",), "LLMJudge needs judge: the name of one of the config's judges")
+    if panel is not None and (not isinstance(panel, list) or len(panel) < 2 or len(set(map(str, panel))) != len(panel)):
+        raise FieldProblem(("judges",), "a panel is a list of at least 2 different judges of the config")
+    if "aggregate" in options and panel is None:
+        raise FieldProblem(("aggregate",), "aggregate combines a panel's ratings: give judges, a list of judges")
     entries = options.get("rubrics", DEFAULT_RUBRICS)
     if not isinstance(entries, list) or not entries:
         raise FieldProblem(("rubrics",), f"expected a non-empty list of rubrics ({', '.join(BUILT_IN)} or custom)")
@@ -887,10 +907,13 @@ class EvalConfig(_Strict):
         for i, section in enumerate(self.algorithms):
             if not section.asks_judge:
                 continue
-            judge = section.options["judge"]
-            if judge not in judges:
-                listed = f"the config's judges: {', '.join(judges)}" if judges else "the config has no judges: section"
-                raise FieldProblem(("algorithms", i, "judge"), f"unknown judge {judge!r}; expected one of {listed}")
+            for k, judge in enumerate(section.judge_names):
+                if judge not in judges:
+                    listed = (
+                        f"the config's judges: {', '.join(judges)}" if judges else "the config has no judges: section"
+                    )
+                    at = ("algorithms", i, "judges", k) if "judges" in section.options else ("algorithms", i, "judge")
+                    raise FieldProblem(at, f"unknown judge {judge!r}; expected one of {listed}")
             if section.compares_models:
                 self._check_pairwise(i, section)
                 continue
@@ -920,7 +943,7 @@ class EvalConfig(_Strict):
     @property
     def judged_by(self) -> list[ModelSection]:
         """The judges the algorithms ask (each deployed once per run)."""
-        asked = {s.options["judge"] for s in self.algorithms if s.asks_judge}
+        asked = {name for s in self.algorithms if s.asks_judge for name in s.judge_names}
         return [j for j in self.judges if j.name in asked]
 
     def model(self, name: str) -> ModelSection:

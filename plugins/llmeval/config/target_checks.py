@@ -32,6 +32,7 @@ def check_target(cfg: EvalConfig) -> None:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
     _check_provided_files(cfg)
+    _check_label_files(cfg)
     _check_store_of_the_environment(cfg)
 
 
@@ -148,6 +149,26 @@ def _check_provided_files(cfg: EvalConfig) -> None:
                 f"no file at {path} (a relative path is under include/data; a per-version file uses "
                 "{catalog_version}; object storage: s3://bucket/key)",
             )
+
+
+def _check_label_files(cfg: EvalConfig) -> None:
+    """A rubric's labels on this machine must exist and read as labels when the config loads."""
+    from llmeval.agreement import LabelError, read_labels
+
+    for i, section in enumerate(cfg.algorithms):
+        if not section.asks_judge or section.compares_models:
+            continue
+        for k, rubric in enumerate(section.rubrics):
+            location = rubric.labels
+            if not location or ("://" in location and not location.startswith("file:")):
+                continue
+            path = resolve_data_path(location)
+            try:
+                read_labels(str(path), path.read_text(encoding="utf-8"), rubric.scale, None)
+            except OSError as exc:
+                raise FieldProblem(("algorithms", i, "rubrics", k, "labels"), f"cannot read {path}: {exc}") from None
+            except LabelError as exc:
+                raise FieldProblem(("algorithms", i, "rubrics", k, "labels"), str(exc)) from None
 
 
 def _check_store_of_the_environment(cfg: EvalConfig) -> None:

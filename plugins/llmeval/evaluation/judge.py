@@ -17,24 +17,45 @@ from llmeval.config import AlgorithmSection
 from llmeval.evaluation.generate import ModelClient
 from llmeval.evaluation.model_scorers import PerRecord, score_each
 from llmeval.results import UNPARSEABLE
-from llmeval.rubrics import read_judgement
+from llmeval.rubrics import panel_rating, read_judgement
 
 log = logging.getLogger("llmeval.score")
 
 
 def judge_scorer(section: AlgorithmSection, judges: dict[str, ModelClient]):
-    name = section.options["judge"]
-    if name not in judges:
-        raise RuntimeError(f"{section.name}: no endpoint of the judge {name!r} was given (--judge {name}=...)")
-    client, rubrics = judges[name], section.rubrics
+    """Per record and rubric, the judge's rating; for a panel, each judge's rating (kept under
+    `by_judge`) and the panel's, their aggregate (mean, median or majority)."""
+    names = section.judge_names
+    missing = [n for n in names if n not in judges]
+    if missing:
+        raise RuntimeError(
+            f"{section.name}: no endpoint of the judge {missing[0]!r} was given (--judge {missing[0]}=...)"
+        )
+    client, rubrics, panel = judges[names[0]], section.rubrics, len(names) > 1
+    name = ", ".join(names)
 
     def one(record: dict[str, Any]) -> dict[str, float | None]:
         scores: dict[str, float | None] = {}
         verdicts = record.setdefault("judgements", {})
         for rubric in rubrics:
-            judgement = read_judgement(client.ask(rubric.prompt(record))["model_output"], rubric.scale)
-            verdicts[rubric.name] = judgement.as_record()
-            scores[rubric.name] = None if judgement.rating is None else rubric.normalised(judgement.rating)
+            each = {
+                n: read_judgement(judges[n].ask(rubric.prompt(record))["model_output"], rubric.scale) for n in names
+            }
+            judgement = each[names[0]]
+            if not panel:
+                verdicts[rubric.name] = judgement.as_record()
+                scores[rubric.name] = None if judgement.rating is None else rubric.normalised(judgement.rating)
+                continue
+            rated = [j.rating for j in each.values() if j.rating is not None]
+            rating = panel_rating(rated, section.aggregate)
+            given = ", ".join(f"{n} {'unparseable' if j.rating is None else j.rating}" for n, j in each.items())
+            verdicts[rubric.name] = {
+                "rating": rating,
+                "by_judge": {n: j.as_record() for n, j in each.items()},
+                **({"unparseable": f"no judge of the panel gave a rating ({given})"} if rating is None else {}),
+                **({"explanation": f"the {section.aggregate} of {given}"} if rating is not None else {}),
+            }
+            scores[rubric.name] = None if rating is None else rubric.normalised(rating)
         return scores
 
     def score(records: list[dict[str, Any]]) -> tuple[PerRecord, dict[str, float]]:
