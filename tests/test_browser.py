@@ -326,9 +326,12 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     page.goto(f"{airflow.url}/dags/{DEMO}/runs/{run}/required_actions")
     page.get_by_text("Records to look at").wait_for()
     page.locator("input[name=element_comment]").fill("Checked the flagged answers <b>by hand</b>")
+    page.locator("input[name=element_rating_1]").fill("5")  # the reviewer rates two of the flagged answers
+    page.locator("input[name=element_rating_2]").fill("1")
     ui.shot(page, "4-required-action")
     page.get_by_role("button", name="Approve").click()
     assert airflow.wait_run(DEMO, run_id) == "success", airflow.task_states(DEMO, run_id)
+    _ratings_are_labels(ui, folder)
 
     (version,) = LocalRegistry(ui.artifacts / "registry").versions(DEMO)
     assert version.model == selected and version.approval_status == "Approved"
@@ -336,6 +339,41 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     assert version.metadata["review"].endswith(": Checked the flagged answers <b>by hand</b>")
     card = (ui.artifacts / "registry" / DEMO / "v00001.model_card.json").read_text()
     assert "Approved by reviewer" in card
+
+
+def _ratings_are_labels(ui, folder: Path) -> None:
+    """The reviewer's two ratings are labels of the flagged answers in the DAG's labels store, and
+    the next run's agreement counts them."""
+    from llmeval.config import EvalConfig
+    from llmeval.steps import judge_agreement
+
+    asked = json.loads((folder / "review_flags.json").read_text())
+    kept = [
+        json.loads(line) for line in (ui.artifacts / "labels" / DEMO / "correctness.jsonl").read_text().splitlines()
+    ]
+    assert [(k["record_id"], k["answer_sha256"], k["rating"], k["labeller"]) for k in kept] == [
+        (asked["answers"][0]["record_id"], asked["answers"][0]["answer_sha256"], 5, "reviewer"),
+        (asked["answers"][1]["record_id"], asked["answers"][1]["answer_sha256"], 1, "reviewer"),
+    ]
+    cfg = json.loads((folder / "config.json").read_text())
+    judge = next(a for a in cfg["algorithms"] if a["algorithm"] == "LLMJudge")
+    judge["rubrics"] = ["correctness"]  # only the reviewers' labels, not the shipped file's
+    previous = os.environ.get("LLM_EVAL_ARTIFACTS_DIR")
+    os.environ["LLM_EVAL_ARTIFACTS_DIR"] = str(ui.artifacts)
+    try:
+        (found,) = judge_agreement(
+            EvalConfig.model_validate(cfg), folder, ["smollm2-chat-greedy", "smollm2-completion"]
+        )
+    finally:
+        os.environ.pop("LLM_EVAL_ARTIFACTS_DIR") if previous is None else os.environ.update(
+            LLM_EVAL_ARTIFACTS_DIR=previous
+        )
+    selected = json.loads((folder / "selection.json").read_text())["best"]
+    records = {r["record_id"]: r for r in map(json.loads, (folder / "models" / selected / "records.jsonl").open())}
+    rated = sum(
+        records[a["record_id"]]["judgements"]["correctness"]["rating"] is not None for a in asked["answers"][:2]
+    )
+    assert found.labels == rated and found.reason == f"not measured (n = {rated} < 20 labelled answers)"
 
 
 def test_another_team_is_refused_and_what_models_wrote_never_runs(ui):

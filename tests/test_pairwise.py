@@ -163,6 +163,7 @@ def test_a_judge_preferring_the_first_answer_gives_only_ties_and_each_pair_costs
     document = json.loads((tmp_path / "pairwise.json").read_text())
     assert [(p["a"], p["b"]) for p in document["pairs"]] == [("m1", "m2"), ("m1", "m3"), ("m1", "m4")]
     assert all(p["ties"] == 12 and p["wins_a"] == p["wins_b"] == 0 for p in document["pairs"])
+    assert all(p["order_disagreement"] == 1.0 for p in document["pairs"])  # its position bias, measured
     assert all(v["win_rate_vs_champion"][0] == 0.5 for v in document["versus_champion"].values())
 
 
@@ -174,6 +175,7 @@ def test_bradley_terry_recovers_a_known_preference_order_and_feeds_selection(tmp
     document = json.loads((tmp_path / "pairwise.json").read_text())
     assert [row["model"] for row in document["bradley_terry"]] == ["m4", "m3", "m2", "m1"]
     assert document["bradley_terry_fit"]["converged"]
+    assert all(p["order_disagreement"] < 0.5 for p in document["pairs"])  # a judge that follows the answers
     best = document["versus_champion"]["m4"]
     assert best["compared_vs_champion"] == 20 and 0 < best["win_share_vs_champion"][0] <= 1
     assert best["win_rate_vs_champion"][1] > 0.5  # clearly preferred to the champion: the interval is above half

@@ -178,3 +178,45 @@ def test_flagged_records_are_the_lowest_then_the_most_disagreeing():
         ("2", "differs from the other models by 1.00"),
     ]
     assert flags[0].output == "'x' line"  # safe inside a Markdown code span
+
+
+def test_the_review_form_asks_a_rating_per_flagged_answer_and_keeps_them_as_labels():
+    from llmeval.dag.review import review_task
+    from llmeval.review import rated_rubric, reviewer_labels
+
+    cfg = EvalConfig.model_validate(
+        local_config(
+            "rev",
+            judges=[{"name": "judge", "model_id": "smollm2-135m-instruct"}],
+            algorithms=[
+                {"algorithm": "LLMJudge", "judge": "judge", "rubrics": [{"name": "helpfulness", "scale": [1, 2, 3]}]}
+            ],
+        )
+    )
+    rubric = rated_rubric(cfg)
+    form = review_task(30, 3, rubric).serialized_params
+    assert list(form) == ["comment", "rating_1", "rating_2", "rating_3"]
+    assert form["rating_2"]["schema"] == {
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "maximum": 3,
+        "title": "helpfulness of record 2",
+    }
+    assert list(review_task(30, 3, None).serialized_params) == ["comment"]  # no LLMJudge: nothing to rate
+    asked = {
+        "rubric": "helpfulness",
+        "answers": [{"record_id": "q1", "answer_sha256": "a"}, {"record_id": "q2", "answer_sha256": "b"}],
+    }
+    labels = reviewer_labels(
+        asked, {"comment": "ok", "rating_1": None, "rating_2": 3}, "ana", "2026-12-06T05:00:00", "run-1"
+    )
+    assert labels == [
+        {
+            "record_id": "q2",
+            "answer_sha256": "b",
+            "rating": 3,
+            "labeller": "ana",
+            "at": "2026-12-06T05:00:00",
+            "run_id": "run-1",
+        }
+    ]

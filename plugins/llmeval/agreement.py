@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-LABEL_KEYS = {"record_id", "answer", "answer_sha256", "rating", "labeller"}
+LABEL_KEYS = {"record_id", "answer", "answer_sha256", "rating", "labeller", "at", "run_id"}  # at, run_id: a review's
 RESAMPLES = 2000
 
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from llmeval.config import EvalConfig
+    from llmeval.rubrics import Rubric
 
 APPROVE, REJECT = "Approve", "Reject"
 LEADERBOARD_TAB = "llm-leaderboard"  # the plugin's dag_run view
@@ -29,6 +33,7 @@ class Flag:
     output: str
     reference: str
     score: float | None
+    answer_sha256: str = ""  # the whole answer's, for a rating of it to become a label
 
 
 def flagged_records(
@@ -37,6 +42,7 @@ def flagged_records(
     """Up to `limit` of the selected model's records: half from its lowest-scoring on `metric`
     (below its best score), then those where it differs most from the other models' mean score
     on the same record."""
+    from llmeval.agreement import answer_hash
     from llmeval.paired import score_of
 
     mine = {str(r.get("record_id")): r for r in records.get(best, [])}
@@ -68,6 +74,7 @@ def flagged_records(
             _short(mine[k].get("model_output")),
             _short(mine[k].get("target_output")),
             scored.get(k),
+            answer_hash(str(mine[k].get("model_output") or "")),
         )
         for k, why in chosen.items()
     ]
@@ -97,6 +104,27 @@ def outcome(event: dict[str, Any]) -> dict[str, Any]:
         "at": at.isoformat() if isinstance(at, datetime) else str(at),
         "comment": str((event.get("params_input") or {}).get("comment") or ""),
     }
+
+
+def rated_rubric(cfg: EvalConfig) -> Rubric | None:
+    """The rubric the review form asks the reviewer to rate flagged answers on: LLMJudge's first
+    labelled rubric, else its first; None without LLMJudge."""
+    rubrics = [r for s in cfg.algorithms if s.asks_judge and not s.compares_models for r in s.rubrics]
+    return next((r for r in rubrics if r.labels), rubrics[0] if rubrics else None)
+
+
+def rating_param(k: int) -> str:
+    return f"rating_{k}"
+
+
+def reviewer_labels(asked: dict[str, Any], params_input: dict[str, Any], by: str, at: str, run_id: str) -> list[dict]:
+    """The labels a reviewer gave in the form: a rating per flagged answer they rated."""
+    labels = []
+    for k, flagged in enumerate(asked["answers"], start=1):
+        rating = params_input.get(rating_param(k))
+        if rating is not None:
+            labels.append({**flagged, "rating": int(rating), "labeller": by, "at": at, "run_id": run_id})
+    return labels
 
 
 def review_text(review: dict[str, Any] | None) -> str:

@@ -104,8 +104,18 @@ def judge_agreement(cfg: EvalConfig, run_folder: Any, models: list[str]) -> list
     found = []
     for section in [s for s in cfg.algorithms if s.asks_judge and not s.compares_models]:
         names = section.judge_names
-        for rubric in [r for r in section.rubrics if r.labels]:
-            labels, problem = _labels(cfg, rubric, ids)
+        for rubric in section.rubrics:
+            reviewed = store.labels_file(cfg.pipeline.name, rubric.name, cfg.artifacts_url)
+            if not rubric.labels and not reviewed.exists():
+                continue
+            labels, problem = _labels(cfg, rubric, ids) if rubric.labels else ([], "")
+            if reviewed.exists():  # the reviewers' ratings, given in earlier runs' review forms
+                try:
+                    labels += read_labels(
+                        store.describe(reviewed), reviewed.read_text(encoding="utf-8"), rubric.scale, None
+                    )
+                except LabelError as exc:
+                    problem = problem or f"labels unusable: {exc}"
 
             raters: list[tuple[str, Callable[[dict[str, Any]], Any], float | None]] = []
             if len(names) > 1:

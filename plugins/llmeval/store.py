@@ -42,6 +42,7 @@ BAD_ROWS = "bad_rows.json"
 SELECTION = "selection.json"
 PAIRWISE = "pairwise.json"  # the run's pairwise comparison (Pairwise)
 AGREEMENT = "agreement.json"  # each labelled rubric's judge against people (LLMJudge)
+REVIEW_FLAGS = "review_flags.json"  # the answers the review form asks the reviewer to rate
 REGISTRATION = "registration.json"
 LEADERBOARD = "leaderboard.html"
 SUMMARY = "summary.md"
@@ -119,6 +120,11 @@ def model_folder(run: Any, model: str) -> Any:
 
 def history_folder(dag_id: str, config_url: str | None = None) -> ObjectStoragePath:
     return root(config_url) / "history" / safe_segment(dag_id)
+
+
+def labels_file(dag_id: str, rubric: str, config_url: str | None = None) -> ObjectStoragePath:
+    """People's ratings of a DAG's answers on one rubric, as reviewers gave them (append-only)."""
+    return root(config_url) / "labels" / safe_segment(dag_id) / f"{safe_segment(rubric)}.jsonl"
 
 
 def registry_folder(config_url: str | None = None) -> ObjectStoragePath:

@@ -60,8 +60,11 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
         registered = run_tasks.register(chosen, models)
         if cfg.registry.approval == "review":
             from llmeval.dag.review import review_task  # the HITL operator: only where a review is asked
+            from llmeval.review import rated_rubric
 
-            review = review_task(cfg.registry.review_timeout_minutes, cfg.registry.review_flagged_records)
+            review = review_task(
+                cfg.registry.review_timeout_minutes, cfg.registry.review_flagged_records, rated_rubric(cfg)
+            )
             chosen >> review >> registered
         written = run_tasks.report(models)
         if judges:  # the run's cost includes the judges'

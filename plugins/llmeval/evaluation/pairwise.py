@@ -78,9 +78,12 @@ class PairResult:
     rates: dict[
         str, list[float | None]
     ]  # win_a / tie / win_b / preference_a (a tie is half a win) -> [rate, low, high]
+    order_disagreement: float | None = None  # records whose two orders named different winners (position bias)
 
 
-def pair_result(a: str, b: str, outcomes: list[str | None]) -> PairResult:
+def pair_result(a: str, b: str, outcomes: list[str | None], disagreed: list[bool] | None = None) -> PairResult:
+    """A pair's counts and rates; `disagreed`: per record, whether its two orders named different
+    winners."""
     decided = [o for o in outcomes if o is not None]
     rates = {}
     points = {"win_a": {"a": 1.0}, "tie": {"tie": 1.0}, "win_b": {"b": 1.0}, "preference_a": {"a": 1.0, "tie": 0.5}}
@@ -98,7 +101,15 @@ def pair_result(a: str, b: str, outcomes: list[str | None]) -> PairResult:
         decided.count("b"),
         len(outcomes) - len(decided),
         rates,
+        round(sum(disagreed) / len(decided), 4) if disagreed is not None and decided else None,
     )
+
+
+def orders_disagree(first: str | None, swapped: str | None) -> bool:
+    """Whether a record's two orders named different winners (a judge swayed by position)."""
+    if first is None or swapped is None:
+        return False
+    return {"A": "a", "B": "b", "tie": "tie"}[first] != {"A": "b", "B": "a", "tie": "tie"}[swapped]
 
 
 @dataclass
@@ -205,25 +216,26 @@ def compare(
         )
         return read_verdict(client.ask(prompt)["model_output"])
 
-    def one(item: tuple[str, str, str]) -> str | None:
+    def one(item: tuple[str, str, str]) -> tuple[str | None, bool]:
         a, b, rid = item
         record_a, record_b = answers[a][rid], answers[b][rid]
         try:
-            result = outcome(
-                ask(record_a["model_output"], record_b["model_output"], record_a),
-                ask(record_b["model_output"], record_a["model_output"], record_a),
-            )
+            first = ask(record_a["model_output"], record_b["model_output"], record_a)
+            swapped = ask(record_b["model_output"], record_a["model_output"], record_a)
+            result, disagreed = outcome(first, swapped), orders_disagree(first, swapped)
         except Exception as exc:
             log.warning("pair %s/%s record %s: the judge failed: %s", a, b, rid, exc)
-            result = None
+            result, disagreed = None, False
         progress.tick(cached=False, failed=result is None)
-        return result
+        return result, disagreed
 
     with ThreadPoolExecutor(max_workers=client.target.max_concurrency, thread_name_prefix="pairwise") as pool:
-        outcomes = list(pool.map(one, work))
+        judged = list(pool.map(one, work))
+    outcomes = [o for o, _ in judged]
     results = []
     for a, b in pairs:
-        results.append(pair_result(a, b, _outcomes(work, outcomes, a, b)))
+        swayed = [d for (x, y, _), (o, d) in zip(work, judged) if (x, y) == (a, b) and o is not None]
+        results.append(pair_result(a, b, _outcomes(work, outcomes, a, b), swayed))
     fitted = bradley_terry(results, models)
     versus = {}
     for p in results:
