@@ -324,7 +324,7 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     ui.shot(page, "3-llm-evaluations-page")
 
     page.goto(f"{airflow.url}/dags/{DEMO}/runs/{run}/required_actions")
-    page.get_by_text("Records to look at").wait_for()
+    page.get_by_text("Records to look at", exact=True).wait_for()
     page.locator("input[name=element_comment]").fill("Checked the flagged answers <b>by hand</b>")
     page.locator("input[name=element_rating_1]").fill("5")  # the reviewer rates two of the flagged answers
     page.locator("input[name=element_rating_2]").fill("1")

@@ -280,7 +280,7 @@ def test_a_bedrock_judge_rates_every_answer_in_the_processing_job(
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert_policy_matches(cfg, every_request_is_validated)  # bedrock:InvokeModel on the judge, nothing more
     assert "deploy_judges" not in dag.task_ids  # a Bedrock judge has nothing to deploy
-    assert processing_emulator.by_endpoint[CLAUDE_JUDGE["model_id"].replace(":", "%3A")] == 6  # one per record
+    assert processing_emulator.by_endpoint[CLAUDE_JUDGE["model_id"]] == 6  # one per record
     sm, _ = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == []
     folder = run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-alpha"

@@ -340,9 +340,9 @@ def send_error(handler: BaseHTTPRequestHandler, api: str, status: int, message: 
         return
     if status == 429:
         send_json(handler, 429, {"message": message}, "ThrottlingException")
-    elif status in (400, 404):
+    elif status == 404:  # SageMaker's own answer: no such endpoint
         send_json(handler, 400, {"message": message}, "ValidationError")
-    else:  # SageMaker reports the container's status inside a ModelError
+    else:  # the container's answer: SageMaker wraps its status in a ModelError
         wrapped = f"Received client error ({status}) from primary with message: {message}"
         send_json(handler, 424, {"message": wrapped, "OriginalStatusCode": status}, "ModelError")
 
