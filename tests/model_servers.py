@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import ROOT, WORKER_PYTHON
 from llmeval.evaluation.local_models import GGUF_MODELS
 
+ROOT = Path(__file__).resolve().parents[1]  # not from conftest: the benchmarks use this module too
+WORKER_PYTHON = str(ROOT / ".venv-worker" / "bin" / "python")
 LLAMA_CPP_PYTHON = ROOT / ".venv-openai-server" / "bin" / "python"
 API_KEY = "test-key-123"
 

@@ -29,6 +29,23 @@ def validate(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def _include_beside(configs: list[Path]) -> None:
+    """Configs in `<x>/include/configs/` read their data (datasets, labels) from `<x>/include/data`,
+    as the DAG factory does, unless LLM_EVAL_INCLUDE_DIR says otherwise (a pip-installed package has
+    no include/ of its own)."""
+    from llmeval.runtime import INCLUDE_DIR_ENV
+
+    for path in configs:
+        include = path.resolve().parent.parent
+        if (
+            INCLUDE_DIR_ENV not in os.environ
+            and path.resolve().parent.name == "configs"
+            and (include / "data").is_dir()
+        ):
+            os.environ[INCLUDE_DIR_ENV] = str(include)
+            return
+
+
 def _backfill_parser(sub: Any) -> None:
     fill = sub.add_parser(
         "backfill", help="trigger one partitioned run per prompt-catalog version through Airflow's REST API"
@@ -96,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _backfill_parser(sub)
     args = parser.parse_args(argv)
+    _include_beside([*(getattr(args, "files", None) or []), *([args.config] if getattr(args, "config", None) else [])])
     if args.command == "backfill":
         return run_backfill(args)
     if args.command == "validate":
