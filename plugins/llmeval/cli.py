@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +31,22 @@ def validate(files: list[Path]) -> int:
     return 1 if failed else 0
 
 
-def _include_beside(configs: list[Path]) -> None:
-    """Configs in `<x>/include/configs/` read their data (datasets, labels) from `<x>/include/data`,
-    as the DAG factory does, unless LLM_EVAL_INCLUDE_DIR says otherwise (a pip-installed package has
-    no include/ of its own)."""
+@contextlib.contextmanager
+def _include_beside(configs: list[Path]) -> Iterator[None]:
+    """While a command runs, configs in `<x>/include/configs/` read their data (datasets, labels)
+    from `<x>/include/data`, as the DAG factory does, unless LLM_EVAL_INCLUDE_DIR says otherwise (a
+    pip-installed package has no include/ of its own)."""
     from llmeval.runtime import INCLUDE_DIR_ENV
 
-    for path in configs:
-        include = path.resolve().parent.parent
-        if (
-            INCLUDE_DIR_ENV not in os.environ
-            and path.resolve().parent.name == "configs"
-            and (include / "data").is_dir()
-        ):
-            os.environ[INCLUDE_DIR_ENV] = str(include)
-            return
+    found = next((p.resolve().parent.parent for p in configs if p.resolve().parent.name == "configs"), None)
+    if INCLUDE_DIR_ENV in os.environ or found is None or not (found / "data").is_dir():
+        yield
+        return
+    os.environ[INCLUDE_DIR_ENV] = str(found)
+    try:
+        yield
+    finally:
+        os.environ.pop(INCLUDE_DIR_ENV, None)
 
 
 def _backfill_parser(sub: Any) -> None:
@@ -113,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     _backfill_parser(sub)
     args = parser.parse_args(argv)
-    _include_beside([*(getattr(args, "files", None) or []), *([args.config] if getattr(args, "config", None) else [])])
+    configs = [*(getattr(args, "files", None) or []), *([args.config] if getattr(args, "config", None) else [])]
+    with _include_beside(configs):
+        return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "backfill":
         return run_backfill(args)
     if args.command == "validate":
