@@ -19,6 +19,7 @@ from llmeval.agreement import (
     measure,
     quadratic_kappa,
     read_labels,
+    read_preferences,
     spearman,
     with_interval,
 )
@@ -55,6 +56,29 @@ def test_an_unusable_label_names_its_file_and_line(line, message):
     good = json.dumps({"record_id": "r1", "answer": "Paris", "rating": 5, "labeller": "ana"})
     with pytest.raises(LabelError, match=f"^labels/c.jsonl:2: .*{message}"):
         read_labels("labels/c.jsonl", f"{good}\n{line}\n", SCALE, {"r1", "r2"})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            '{"record_id": "r9", "answer_a": "x", "answer_b": "y", "winner": "A", "labeller": "a"}',
+            "'r9' is not a record",
+        ),
+        (
+            '{"record_id": "r1", "answer_a": "x", "answer_b": "y", "winner": "C", "labeller": "a"}',
+            "winner 'C' is not one",
+        ),
+        ('{"record_id": "r1", "answer_a": "x", "winner": "A", "labeller": "a"}', "one of answer_b or answer_b_sha256"),
+        ('{"record_id": "r1", "answer_a": "x", "answer_b": "y", "rating": 3, "labeller": "a"}', "unknown rating"),
+    ],
+)
+def test_an_unusable_preference_names_its_file_and_line(line, message):
+    good = json.dumps({"record_id": "r1", "answer_a": "Paris", "answer_b": "Lyon", "winner": "A", "labeller": "ana"})
+    with pytest.raises(LabelError, match=f"^prefs.jsonl:2: .*{message}"):
+        read_preferences("prefs.jsonl", f"{good}\n{line}\n", {"r1", "r2"})
+    (read,) = read_preferences("prefs.jsonl", good, {"r1"})
+    assert (read.a_sha256, read.b_sha256, read.winner) == (answer_hash("Paris"), answer_hash("Lyon"), -1)
 
 
 def test_too_few_labels_is_not_measured_never_a_number():
@@ -254,3 +278,17 @@ def test_a_bad_judge_panel_names_the_field(write_config, options, field, message
         load_config(write_config("panel.yaml", cfg))
     problem = caught.value.problems[0]
     assert problem.field == field and message in problem.message, problem
+
+
+def test_an_untrusted_judge_fails_the_run_only_when_the_config_asks(tmp_path, write_config):
+    from llmeval.dag.run_tasks import run_problems
+
+    cfg, folder, results = _judged_run(tmp_path, lambda answer, human, i: 1 + (i * 7) % 5, _person)
+    selection = select_best(cfg, folder, results).to_dict()
+    assert run_problems(cfg, results, selection, {"registered": True}) == []  # left out, the run goes on
+    cfg.selection.untrusted_judge = "fail"
+    (problem,) = run_problems(cfg, results, selection, {"registered": True})
+    assert problem.startswith("untrusted judge, LLMJudge/correctness left out: kappa ")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config("agree.yaml", local_config("agree", selection={"untrusted_judge": "warn"})))
+    assert caught.value.problems[0].field == "selection.untrusted_judge"

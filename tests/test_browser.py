@@ -71,47 +71,6 @@ def _configs(folder: Path, data: Path) -> None:
         "registry": {"model_package_group_name": XSS_DAG},
     }
     (folder / "xss.yaml").write_text(yaml.safe_dump(xss, sort_keys=False))
-    _partition_configs(folder, data)
-
-
-PARTS, PARTS_ASSET = "parts-manual", "parts-asset"
-CATALOG_ASSET = "file:///catalog/qa"
-
-
-def _partition_configs(folder: Path, data: Path) -> None:
-    """A versioned catalog (v1..v3, each with a vendor's outputs), triggered by partition key
-    (`parts-manual`) and by the catalog asset's partitioned events (`parts-asset`, v1 and v2 only)."""
-    for i, version in enumerate(("v1", "v2", "v3")):
-        for kind in ("catalog", "outputs"):
-            (data / kind / version).mkdir(parents=True)
-        rows = [{"id": f"{version}-{n}", "question": f"Capital of France? ({n})", "answer": "Paris"} for n in range(2)]
-        (data / "catalog" / version / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        outputs = [{"record_id": r["id"], "model_output": "Paris" if n <= i else "Lyon"} for n, r in enumerate(rows)]
-        (data / "outputs" / version / "vendor.jsonl").write_text("".join(json.dumps(o) + "\n" for o in outputs))
-    for name, extra in (
-        (PARTS, {"catalog_versions": "v[0-9]+"}),
-        (PARTS_ASSET, {"catalog_asset": CATALOG_ASSET, "catalog_versions": ["v1", "v2"]}),
-    ):
-        cfg = {
-            "target": "local",
-            "pipeline": {"name": name},
-            "dataset": {
-                "dataset_name": "catalog",
-                "input_data_location": str(data / "catalog" / "{catalog_version}" / "qa.jsonl"),
-                "model_input_key": "question",
-                "target_output_key": "answer",
-            },
-            "models": [
-                {
-                    "name": "vendor",
-                    "model_id": "vendor",
-                    "outputs_location": str(data / "outputs" / "{catalog_version}" / "vendor.jsonl"),
-                }
-            ],
-            "algorithms": [{"algorithm": "FactualKnowledge"}],
-            **extra,
-        }
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 class UI:
@@ -169,56 +128,6 @@ def ui(tmp_path_factory, browser):
         yield UI(airflow, browser, artifacts)
     finally:
         assert airflow.stop(), "airflow standalone left processes behind"
-
-
-def test_catalog_versions_are_partitions_backfilled_by_key_and_published_by_asset_events(ui, capsys, monkeypatch):
-    """`llmeval backfill` triggers one partitioned run per version through the REST API (the
-    scheduler runs them), skips versions already done, finds the versions without a result; the
-    catalog asset's event with a partition key starts a run of that version, a key outside
-    catalog_versions none; the history is keyed by version."""
-    from llmeval.cli import main
-    from llmeval.history import entries
-
-    airflow = ui.airflow
-    monkeypatch.setenv("LLM_EVAL_ARTIFACTS_DIR", str(ui.artifacts))
-    config = Path(airflow.env["LLM_EVAL_CONFIGS_DIR"]) / f"{PARTS}.yaml"
-    login = ["--url", airflow.url, "--username", "admin", "--password", USERS["admin"][2], "--poll-s", "1"]
-
-    def runs(dag_id: str) -> dict[str, str]:
-        status, body = airflow.api(f"/dags/{dag_id}/dagRuns?limit=100")
-        assert status == 200, body
-        return {r["partition_key"]: r["state"] for r in body["dag_runs"]}
-
-    assert main(["backfill", str(config), "--versions", "v1", "v2", "--concurrency", "2", *login]) == 0
-    said = capsys.readouterr().out
-    assert "v1: triggered" in said and "v2: success" in said and "2 of 2 version(s) succeeded" in said
-    assert runs(PARTS) == {"v1": "success", "v2": "success"}
-    assert main(["backfill", str(config), "--versions", "v1", "v2", *login]) == 0  # nothing to do again
-    assert "v1: skipped, it already has a successful run" in capsys.readouterr().out and len(runs(PARTS)) == 2
-    assert main(["backfill", str(config), "--missing", *login]) == 0  # v3: the one version without a result
-    assert "v3: triggered" in capsys.readouterr().out and runs(PARTS) == {
-        "v1": "success",
-        "v2": "success",
-        "v3": "success",
-    }
-    first_v1 = entries(PARTS)[0]["run_id"]
-    assert main(["backfill", str(config), "--versions", "v1", "--rerun", *login]) == 0  # a version run again
-    history = entries(PARTS)
-    assert [e["catalog_version"] for e in history] == ["v1", "v2", "v3"]
-    assert history[0]["run_id"] != first_v1  # its history entry is the new run's
-    scores = [e["models"]["vendor"]["metrics"]["FactualKnowledge/factual_knowledge"]["value"] for e in history]
-    assert scores == [0.5, 1.0, 1.0]  # each version scored on its own records and outputs
-
-    status, assets = airflow.api(f"/assets?uri_pattern={quote(CATALOG_ASSET, safe='')}")
-    assert status == 200 and assets["assets"], assets
-    asset_id = assets["assets"][0]["id"]
-    for key in ("v3", "v2"):  # v3 is not among the asset DAG's catalog_versions
-        status, event = airflow.api("/assets/events", "POST", {"asset_id": asset_id, "partition_key": key})
-        assert status == 200, event
-    from celery_stack import wait_for
-
-    wait_for(lambda: runs(PARTS_ASSET).get("v2") == "success", 300, "the v2 event's run succeeded", every_s=2)
-    assert "v3" not in runs(PARTS_ASSET)
 
 
 def test_make_ui_opens_airflow_with_the_plugin_and_prints_the_login(tmp_path, browser):

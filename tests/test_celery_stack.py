@@ -11,11 +11,12 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 import yaml
 
-from celery_stack import LOCAL_QUEUE, PYTHON, Stack, group_alive, wait_for
+from celery_stack import LOCAL_QUEUE, PYTHON, Stack, call_api, group_alive, wait_for
 from conftest import ROOT, WORKER_PYTHON, local_config
 from fault_matrix import record
 from latency_server import LatencyServer
@@ -40,6 +41,8 @@ QUESTIONS = [
     ("What is the capital of Egypt?", "Cairo"),
 ]
 DATES = ["2026-01-01", "2026-01-02", "2026-01-03"]
+VERSIONS = ["v1", "v2", "v3"]  # a catalog published under names, not days
+VERSIONS_ASSET = "s3://llmeval-catalog/versions"
 LOAD_DAGS, LOAD_POOL_SLOTS, LOAD_QUOTA = 10, 4, 6
 STACK = "sagemaker, Celery stack (2 workers)"
 FAST = {"poll_interval_s": 2, "retry_delay_s": 2}  # a test stack need not wait 30 s between polls
@@ -67,6 +70,7 @@ def _configs() -> dict[str, dict]:
         "stack-unpinned": local_config("stack-unpinned"),  # refused: no queue under Celery
         "stack-sm": _sagemaker("stack-sm", ["sm-alpha", "sm-beta", "sm-tuned"]),
         "stack-backfill": _sagemaker("stack-backfill", ["bf-model"]),
+        "stack-versions": _sagemaker("stack-versions", ["vr-model"]),
         "stack-worker-kill": _sagemaker("stack-worker-kill", ["wk-model"], deferrable=False),
         "stack-scheduler": _sagemaker("stack-scheduler", ["sc-one", "sc-two"]),
         "stack-redis": _sagemaker("stack-redis", ["rd-one", "rd-two"]),
@@ -77,6 +81,9 @@ def _configs() -> dict[str, dict]:
     backfill.update(schedule="@daily", start_date=DATES[0], end_date=DATES[-1])
     backfill["registry"]["gate"] = [{"metric": "FactualKnowledge/factual_knowledge", "min_delta": 0.0}]
     backfill["dataset"]["input_data_location"] = f"s3://aws_moto@{BUCKET}/catalog/{{catalog_version}}/qa.jsonl"
+    versions = configs["stack-versions"]
+    versions.update(catalog_asset=VERSIONS_ASSET, catalog_versions="v[0-9]+")
+    versions["dataset"]["input_data_location"] = f"s3://aws_moto@{BUCKET}/versions/{{catalog_version}}/qa.jsonl"
     for i in range(LOAD_DAGS):
         name = f"stack-load-{i}"
         configs[name] = _sagemaker(
@@ -91,15 +98,17 @@ def _configs() -> dict[str, dict]:
 
 
 def _catalog(s3) -> None:
-    """Three prompt-catalog versions: version i holds questions i..i+2 (each overlaps the last by two)."""
-    for i, day in enumerate(DATES):
+    """Three prompt-catalog versions, dated and named: version i holds questions i..i+2 (each
+    overlaps the last by two)."""
+    for i, (day, name) in enumerate(zip(DATES, VERSIONS, strict=True)):
         rows = [
             {"question": q, "answer": a, "category": "capitals"}
             for j, (q, a) in enumerate(QUESTIONS)
             if i <= j <= i + 2
         ]
-        body = "".join(json.dumps(r) + "\n" for r in rows)
-        s3.put_object(Bucket=BUCKET, Key=f"catalog/{day}/qa.jsonl", Body=body.encode())
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        s3.put_object(Bucket=BUCKET, Key=f"catalog/{day}/qa.jsonl", Body=body)
+        s3.put_object(Bucket=BUCKET, Key=f"versions/{name}/qa.jsonl", Body=body)
 
 
 class Deployment:
@@ -159,7 +168,7 @@ def deployment(tmp_path_factory, moto_url):
     with LatencyServer(latency_s=0.05) as runtime, EmulatedJobs(moto_url, runtime.url, 3, warm) as jobs:
         try:
             stack.start()
-            expected = len(_configs()) - 1  # all but the refused one
+            expected = len(_configs())  # all but the refused one, and stack-versions' republisher
             wait_for(
                 lambda: stack.api("/dags?limit=100")[1]["total_entries"] == expected,
                 300,
@@ -244,6 +253,98 @@ def test_scheduler_driven_backfill_over_three_catalog_versions(deployment):
     assert "champion bf-model" in last["gate"]["reason"], last["gate"]
     trend = deployment.s3.get_object(Bucket=BUCKET, Key="store/history/stack-backfill/trend.html")["Body"].read()
     assert trend.decode().count("<circle") >= 3
+    deployment.nothing_left()
+
+
+def _worker_log(stack: Stack, dag_id: str, run_id: str, task_id: str) -> str:
+    """A task's log, from whichever worker ran it."""
+    found = stack.root.glob(f"worker-*/logs/dag_id={dag_id}/run_id={run_id}/task_id={task_id}/attempt=*.log")
+    return "".join(path.read_text(errors="replace") for path in found)
+
+
+def test_named_catalog_versions_are_backfilled_published_and_rerun_by_partition_key(deployment):
+    """`llmeval backfill --versions` runs one partition per version through the scheduler (and
+    skips, or finds, what is done); `airflow dags clear --partition-key` re-runs a version and
+    replaces its history entry; the catalog asset's event with a partition key starts a run of
+    that version, the deprecated event naming it in its extra is republished with the key, an
+    event with neither starts nothing. (A key outside the pattern or without a catalog file:
+    test_partitions.py.)"""
+    stack, dag_id = deployment.stack, "stack-versions"
+    base = f"http://127.0.0.1:{stack.api_port}"
+    token = call_api(f"{base}/auth/token")[1]["access_token"]
+    config = str(stack.configs / f"{dag_id}.yaml")
+    env = {**stack.env, "AIRFLOW_HOME": str(stack.root / "cli")}
+
+    def llmeval(*args: str) -> str:
+        argv = [PYTHON, "-m", "llmeval", "backfill", config, *args, "--url", base, "--token", token, "--poll-s", "2"]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    def runs() -> list[dict]:
+        return stack.api(f"/dags/{dag_id}/dagRuns?limit=50&order_by=run_after")[1]["dag_runs"]
+
+    def history(version: str) -> dict:
+        return deployment.json(f"store/history/{dag_id}/{version}.json")
+
+    said = llmeval("--versions", "v1", "v2", "--concurrency", "2")
+    assert "v1: triggered" in said and "2 of 2 version(s) succeeded" in said, said
+    said = llmeval("--versions", "v1", "v2")  # nothing to do again
+    assert "v1: skipped, it already has a successful run" in said and len(runs()) == 2, said
+    said = llmeval("--missing")  # v3: the one version under the catalog prefix without a result
+    assert "v3: triggered" in said and "v1" not in said, said
+    by_key = {r["partition_key"]: r for r in runs()}
+    assert sorted(by_key) == VERSIONS and {r["state"] for r in by_key.values()} == {"success"}
+    assert {r["run_type"] for r in by_key.values()} == {"manual"}
+    stats = [deployment.results(dag_id, by_key[v]["dag_run_id"], "vr-model")["generation"] for v in VERSIONS]
+    assert [s["records_total"] for s in stats] == [3, 3, 3]  # each version evaluated on its own file
+    assert [s["cache_hits"] for s in stats] == [0, 2, 2]  # the prompts two versions share are asked once
+    assert [history(v)["run_id"] for v in VERSIONS] == [by_key[v]["dag_run_id"] for v in VERSIONS]
+
+    # a version re-run: every run of partition v2 cleared, run again, its history entry replaced
+    before = history("v2")
+    argv = [PYTHON, "-m", "airflow", "dags", "clear", dag_id, "--partition-key", "v2", "-y"]
+    cleared = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert cleared.returncode == 0, cleared.stdout[-2000:] + cleared.stderr[-2000:]
+    wait_for(lambda: history("v2")["recorded_at"] > before["recorded_at"], 300, "v2 recorded again", every_s=2)
+    assert stack.wait_run(dag_id, before["run_id"], 300) == "success" and history("v2")["run_id"] == before["run_id"]
+
+    # the publisher: an asset event with the partition key starts that version's run
+    status, assets = stack.api(f"/assets?uri_pattern={urllib.parse.quote(VERSIONS_ASSET, safe='')}")
+    asset_id = assets["assets"][0]["id"]
+
+    def publish(body: dict) -> None:
+        status, event = stack.api("/assets/events", "POST", {"asset_id": asset_id, **body})
+        assert status == 200, event
+
+    def new_run(known: int) -> dict:
+        found = wait_for(lambda: (r := runs())[known:] and r, 120, "a new run", every_s=1)[known]
+        return {**found, "state": stack.wait_run(dag_id, found["dag_run_id"], 300)}
+
+    publish({"partition_key": "v2"})
+    published = new_run(3)
+    assert published["partition_key"] == "v2" and published["run_type"] == "asset_triggered", published
+    assert published["state"] == "success" and history("v2")["run_id"] == published["dag_run_id"]
+    # the deprecated form: the version in the event's extra, republished with the key
+    publish({"extra": {"catalog_version": "v3"}})
+    republished = new_run(4)
+    assert republished["partition_key"] == "v3" and republished["state"] == "success", republished
+    shim = stack.api(f"/dags/{dag_id}__catalog_events/dagRuns")[1]["dag_runs"]
+    assert [r["state"] for r in shim] == ["success"]
+    assert "DEPRECATED: the catalog version in an asset event's extra" in _worker_log(
+        stack, f"{dag_id}__catalog_events", shim[0]["dag_run_id"], "republish"
+    )
+
+    endpoints = dict(deployment.runtime.by_endpoint)
+    publish({})  # neither a key nor a version: the republisher fails saying how to publish, nothing runs
+
+    def shim_runs() -> list[dict]:
+        return stack.api(f"/dags/{dag_id}__catalog_events/dagRuns?order_by=run_after")[1]["dag_runs"]
+
+    failed = wait_for(lambda: (r := shim_runs())[1:] and r[1]["state"] == "failed" and r[1], 120, "republisher failed")
+    said = _worker_log(stack, f"{dag_id}__catalog_events", failed["dag_run_id"], "republish")
+    assert f"an event of {VERSIONS_ASSET} has no partition key, so it starts no run of {dag_id}" in said
+    assert len(runs()) == 5 and deployment.runtime.by_endpoint == endpoints
     deployment.nothing_left()
 
 

@@ -451,7 +451,8 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
     def valid(option: str):
         if option in OPTION_VALUES or option in OPTION_RANGES:
             return {**OPTION_VALUES, **OPTION_RANGES}[option][-1]
-        return {"valid_labels": ["a"], "rubrics": ["helpfulness"], "all_pairs": True}.get(option, "x")
+        examples = {"valid_labels": ["a"], "rubrics": ["helpfulness"], "all_pairs": True, "min_labels": 20}
+        return examples.get(option, "x")
 
     spec = ALGORITHMS[name]
     required = ({"judge": "j"} if spec.asks_judge else {}) | ({"champion": "c"} if spec.compares_models else {})
@@ -459,7 +460,9 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
         base = required
         if option in ("judges", "aggregate"):  # a panel of judges instead of one judge
             base = {k: v for k, v in required.items() if k != "judge"} | {"judges": ["j", "k"]}
-        value = ["j", "k"] if option == "judges" else valid(option)
+        if option == "min_agreement":  # measured against people: their labels too
+            base = base | {"labels": "labels/preferences.jsonl"}
+        value = {"judges": ["j", "k"], "min_agreement": 0.4}.get(option, valid(option))
         AlgorithmSection.model_validate({"algorithm": name, **base, option: value})
     foreign = next(o for s in ALGORITHMS.values() for o in sorted(s.options) if o not in spec.options)
     with pytest.raises(ValueError, match=f"{name} does not accept option '{foreign}'"):

@@ -203,6 +203,8 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
     assert sorted(row["model"] for row in pairwise["bradley_terry"]) == sorted(GOOD)
     (agreement,) = json.loads((folder / "agreement.json").read_text())  # SmolLM2 against the labels
     assert agreement["judge"] == JUDGE and agreement["labels"] >= 2 and not agreement["trusted"], agreement
+    people = json.loads((folder / "human_labels.json").read_text())["correctness"]  # for the records view
+    assert len(people) >= agreement["labels"] and {p["labeller"] for p in people} == {"reference-rule"}, people
     excluded = json.loads((folder / "selection.json").read_text())["excluded"]
     assert "its lower bound is below min_agreement 0.4" in excluded["LLMJudge/correctness"]
     leaderboard = (folder / "leaderboard.html").read_text()

@@ -85,3 +85,37 @@ def test_the_local_registry_keeps_the_card_beside_the_version(tmp_path):
     assert "| factual_knowledge | 0.700 | 95% interval [0.600, 0.800] over 40 records |" in page
     assert "- Approval: Approved" in page and "(catalog version v7)" in page
     assert [v.version for v in registry.versions(cfg.registry_group)] == [1]  # the card is not a version
+
+
+def test_the_judges_agreement_with_people_is_in_the_card():
+    """A measured judge: its kappa, interval, labelled answers and whether it was in the decision
+    (a metric group the SDK's classes accept); one not measured: why, in the caveats."""
+    from dataclasses import replace
+
+    measured = {
+        "judge": "judge-a",
+        "rubric": "correctness",
+        "algorithm": "LLMJudge",
+        "labels": 48,
+        "kappa": [0.12, -0.05, 0.3],
+        "trusted": False,
+        "reason": "kappa 0.12 [-0.05, 0.3] with people on 48 answers: its lower bound is below min_agreement 0.4",
+    }
+    unmeasured = {**measured, "algorithm": "Pairwise", "rubric": "preference", "labels": 3, "kappa": []}
+    unmeasured["reason"] = "not measured (n = 3 < 20 labelled answers)"
+    card = content(_cfg(), result("m-one", fk=0.7, sim=0.8), replace(FACTS, agreement=[measured, unmeasured]))
+    sdk = [WORKER_PYTHON, str(ROOT / "tests" / "sdk_model_card.py")]
+    done = subprocess.run(sdk, input=json.dumps(card), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == card
+    groups = {g["name"]: g["metric_data"] for g in card["evaluation_details"][0]["metric_groups"]}
+    assert groups["judge agreement with people"] == [
+        {
+            "name": "judge-a on LLMJudge/correctness: kappa",
+            "type": "number",
+            "value": 0.12,
+            "notes": "95% interval [-0.050, 0.300] over 48 labelled answers; left out: " + measured["reason"],
+        }
+    ]
+    caveats = card["additional_information"]["caveats_and_recommendations"]
+    assert "Judge agreement judge-a on Pairwise/preference: not measured (n = 3 < 20 labelled answers)." in caveats

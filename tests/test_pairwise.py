@@ -17,6 +17,7 @@ from conftest import ROOT, WORKER_PYTHON, local_config
 from latency_server import LatencyServer
 from llmeval.config import load_config
 from llmeval.config.errors import ConfigError
+from llmeval.config.schema import MetricRule
 from llmeval.evaluation.pairwise import PairResult, bradley_terry, outcome, read_verdict
 from llmeval.results import ModelResult, pairwise_result
 
@@ -203,3 +204,72 @@ def test_a_models_param_that_leaves_the_champion_out_is_refused_at_plan(tmp_path
     assert plan_models(cfg, ["m1", "m3"]) == ["m1", "m3"]
     with pytest.raises(ValueError, match="compares every model with its champion 'm1': add it to the models Param"):
         plan_models(cfg, ["m2", "m3"])
+
+
+def _preferences(path: Path, records: int, tie_on: str = "r0") -> Path:
+    """People's choices between the champion's and each candidate's answer: the better answer
+    (higher quality) wins, shown in either order; one record is a tie for them."""
+    rows = []
+    for model in MODELS[1:]:
+        for i in range(records):
+            champion, candidate = f"q1 answer {i} by m1", f"q{_quality_of(model)} answer {i} by {model}"
+            first, second = (champion, candidate) if i % 2 else (candidate, champion)
+            winner = "tie" if f"r{i}" == tie_on else ("B" if second == candidate else "A")
+            rows.append(
+                {"record_id": f"r{i}", "answer_a": first, "answer_b": second, "winner": winner, "labeller": "ana"}
+            )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _quality_of(model: str) -> int:
+    return MODELS.index(model) + 1
+
+
+@pytest.mark.parametrize(("reply", "trusted"), [(_prefers_better, True), (lambda prompt: "Winner: A", False)])
+def test_the_judges_verdicts_are_measured_against_peoples_preferences(tmp_path, reply, trusted):
+    """Each verdict matched to people's choice between the same two answers (in either order);
+    a judge that follows the answers is kept, one that always names the first answer (only
+    ties) has a kappa of zero and every Pairwise score leaves the decision."""
+    from llmeval import store
+    from llmeval.config import EvalConfig
+    from llmeval.steps import judge_agreement, select_best
+
+    records = 20
+    labels = _preferences(tmp_path / "preferences.jsonl", records)
+    config = _config(tmp_path, labels=str(labels), min_agreement=0.3)
+    with LatencyServer(latency_s=0.001, reply=reply) as server:
+        done = _compare(tmp_path, server.url, config, records=records)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads((tmp_path / store.PAIRWISE).read_text())
+    assert len(document["verdicts"]) == 3 * records
+    ids = [{"record_id": f"r{i}"} for i in range(records)]
+    (tmp_path / store.DATASET).write_text("".join(json.dumps(r) + "\n" for r in ids))
+    cfg = EvalConfig.model_validate(yaml.safe_load(config.read_text()))
+    (found,) = judge_agreement(cfg, tmp_path, [])
+    assert (found.algorithm, found.judge, found.rubric, found.labels) == ("Pairwise", "judge", "preference", 60)
+    # people say the candidate wins everywhere but r0 (a tie): the judge agrees where it said so
+    said = [(v["outcome"], v["record_id"]) for v in document["verdicts"] if v["outcome"] is not None]
+    agreed = sum(outcome == ("tie" if rid == "r0" else "b") for outcome, rid in said) / len(said)
+    assert found.exact_agreement[0] == round(agreed, 4) and found.trusted is trusted
+    if not trusted:
+        assert found.kappa[0] == 0.0 and "so Pairwise/* is left out of selection and the gate" in found.reason
+        results = [pairwise_scored(document, m) for m in MODELS]
+        cfg.selection.metrics = [MetricRule(metric="Pairwise/win_rate_vs_champion")]
+        selection = select_best(cfg, tmp_path, results)
+        assert list(selection.excluded) == ["Pairwise/*"] and selection.rules == []
+
+
+def pairwise_scored(document: dict, model: str) -> ModelResult:
+    return ModelResult(model=model, status="succeeded", algorithms=[pairwise_result(document, model)])
+
+
+def test_a_preferences_file_that_cannot_be_used_is_refused_at_load(tmp_path):
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"record_id": "r1", "answer_a": "x", "answer_b": "y", "winner": "first", "labeller": "a"}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, labels=str(bad), min_agreement=0.4))
+    problem = caught.value.problems[0]
+    assert problem.field == "algorithms[0].labels" and f"{bad}:1: winner 'first' is not one of A, B, tie" in problem.message
+    with pytest.raises(ConfigError, match="min_agreement measures the judge against people: give the labels"):
+        load_config(_config(tmp_path, min_agreement=0.4))

@@ -114,6 +114,34 @@ def test_a_run_without_a_version_stops_at_preprocess_and_a_smoke_run_evaluates_t
     result = json.loads((run_folder(dag.dag_id, smoke.run_id) / "models" / "vendor" / "results.json").read_text())
     assert result["generation"]["records_evaluated"] == 3
     assert [e["catalog_version"] for e in entries("parts-smoke")] == ["v7"]  # the history keyed by the version
+    _, missing = run_dag("parts-smoke", configs, {"catalog_version": "v9"})  # no catalog/v9: nothing evaluated
+    states = {t.task_id: t.state for t in missing.get_task_instances()}
+    assert states["preprocess"] == "failed" and states["plan"] == "upstream_failed"
+
+
+def test_a_version_without_its_file_names_the_key_and_the_location(tmp_path):
+    from llmeval.inputs import MissingCatalogVersion
+    from llmeval.steps import prepare_run
+    from llmeval.store import run_folder
+
+    dataset = {**VERSIONED, "input_data_location": str(tmp_path / "catalog/{catalog_version}/qa.jsonl")}
+    cfg = EvalConfig.model_validate(local_config("parts-missing", dataset=dataset))
+    with pytest.raises(MissingCatalogVersion) as caught:
+        prepare_run(cfg, run_folder("parts-missing", "r1"), None, "v9")
+    assert f"catalog version 'v9' has no prompt catalog at {tmp_path}/catalog/v9/qa.jsonl" in str(caught.value)
+
+
+def test_the_history_lists_versions_in_publication_order():
+    """By when each version's file was written; entries without that (dated catalogs, entries
+    written before it was recorded) by the version, its numbers compared as numbers."""
+    from llmeval import history
+
+    for version, published in (("v10", None), ("v2", None), ("v9", None)):
+        history.record("order-old", version, f"run-{version}", [], published=published)
+    assert [e["catalog_version"] for e in history.entries("order-old")] == ["v2", "v9", "v10"]
+    for version, published in (("2026-12-01-hotfix", 300.0), ("v12", 100.0), ("v13", 200.0)):
+        history.record("order-new", version, f"run-{version}", [], published=published)
+    assert [e["catalog_version"] for e in history.entries("order-new")] == ["v12", "v13", "2026-12-01-hotfix"]
 
 
 class _Runs:
@@ -154,3 +182,43 @@ def test_backfill_skips_done_versions_waits_for_running_ones_and_keeps_its_concu
     assert again.triggered == ["v1"]
     with pytest.raises(ValueError, match="'latest' does not match catalog_versions"):
         backfill(cfg, _Runs({}), ["latest"], poll_s=0)
+
+
+def _republish(cfg: EvalConfig, extras: list[dict], monkeypatch) -> set[str]:
+    """Run the republisher's task on asset events with these extras; the partition keys it emits."""
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from llmeval.dag import catalog_events
+
+    outlets = OutletEventAccessors()
+    events = [SimpleNamespace(extra=extra) for extra in extras]
+    context = {"triggering_asset_events": {Asset(cfg.catalog_asset): events}, "outlet_events": outlets}
+    monkeypatch.setattr(catalog_events, "get_current_context", lambda: context)
+    catalog_events.build_republisher(cfg).get_task("republish").python_callable()
+    return outlets[Asset(cfg.catalog_asset)].partition_keys
+
+
+def test_an_event_naming_its_version_in_the_extra_is_republished_with_that_key(tmp_path, monkeypatch, caplog):
+    """The deprecated form: a versioned catalog's asset gets a second DAG listening for events
+    without a key; it warns and emits the version as a partition key (which starts the run)."""
+    from airflow.sdk import Asset
+
+    from llmeval.dag import load_dags
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    asset = "s3://bucket/catalog"
+    for name, dataset in (("parts-pub", VERSIONED), ("plain-pub", DATASET)):
+        cfg = local_config(name, dataset=dataset, catalog_asset=asset)
+        (configs / f"{name}.yaml").write_text(json.dumps(cfg))
+    dags = load_dags(configs)
+    assert sorted(dags) == ["parts-pub", "parts-pub__catalog_events", "plain-pub"]  # only a versioned catalog's
+    assert dags["parts-pub__catalog_events"].timetable.asset_condition == Asset(asset)
+    cfg = _cfg(catalog_asset=asset, catalog_versions="v[0-9]+")
+    assert _republish(cfg, [{"catalog_version": "v4"}, {"catalog_version": "v4"}], monkeypatch) == {"v4"}
+    assert "DEPRECATED: the catalog version in an asset event's extra (catalog_version=v4)" in caplog.text
+    with pytest.raises(ValueError, match="has no partition key, so it starts no run of parts.*partition_key=<version>"):
+        _republish(cfg, [{}], monkeypatch)
+    with pytest.raises(ValueError, match=r"'x4' does not match catalog_versions"):
+        _republish(cfg, [{"catalog_version": "x4"}], monkeypatch)

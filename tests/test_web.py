@@ -141,6 +141,32 @@ def test_the_records_view_filters_and_compares_and_escapes_what_models_wrote(cli
     assert [(r["record_id"], r["compared"]["model_output"]) for r in search["records"]] == [("r2", "Tokyo")]
 
 
+def test_the_records_view_shows_peoples_ratings_beside_the_judges(client, web_run):
+    """The labels the run's agreement matched (human_labels.json) beside the answer they rate;
+    a label of another answer to the same record is not shown; what a labeller wrote is escaped."""
+    from llmeval import store
+    from llmeval.agreement import answer_hash
+
+    dag_id, run_id = web_run
+    folder = store.run_folder(dag_id, run_id)
+    labels = [
+        {"record_id": "r3", "answer_sha256": answer_hash(XSS), "rating": 2, "labeller": "<b>ana</b>"},
+        {"record_id": "r1", "answer_sha256": answer_hash("Lyon"), "rating": 1, "labeller": "bo"},  # given-b's
+    ]
+    store.write_text(folder / store.HUMAN_LABELS, json.dumps({"correctness": labels}))
+    try:
+        urls, headers = _urls(*web_run), api_token(client, "reader")
+        page = client.get(urls["records"], headers=headers).text
+        row = re.search(r'<td class="name">r3</td>(.*?)</tr>', page, re.S).group(1)
+        assert '<span class="metric">correctness by &lt;b&gt;ana&lt;/b&gt;</span> 2' in row
+        assert "correctness by bo" not in page
+        found = client.get(urls["api_records"], headers=headers).json()["records"]
+        people = {r["record_id"]: r["human_labels"] for r in found}
+        assert people["r3"] == [{"rubric": "correctness", "rating": 2, "labeller": "<b>ana</b>"}] and people["r1"] == []
+    finally:
+        (folder / store.HUMAN_LABELS).unlink()
+
+
 @pytest.mark.parametrize(
     "path, status, message",
     [
@@ -195,6 +221,8 @@ def test_the_evaluations_page_filters_by_catalog_version_the_runs_partition_key(
         found = client.get("/llm-evaluations/?version=v7", headers=headers)
         row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', found.text, re.S).group(1)
         assert quote(run_id, safe="") in row and "The latest run of catalog version <code>v7</code>" in found.text
+        run = client.get(f"/llm-evaluations/api/dags/{dag_id}/runs/{quote(run_id, safe='')}", headers=headers).json()
+        assert run["partition_key"] == "v7"  # the REST JSON names the run's partition
         other = client.get("/llm-evaluations/?version=%3Cb%3Ev8", headers=headers)  # escaped where shown
         row = re.search(r'<tr>\s*<td class="name">web-evals</td>(.*?)</tr>', other.text, re.S).group(1)
         assert "no run of this version" in row and "<code>&lt;b&gt;v8</code>" in other.text

@@ -6,7 +6,9 @@ correlation between the judge's rating and the answer's length. Fewer matched la
 rubric's `min_labels` is "not measured", never a number. Pure Python: the DAG's tasks use it.
 
 A label line: {"record_id": "q001", "answer": "Paris" | "answer_sha256": "<hex>", "rating": 4,
-"labeller": "ana"}.
+"labeller": "ana"}. A preference line (Pairwise): {"record_id": "q001", "answer_a": ... |
+"answer_a_sha256": ..., "answer_b": ... | "answer_b_sha256": ..., "winner": "A" | "B" | "tie",
+"labeller": "ana"}; a preference is a point on the scale -1 (A better), 0 (a tie), 1 (B better).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 LABEL_KEYS = {"record_id", "answer", "answer_sha256", "rating", "labeller", "at", "run_id"}  # at, run_id: a review's
+PREFERENCE_KEYS = {"record_id", "answer_a", "answer_a_sha256", "answer_b", "answer_b_sha256", "winner", "labeller"}
+PREFERENCE = "preference"  # Pairwise's "rubric": which of two answers is better
+PREFERENCE_SCALE = (-1, 0, 1)  # A better, a tie, B better
+WINNERS = {"A": -1, "tie": 0, "B": 1}
 RESAMPLES = 2000
 
 
@@ -40,10 +46,19 @@ class Label:
     labeller: str
 
 
-def read_labels(shown: str, text: str, scale: Sequence[int], records: set[str] | None) -> list[Label]:
-    """The labels of one file (`shown`: its name in errors); `records`: the run's record ids
-    (None: not checked, as when the config loads)."""
-    labels = []
+@dataclass(frozen=True)
+class Preference:
+    """A person's choice between two answers to one record (`winner` on PREFERENCE_SCALE)."""
+
+    record_id: str
+    a_sha256: str
+    b_sha256: str
+    winner: int
+    labeller: str
+
+
+def _rows(shown: str, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, object) of each non-empty line of a JSON Lines file."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -54,6 +69,41 @@ def read_labels(shown: str, text: str, scale: Sequence[int], records: set[str] |
             raise LabelError(f"{where}: not a JSON object ({exc})") from None
         if not isinstance(row, dict):
             raise LabelError(f"{where}: expected a JSON object")
+        yield where, row
+
+
+def _check_record(where: str, row: dict[str, Any], records: set[str] | None) -> None:
+    if records is not None and str(row["record_id"]) not in records:
+        raise LabelError(f"{where}: record_id {row['record_id']!r} is not a record of this run's dataset")
+
+
+def read_preferences(shown: str, text: str, records: set[str] | None) -> list[Preference]:
+    """The human preferences of one file, as `read_labels` reads ratings."""
+    found = []
+    for where, row in _rows(shown, text):
+        unknown = sorted(set(row) - PREFERENCE_KEYS)
+        missing = sorted({"record_id", "winner", "labeller"} - set(row))
+        sides = [(f"answer_{x}" in row) != (f"answer_{x}_sha256" in row) for x in "ab"]
+        if unknown or missing or not all(sides):
+            raise LabelError(
+                f"{where}: expected record_id, winner, labeller, one of answer_a or answer_a_sha256 and one of "
+                "answer_b or answer_b_sha256"
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+                + (f"; missing {', '.join(missing)}" if missing else "")
+            )
+        if row["winner"] not in WINNERS:
+            raise LabelError(f"{where}: winner {row['winner']!r} is not one of A, B, tie")
+        _check_record(where, row, records)
+        a, b = (row.get(f"answer_{x}_sha256") or answer_hash(str(row[f"answer_{x}"])) for x in "ab")
+        found.append(Preference(str(row["record_id"]), str(a), str(b), WINNERS[row["winner"]], str(row["labeller"])))
+    return found
+
+
+def read_labels(shown: str, text: str, scale: Sequence[int], records: set[str] | None) -> list[Label]:
+    """The labels of one file (`shown`: its name in errors); `records`: the run's record ids
+    (None: not checked, as when the config loads)."""
+    labels = []
+    for where, row in _rows(shown, text):
         unknown = sorted(set(row) - LABEL_KEYS)
         missing = sorted({"record_id", "rating", "labeller"} - set(row))
         if unknown or missing or ("answer" in row) == ("answer_sha256" in row):
@@ -65,8 +115,7 @@ def read_labels(shown: str, text: str, scale: Sequence[int], records: set[str] |
         rating = row["rating"]
         if isinstance(rating, bool) or not isinstance(rating, int) or rating not in scale:
             raise LabelError(f"{where}: rating {rating!r} is not on the rubric's scale {list(scale)}")
-        if records is not None and str(row["record_id"]) not in records:
-            raise LabelError(f"{where}: record_id {row['record_id']!r} is not a record of this run's dataset")
+        _check_record(where, row, records)
         digest = row.get("answer_sha256") or answer_hash(str(row["answer"]))
         labels.append(Label(str(row["record_id"]), str(digest), rating, str(row["labeller"])))
     return labels
@@ -147,6 +196,12 @@ class Agreement:
     length_bias: float | None = None  # Spearman of the judge's rating and the answer's length
     trusted: bool = True
     reason: str = ""
+    algorithm: str = "LLMJudge"  # or Pairwise: the rubric is "preference", people's choices between two answers
+
+    @property
+    def metrics(self) -> str:
+        """The scores this agreement vouches for: `LLMJudge/<rubric>`, or every `Pairwise/` score."""
+        return f"LLMJudge/{self.rubric}" if self.algorithm == "LLMJudge" else "Pairwise/*"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,11 +215,12 @@ def measure(
     rated_lengths: list[tuple[float, int]],
     min_labels: int,
     min_agreement: float | None,
+    algorithm: str = "LLMJudge",
 ) -> Agreement:
     """The agreement over (judge rating, person's rating) pairs; `rated_lengths`: (rating,
     answer length) of every answer the judge rated. A rubric with `min_agreement` is trusted
     only when the kappa's lower bound reaches it."""
-    found = Agreement(judge, rubric, len(pairs), min_labels, min_agreement)
+    found = Agreement(judge, rubric, len(pairs), min_labels, min_agreement, algorithm=algorithm)
     found.length_bias = None if (bias := spearman(rated_lengths)) is None else round(bias, 4)
     if len(pairs) < min_labels:
         found.reason = f"not measured (n = {len(pairs)} < {min_labels} labelled answers)"
@@ -178,6 +234,6 @@ def measure(
         shown = "undefined" if found.kappa[0] is None else f"{found.kappa[0]:.2f} [{low}, {found.kappa[2]}]"
         found.reason = (
             f"kappa {shown} with people on {len(pairs)} answers: its lower bound is below min_agreement "
-            f"{min_agreement}, so LLMJudge/{rubric} is left out of selection and the gate in this run"
+            f"{min_agreement}, so {found.metrics} is left out of selection and the gate in this run"
         )
     return found

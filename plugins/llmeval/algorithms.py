@@ -146,7 +146,11 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         ),
         AlgorithmSpec("LLMJudge", frozenset({"judge", "judges", "aggregate", "rubrics"}), None, asks_judge=True),
         AlgorithmSpec(
-            "Pairwise", frozenset({"judge", "champion", "all_pairs"}), None, asks_judge=True, compares_models=True
+            "Pairwise",
+            frozenset({"judge", "champion", "all_pairs", "labels", "min_agreement", "min_labels"}),
+            None,
+            asks_judge=True,
+            compares_models=True,
         ),
     )
 }

@@ -95,6 +95,7 @@ class TaskId(StrEnum):
     REGISTER = "register"
     REPORT = "report"
     VERDICT = "verdict"
+    REPUBLISH = "republish"  # the deprecated catalog-event DAG's one task (dag/catalog_events.py)
 
 
 JUDGE_SETUP_TASKS = (TaskId.PREPARE_JUDGES, TaskId.DEPLOY_JUDGES)  # before every model's group

@@ -8,6 +8,7 @@ The trend page draws each metric over catalog versions, one line per model.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -17,10 +18,18 @@ from llmeval.results import ModelResult, Score
 
 
 def record(
-    dag_id: str, catalog_version: str, run_id: str, results: list[ModelResult], artifacts_url: str | None = None
+    dag_id: str,
+    catalog_version: str,
+    run_id: str,
+    results: list[ModelResult],
+    artifacts_url: str | None = None,
+    published: float | None = None,
 ) -> Any:
+    """Write (or replace) the catalog version's entry; `published`: when the version's file was
+    written (a versioned catalog), the order the trend draws versions in."""
     entry = {
         "catalog_version": catalog_version,
+        "published": published,
         "run_id": run_id,
         "recorded_at": time.time(),
         "models": {
@@ -36,7 +45,17 @@ def record(
 def entries(dag_id: str, artifacts_url: str | None = None) -> list[dict[str, Any]]:
     folder = store.history_folder(dag_id, artifacts_url)
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
-    return sorted(found, key=lambda e: e["catalog_version"])
+    return sorted(found, key=publication_order)
+
+
+def publication_order(entry: dict[str, Any]) -> tuple[float, list[tuple[int, int | str]]]:
+    """Versions in the order they were published: by when their file was written, else (dated
+    versions, entries written before that was recorded) by the version itself, its numbers
+    compared as numbers (v2 before v10)."""
+    parts = re.findall(r"\d+|\D+", entry["catalog_version"])
+    natural = [(0, int(p)) if p.isdigit() else (1, p) for p in parts]
+    published = entry.get("published")
+    return (published if published is not None else float("-inf"), natural)
 
 
 def _entry(dag_id: str, catalog_version: str, artifacts_url: str | None) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from llmeval.registry.card import CardFacts
 from llmeval.registry.card import content as card_content
 from llmeval.results import ModelResult
 from llmeval.review import APPROVE, REJECT, review_text
-from llmeval.selection import GateDecision, Selection, champion_gate
+from llmeval.selection import GateDecision, Selection, champion_gate, is_excluded
 
 log = logging.getLogger("llmeval.registration")
 TRAINING_METRICS = ("train_loss_last", "validation_loss_before", "validation_loss_after", "steps")
@@ -163,7 +163,7 @@ def register_best(
     else:
         best = next(r for r in results if r.model == selection.best)
         trusted = cfg.registry.model_copy(
-            update={"gate": [r for r in cfg.registry.gate if r.metric not in selection.excluded]}
+            update={"gate": [r for r in cfg.registry.gate if not is_excluded(r.metric, selection.excluded)]}
         )  # an untrusted judge's rubric is out of the gate too
         gate = gate_decision(
             cfg.model_copy(update={"registry": trusted}), registry, dag_id, catalog_version, best, results, run_folder
@@ -186,6 +186,7 @@ def register_best(
                 gate=gate.reason + ".",
                 artifact=training.get("artifact") or cfg.model(best.model).model_id,
                 review=reviewed,
+                agreement=json.loads(found.read_text()) if (found := run_folder / store.AGREEMENT).exists() else [],
             )
             version = registry.register(
                 cfg.registry_group,

@@ -123,7 +123,7 @@ def rubric_problem(entry: Any) -> tuple[tuple[str | int, ...], str] | None:
     unknown = set(entry) - {"name", "template", "scale", "labels", "min_agreement", "min_labels"}
     if unknown:
         return (sorted(unknown)[0],), "a rubric takes name, template, scale, labels, min_agreement and min_labels"
-    problem = _agreement_problem(entry)
+    problem = agreement_problem(entry)
     if problem:
         return problem
     name, template = entry.get("name"), entry.get("template")
@@ -155,7 +155,7 @@ def rubric_problem(entry: Any) -> tuple[tuple[str | int, ...], str] | None:
     return None
 
 
-def _agreement_problem(entry: dict[str, Any]) -> tuple[tuple[str | int, ...], str] | None:
+def agreement_problem(entry: dict[str, Any]) -> tuple[tuple[str | int, ...], str] | None:
     labels, floor, least = entry.get("labels"), entry.get("min_agreement"), entry.get("min_labels", 20)
     if labels is not None and (not isinstance(labels, str) or not labels.strip()):
         return ("labels",), "expected the labels file: a path under include/data, an absolute path or s3://bucket/key"

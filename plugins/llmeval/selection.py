@@ -44,6 +44,11 @@ class Selection:
         return cls(data["best"], data["rules"], candidates, data.get("excluded", {}))
 
 
+def is_excluded(metric: str, excluded: dict[str, str]) -> bool:
+    """Whether a run left `metric` out: named, or its algorithm's every score (`Pairwise/*`)."""
+    return metric in excluded or f"{metric.split('/', 1)[0]}/*" in excluded
+
+
 def effective_rules(
     cfg: EvalConfig, results: list[ModelResult], excluded: dict[str, str] | None = None
 ) -> list[MetricRule]:
@@ -51,11 +56,11 @@ def effective_rules(
     score of the first algorithm (the first one not excluded)."""
     left_out = excluded or {}
     if cfg.selection.metrics:
-        return [r for r in cfg.selection.metrics if r.metric not in left_out]
+        return [r for r in cfg.selection.metrics if not is_excluded(r.metric, left_out)]
     for section in cfg.algorithms:
         scored = (a for r in results for a in r.algorithms if a.algorithm == section.name and a.scores)
         first = next((f"{a.algorithm}/{a.scores[0].name}" for a in scored), None)
-        if first is None or first not in left_out:
+        if first is None or not is_excluded(first, left_out):
             return [MetricRule(metric=first)] if first else []
     return []
 

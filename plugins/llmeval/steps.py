@@ -11,14 +11,25 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from llmeval import store
-from llmeval.agreement import Agreement, Label, LabelError, answer_hash, measure, read_labels
-from llmeval.config import EvalConfig
+from llmeval.agreement import (
+    PREFERENCE,
+    PREFERENCE_SCALE,
+    Agreement,
+    Label,
+    LabelError,
+    answer_hash,
+    measure,
+    read_labels,
+    read_preferences,
+)
+from llmeval.config import AlgorithmSection, EvalConfig
 from llmeval.dataset import read_dataset, read_jsonl
-from llmeval.inputs import dataset_file
+from llmeval.inputs import catalog_file, dataset_file
 from llmeval.registration import Registration
 from llmeval.report import ReportInput, render_html, render_markdown
 from llmeval.results import ModelResult, read_usage
@@ -46,9 +57,14 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
         "sent_less_input": ds.sent_less_input_key,
         "context": ds.context_key,
     }
+    published = None  # a versioned catalog: when this version's file was written
     with tempfile.TemporaryDirectory(prefix="llmeval-") as scratch:
+        if cfg.versioned:
+            source, published = catalog_file(cfg, catalog_version, Path(scratch))
+        else:
+            source = dataset_file(cfg, location, Path(scratch))
         prepared = read_dataset(
-            dataset_file(cfg, location, Path(scratch)),
+            source,
             ds.model_input_key,
             ds.target_output_key,
             ds.category_key,
@@ -72,6 +88,7 @@ def prepare_run(cfg: EvalConfig, run_folder: Any, num_records: int | None, catal
         "bad_rows": len(prepared.bad_rows),
         "source": location,
         "catalog_version": catalog_version,
+        "published": published,
     }
 
 
@@ -101,7 +118,11 @@ def judge_agreement(cfg: EvalConfig, run_folder: Any, models: list[str]) -> list
     for model in models:
         rated += read_records(store.model_folder(run_folder, model)) or []
     ids = {str(r["record_id"]) for r in read_jsonl(run_folder / store.DATASET)}
+    answered = {(str(r["record_id"]), answer_hash(str(r["model_output"]))) for r in rated if r.get("model_output")}
+    people: dict[str, list[dict[str, Any]]] = {}  # rubric -> the labels of this run's answers
     found = []
+    for section in [s for s in cfg.algorithms if s.compares_models and s.options.get("labels")]:
+        found.append(_preference_agreement(cfg, section, run_folder, ids))
     for section in [s for s in cfg.algorithms if s.asks_judge and not s.compares_models]:
         names = section.judge_names
         for rubric in section.rubrics:
@@ -117,6 +138,7 @@ def judge_agreement(cfg: EvalConfig, run_folder: Any, models: list[str]) -> list
                 except LabelError as exc:
                     problem = problem or f"labels unusable: {exc}"
 
+            people[rubric.name] = [asdict(x) for x in labels if (x.record_id, x.answer_sha256) in answered]
             raters: list[tuple[str, Callable[[dict[str, Any]], Any], float | None]] = []
             if len(names) > 1:
                 raters += [(name, _rating_by(rubric.name, name), None) for name in names]
@@ -126,6 +148,8 @@ def judge_agreement(cfg: EvalConfig, run_folder: Any, models: list[str]) -> list
                 found.append(_agreement_of(who, rubric, rating_of, rated, labels, problem, floor))
     if found:
         store.write_text(run_folder / store.AGREEMENT, json.dumps([a.to_dict() for a in found], indent=2))
+    if any(people.values()):  # shown beside the judge's rating in the records view
+        store.write_text(run_folder / store.HUMAN_LABELS, json.dumps(people, indent=2))
     for agreement in found:
         level = logging.INFO if agreement.trusted else logging.WARNING
         log.log(
@@ -146,15 +170,42 @@ def _rating_by(rubric: str, judge: str | None) -> Callable[[dict[str, Any]], Any
     return rating
 
 
+def _read_labels_file(cfg: EvalConfig, location: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="llmeval-labels-") as scratch:
+        return dataset_file(cfg, location, Path(scratch), "labels.jsonl").read_text(encoding="utf-8")
+
+
 def _labels(cfg: EvalConfig, rubric: Rubric, ids: set[str]) -> tuple[list[Label], str]:
     """The rubric's labels, or why they cannot be used."""
     location = rubric.labels or ""
     try:
-        with tempfile.TemporaryDirectory(prefix="llmeval-labels-") as scratch:
-            text = dataset_file(cfg, location, Path(scratch), "labels.jsonl").read_text(encoding="utf-8")
-        return read_labels(location, text, rubric.scale, ids), ""
+        return read_labels(location, _read_labels_file(cfg, location), rubric.scale, ids), ""
     except (LabelError, OSError) as exc:
         return [], f"labels unusable: {exc}"
+
+
+def _preference_agreement(cfg: EvalConfig, section: AlgorithmSection, run_folder: Any, ids: set[str]) -> Agreement:
+    """Pairwise's judge against people's preferences between the same two answers to a record
+    (either order): its outcome and their choice as points on -1 (A better), 0 (tie), 1 (B better)."""
+    options = section.options
+    location, floor, least = options["labels"], options.get("min_agreement"), options.get("min_labels", 20)
+    document = run_folder / store.PAIRWISE
+    judged: dict[tuple[str, str, str], int] = {}
+    for verdict in json.loads(document.read_text()).get("verdicts", []) if document.exists() else []:
+        if verdict["outcome"] is None or verdict["a_sha256"] == verdict["b_sha256"]:
+            continue  # no verdict, or nothing to prefer
+        value = {"a": -1, "tie": 0, "b": 1}[verdict["outcome"]]
+        rid = str(verdict["record_id"])
+        judged[(rid, verdict["a_sha256"], verdict["b_sha256"])] = value
+        judged[(rid, verdict["b_sha256"], verdict["a_sha256"])] = -value
+    try:
+        preferences = read_preferences(location, _read_labels_file(cfg, location), ids)
+    except (LabelError, OSError) as exc:
+        unusable = measure(options["judge"], PREFERENCE, PREFERENCE_SCALE, [], [], least, None, "Pairwise")
+        unusable.trusted, unusable.reason = floor is None, f"labels unusable: {exc}"
+        return unusable
+    pairs = [(judged[key], p.winner) for p in preferences if (key := (p.record_id, p.a_sha256, p.b_sha256)) in judged]
+    return measure(options["judge"], PREFERENCE, PREFERENCE_SCALE, pairs, [], least, floor, "Pairwise")
 
 
 def _agreement_of(
@@ -189,7 +240,7 @@ def select_best(cfg: EvalConfig, run_folder: Any, results: list[ModelResult]) ->
     """Rank the models; a rubric whose judge people do not trust (agreement below its
     min_agreement) is left out of the ranking and the gate for this run."""
     agreements = judge_agreement(cfg, run_folder, [r.model for r in results if r.succeeded])
-    excluded = {f"LLMJudge/{a.rubric}": a.reason for a in agreements if not a.trusted}
+    excluded = {a.metrics: a.reason for a in agreements if not a.trusted}
     selection = select(cfg, results, excluded)
     store.write_text(run_folder / store.SELECTION, json.dumps(selection.to_dict(), indent=2))
     for cand in selection.ranking:
@@ -245,12 +296,13 @@ def write_run_report(
     selection: Selection | None = None,
     registration: Registration | None = None,
     dag_id: str = "",
+    published: float | None = None,
 ) -> Any:
     """The leaderboard; also records the run in the history and redraws the trend page."""
     from llmeval import history
 
     dag_id = dag_id or cfg.pipeline.name
-    history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url)
+    history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url, published)
     history.write_trend(dag_id, cfg.artifacts_url)
     data = report_input(
         cfg.pipeline.name,

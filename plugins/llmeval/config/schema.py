@@ -14,7 +14,7 @@ from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_probl
 from llmeval.config.errors import FieldProblem
 from llmeval.contracts import Api, ModelKind, Provider, TargetName
 from llmeval.results import COST_METRICS, GENERATION_METRICS
-from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, rubric_problem, rubrics_of
+from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, agreement_problem, rubric_problem, rubrics_of
 
 PROMPT_PLACEHOLDER = "PROMPT_PLACEHOLDER"
 # SageMaker endpoint / model / job names: alphanumerics and hyphens, at most 63 characters.
@@ -507,6 +507,9 @@ def _check_pairwise_options(options: dict[str, Any]) -> None:
         raise FieldProblem(
             ("all_pairs",), "expected true (judge every pair of models) or false (each against the champion)"
         )
+    problem = agreement_problem(options)  # people's preferences the judge is measured against
+    if problem:
+        raise FieldProblem(*problem)
 
 
 class _MetricRef(_Strict):
@@ -533,6 +536,11 @@ class MetricRule(_MetricRef):
 class SelectionSection(_Strict):
     metrics: list[MetricRule] = Field(
         [], description="Empty: the first score of the first algorithm, higher is better (the seed's rule)."
+    )
+    untrusted_judge: Literal["exclude", "fail"] = Field(
+        "exclude",
+        description="A judge whose agreement with people is below min_agreement: its scores are left out of "
+        "selection and the gate, and the run goes on (exclude), or also fails at verdict after the report (fail).",
     )
 
 
@@ -760,7 +768,9 @@ class EvalConfig(_Strict):
         pattern=r"^[a-z][a-z0-9+.-]*://\S+$",
         description="Run when this Airflow Asset (the prompt catalog) gets an event, instead of `schedule`. With "
         "{catalog_version} in the dataset location, the event's partition_key is the version (one run per "
-        "partition); else the event's extra 'catalog_version'.",
+        "partition; an event naming the version in its extra 'catalog_version' instead is deprecated and "
+        "republished with the key by the DAG <dag id>__catalog_events); else the version is the event's extra "
+        "'catalog_version'.",
     )
     catalog_versions: str | list[Annotated[str, StringConstraints(pattern=CATALOG_VERSION)]] | None = Field(
         None,

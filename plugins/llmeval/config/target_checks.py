@@ -152,23 +152,34 @@ def _check_provided_files(cfg: EvalConfig) -> None:
 
 
 def _check_label_files(cfg: EvalConfig) -> None:
-    """A rubric's labels on this machine must exist and read as labels when the config loads."""
-    from llmeval.agreement import LabelError, read_labels
+    """People's labels on this machine (a rubric's ratings, Pairwise's preferences) must exist and
+    read as labels when the config loads."""
+    from llmeval.agreement import LabelError, read_labels, read_preferences
 
+    files: list[tuple[tuple[str | int, ...], str, tuple[int, ...] | None]] = []  # None: preferences
     for i, section in enumerate(cfg.algorithms):
-        if not section.asks_judge or section.compares_models:
+        if section.compares_models and section.options.get("labels"):
+            files.append((("algorithms", i, "labels"), section.options["labels"], None))
+        elif section.asks_judge and not section.compares_models:
+            files += [
+                (("algorithms", i, "rubrics", k, "labels"), rubric.labels, rubric.scale)
+                for k, rubric in enumerate(section.rubrics)
+                if rubric.labels
+            ]
+    for field, location, scale in files:
+        if "://" in location and not location.startswith("file:"):
             continue
-        for k, rubric in enumerate(section.rubrics):
-            location = rubric.labels
-            if not location or ("://" in location and not location.startswith("file:")):
-                continue
-            path = resolve_data_path(location)
-            try:
-                read_labels(str(path), path.read_text(encoding="utf-8"), rubric.scale, None)
-            except OSError as exc:
-                raise FieldProblem(("algorithms", i, "rubrics", k, "labels"), f"cannot read {path}: {exc}") from None
-            except LabelError as exc:
-                raise FieldProblem(("algorithms", i, "rubrics", k, "labels"), str(exc)) from None
+        path = resolve_data_path(location)
+        try:
+            text = path.read_text(encoding="utf-8")
+            if scale is None:
+                read_preferences(str(path), text, None)
+            else:
+                read_labels(str(path), text, scale, None)
+        except OSError as exc:
+            raise FieldProblem(field, f"cannot read {path}: {exc}") from None
+        except LabelError as exc:
+            raise FieldProblem(field, str(exc)) from None
 
 
 def _check_store_of_the_environment(cfg: EvalConfig) -> None:

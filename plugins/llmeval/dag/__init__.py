@@ -2,7 +2,8 @@
 
 Rooms: `settings` (DAG arguments and Params), `run_tasks` (the run-level tasks), `graph`
 (the whole graph, wired in one block), `review` (the human review), `import_errors` (a
-broken config as its file's import error). Parsing stays cheap: only the config model and
+broken config as its file's import error), `catalog_events` (the deprecated catalog events'
+republisher). Parsing stays cheap: only the config model and
 Airflow's SDK are imported at module level; everything heavy is imported inside tasks.
 """
 
@@ -15,6 +16,7 @@ from airflow.sdk import DAG, get_parsing_context
 
 from llmeval import runtime
 from llmeval.config import ConfigError, Problem, configs_dir, load_folder
+from llmeval.dag.catalog_events import build_republisher, republisher_id
 from llmeval.dag.graph import build_dag
 from llmeval.dag.import_errors import report_import_errors
 
@@ -27,13 +29,16 @@ def load_dags(folder: Path | None = None) -> dict[str, DAG]:
     good, bad = load_folder(folder or configs_dir(runtime.configs_dir()))
     running = get_parsing_context().dag_id
     if running is not None:
-        good = [(path, cfg) for path, cfg in good if cfg.pipeline.name == running]
+        good = [(path, cfg) for path, cfg in good if running in (cfg.pipeline.name, republisher_id(cfg))]
     dags: dict[str, DAG] = {}
     for path, cfg in good:
         try:
-            dag = build_dag(cfg, path)
-            dag.validate()
-            dags[cfg.pipeline.name] = dag
+            built = [build_dag(cfg, path)]
+            if cfg.versioned and cfg.catalog_asset:
+                built.append(build_republisher(cfg))
+            for dag in built:
+                dag.validate()
+            dags.update((dag.dag_id, dag) for dag in built)
         except ConfigError as exc:
             bad.append(exc)
         except Exception as exc:  # whatever Airflow rejects stays this config's error

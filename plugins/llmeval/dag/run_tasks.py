@@ -153,20 +153,29 @@ def report(models: list[str]) -> str:
         Selection.from_dict(selection) if selection else None,
         Registration.from_dict(registered) if registered else None,
         run.dag_id,
+        run.prepared.get("published"),
     )
     return str(page)
 
 
 @task(task_id=TaskId.VERDICT, trigger_rule="all_done")
 def verdict(models: list[str]) -> None:
-    """Fail the run when a model or the registration failed, after the report (for alerting)."""
+    """Fail the run, after the report (for alerting), for what `run_problems` finds."""
     run = current_run()
-    problems = [
-        f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}"
-        for r in run_results(run, run.config(), models)
-        if not r.succeeded
-    ]
-    if pulled(TaskId.SELECT) and pulled(TaskId.REGISTER) is None:
-        problems.append("the register step failed (see its log); nothing was registered")
+    frozen = run.config()
+    problems = run_problems(frozen, run_results(run, frozen, models), pulled(TaskId.SELECT), pulled(TaskId.REGISTER))
     if problems:
         raise RuntimeError("; ".join(problems))
+
+
+def run_problems(
+    cfg: EvalConfig, results: list[ModelResult], selection: dict[str, Any] | None, registered: dict[str, Any] | None
+) -> list[str]:
+    """What fails a run: a failed model, a failed registration, and with `selection.untrusted_judge:
+    fail` a judge's scores left out for want of agreement with people."""
+    problems = [f"{r.model} failed at {r.failed_step}: {(r.error or '')[:300]}" for r in results if not r.succeeded]
+    if selection and registered is None:
+        problems.append("the register step failed (see its log); nothing was registered")
+    if selection and cfg.selection.untrusted_judge == "fail":
+        problems += [f"untrusted judge, {metric} left out: {why}" for metric, why in selection["excluded"].items()]
+    return problems

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llmeval.agreement import answer_hash
 from llmeval.config import AlgorithmSection, EvalConfig
 from llmeval.dataset import read_jsonl
 from llmeval.evaluation import cache_sync
@@ -266,7 +267,25 @@ def compare(
         ),
         "bradley_terry_fit": {"converged": fitted.converged, "iterations": fitted.iterations},
         "versus_champion": versus,
+        "verdicts": _verdicts(work, [o for o, _ in judged], answers),
     }
+
+
+def _verdicts(
+    work: list[tuple[str, str, str]], outcomes: list[str | None], answers: dict[str, dict[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Each record's outcome with the hashes of the two answers (matched to people's preferences)."""
+    return [
+        {
+            "a": a,
+            "b": b,
+            "record_id": rid,
+            "a_sha256": answer_hash(str(answers[a][rid]["model_output"])),
+            "b_sha256": answer_hash(str(answers[b][rid]["model_output"])),
+            "outcome": result,
+        }
+        for (a, b, rid), result in zip(work, outcomes)
+    ]
 
 
 class ChampionMissing(RuntimeError):

@@ -3,13 +3,15 @@
 `content()` follows SageMaker's model package model card schema (snake_case fields; for a
 model package, `model_overview` holds only `model_creator` and `model_artifact`): one
 evaluation with a metric group per algorithm (each score with its 95% interval in the
-notes), the dataset and catalog version, the run, the champion gate and the approval.
+notes), each judge's agreement with people (kappa with its interval, and whether the judge's
+scores were in the decision), the dataset and catalog version, the run, the champion gate and
+the approval.
 The local registry writes it as `model_card.json` and `model_card.md` beside the version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmeval.config import EvalConfig
@@ -29,6 +31,7 @@ class CardFacts:
     gate: str
     artifact: str  # the model's artifacts: a fine-tuned model's S3 data, else its model id
     review: str = ""  # who approved or rejected it in Airflow, when, and their comment
+    agreement: list[dict[str, Any]] = field(default_factory=list)  # the judges against people (agreement.json)
 
 
 def _metric(name: str, value: float, notes: str) -> dict[str, Any]:
@@ -58,6 +61,23 @@ def content(cfg: EvalConfig, result: ModelResult, facts: CardFacts) -> dict[str,
     ]
     if generation:
         groups.append({"name": "generation", "metric_data": generation})
+    trust = [
+        _metric(
+            f"{a['judge']} on {a.get('algorithm', 'LLMJudge')}/{a['rubric']}: kappa",
+            a["kappa"][0],
+            f"95% interval [{fmt(a['kappa'][1])}, {fmt(a['kappa'][2])}] over {a['labels']} labelled answers; "
+            + ("in the decision" if a["trusted"] else f"left out: {a['reason']}"),
+        )
+        for a in facts.agreement
+        if a["kappa"] and a["kappa"][0] is not None
+    ]
+    if trust:
+        groups.append({"name": "judge agreement with people", "metric_data": trust})
+    unmeasured = [
+        f"{a['judge']} on {a.get('algorithm', 'LLMJudge')}/{a['rubric']}: {a['reason']}"
+        for a in facts.agreement
+        if not (a["kappa"] and a["kappa"][0] is not None)
+    ]
     return {
         "model_overview": {
             "model_creator": f"llmeval pipeline {cfg.pipeline.name}",
@@ -87,7 +107,7 @@ def content(cfg: EvalConfig, result: ModelResult, facts: CardFacts) -> dict[str,
         ],
         "additional_information": {
             "caveats_and_recommendations": "Scores hold for this dataset and catalog version; compare models "
-            "only on the same catalog version.",
+            "only on the same catalog version." + "".join(f" Judge agreement {u}." for u in unmeasured),
             "custom_details": {
                 "approval_status": facts.approval_status,
                 **({"review": facts.review[:1000]} if facts.review else {}),

@@ -110,6 +110,7 @@ def _records(
     kept = flt.apply(rows)
     page = kept[max(offset, 0) : max(offset, 0) + PAGE_SIZE]
     return {
+        "people": runs.people_on(run, page),
         "run": run,
         "model": model,
         "models": models,
@@ -142,6 +143,7 @@ def run_json(dag_id: str, run_id: str) -> JSONResponse:
             "run_id": run_id,
             "state": run.state,
             "catalog_version": run.catalog_version,
+            "partition_key": run.partition_key,
             "selection": selection.to_dict() if selection else None,
             "registration": runs.read_json(run.folder / store.REGISTRATION),
             "models": [asdict(runs.read_model(run, m)) for m in runs.models_of(run)],
@@ -157,6 +159,9 @@ def records_json(found: Found) -> JSONResponse:
             "total": found["total"],
             "matched": found["matched"],
             "offset": found["offset"],
-            "records": [{**row, "compared": other} for row, other in found["records"]],
+            "records": [
+                {**row, "compared": other, "human_labels": found["people"].get(str(row.get("record_id")), [])}
+                for row, other in found["records"]
+            ],
         }
     )

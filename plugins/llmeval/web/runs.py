@@ -39,6 +39,7 @@ class RunRef:
     state: str
     folder: Any  # ObjectStoragePath
     catalog_version: str
+    partition_key: str | None  # Airflow's key of the run's partition (a versioned catalog's version)
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ def _preprocess_xcom(dag_id: str, run_id: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _ref(dag_id: str, run_id: str, state: str) -> RunRef:
+def _ref(dag_id: str, run_id: str, state: str, partition_key: str | None) -> RunRef:
     prepared = _preprocess_xcom(dag_id, run_id)
     folder = open_folder(prepared["run_folder"]) if prepared.get("run_folder") else store.run_folder(dag_id, run_id)
-    return RunRef(dag_id, run_id, state, folder, str(prepared.get("catalog_version", "")))
+    return RunRef(dag_id, run_id, state, folder, str(prepared.get("catalog_version", "")), partition_key)
 
 
 def find_run(dag_id: str, run_id: str) -> RunRef:
@@ -90,10 +91,12 @@ def find_run(dag_id: str, run_id: str) -> RunRef:
     if dag_id not in evaluation_dag_ids():
         raise NotFound(f"{dag_id!r} is not an LLM evaluation DAG")
     with create_session() as session:
-        state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-    if state is None:
+        found = session.execute(
+            select(DagRun.state, DagRun.partition_key).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        ).first()
+    if found is None:
         raise NotFound(f"DAG {dag_id!r} has no run {run_id!r}")
-    return _ref(dag_id, run_id, str(state))
+    return _ref(dag_id, run_id, str(found.state), found.partition_key)
 
 
 def recent_runs(dag_id: str, limit: int = 20, version: str = "") -> list[RunRef]:
@@ -102,12 +105,12 @@ def recent_runs(dag_id: str, limit: int = 20, version: str = "") -> list[RunRef]
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    query = select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == dag_id)
+    query = select(DagRun.run_id, DagRun.state, DagRun.partition_key).where(DagRun.dag_id == dag_id)
     if version:
         query = query.where(DagRun.partition_key == version)
     with create_session() as session:
         rows = session.execute(query.order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)).all()
-    return [_ref(dag_id, run_id, str(state)) for run_id, state in rows]
+    return [_ref(dag_id, run_id, str(state), key) for run_id, state, key in rows]
 
 
 def read_json(path: Any) -> dict[str, Any] | None:
@@ -194,6 +197,26 @@ def leaderboard(run: RunRef, link_of: Callable[[str], str], trend_link: str) -> 
     if registration is None and run.state in ("queued", "running"):
         data.registration = "not decided yet (the run is still going)"
     return data
+
+
+def people_on(run: RunRef, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """record id -> people's ratings of that row's answer (rubric, rating, labeller), from the
+    labels the run's agreement matched (human_labels.json)."""
+    from llmeval.agreement import answer_hash
+
+    labelled = read_json(run.folder / store.HUMAN_LABELS) or {}
+    by_answer: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rubric, labels in labelled.items():
+        for label in labels:
+            entry = {"rubric": rubric, "rating": label["rating"], "labeller": label["labeller"]}
+            by_answer.setdefault((label["record_id"], label["answer_sha256"]), []).append(entry)
+    found = {}
+    for row in rows:
+        if row.get("model_output") is not None:
+            key = (str(row.get("record_id")), answer_hash(str(row["model_output"])))
+            if key in by_answer:
+                found[key[0]] = by_answer[key]
+    return found
 
 
 def read_model(run: RunRef, model: str) -> ModelResult:
