@@ -151,6 +151,20 @@ def test_model_package_model():
     assert ours["Model"]["Containers"][0]["ModelPackageName"].startswith("arn:aws:sagemaker:us-east-1:865070037744:")
 
 
+def test_a_model_package_model_is_fine_tuned_from_its_training_package_artifacts():
+    """Llama-2-7b-f: no model channel from the private bucket (an ordinary role cannot read it); the
+    spec's training_model_package_artifact_uris for the region, through SageMakerGatedModelS3Uri."""
+    tuning = {"train_data_path": "finetune_qa_train.jsonl", "parameters": {"instance_type": "ml.g5.12xlarge"}}
+    cfg = _cfg(_model("meta-textgeneration-llama-2-7b-f", "ml.g5.2xlarge", accept_eula=True, finetuning=tuning))
+    ours = assert_training_equals_sdk(cfg, "candidate")
+    assert ours["Environment"]["SageMakerGatedModelS3Uri"] == (
+        "s3://jumpstart-private-cache-prod-us-east-1/meta-training/train-meta-textgeneration-llama-2-7b-f.tar.gz"
+    )
+    assert "model" not in [c["ChannelName"] for c in ours["InputDataConfig"]]
+    with pytest.raises(jumpstart.JumpStartError, match="cannot be fine-tuned in eu-west-1: .* us-east-1, us-west-2"):
+        jumpstart.resolve("meta-textgeneration-llama-2-7b-f", "*", "eu-west-1", "ml.g5.12xlarge", training=True)
+
+
 def test_trainable_gated_model():
     tuning = {
         "train_data_path": "finetune_qa_train.jsonl",
@@ -227,3 +241,22 @@ def test_the_specs_inference_volume_size_on_instance_types_that_take_one():
     assert on_p3["EndpointConfig"]["ProductionVariants"][0]["VolumeSizeInGB"] == 256
     on_g5 = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-test-7b-tuning", "ml.g5.2xlarge")), "candidate")
     assert "VolumeSizeInGB" not in on_g5["EndpointConfig"]["ProductionVariants"][0]  # local NVMe storage
+
+
+def test_a_neuron_model_on_inf2_and_trn1():
+    """The Neuron image of each family, the inf2 variant's environment and the inf2.24xlarge's own,
+    the inference volume on inf2 (no local disk), and fine-tuning on trn1 with its variants'
+    hyperparameters and no training volume (trn1 has local NVMe)."""
+    small = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-test-7b-neuron", "ml.inf2.xlarge")), "candidate")
+    container = small["Model"]["PrimaryContainer"]
+    assert "djl-inference:0.28.0-neuronx" in container["Image"]
+    assert container["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "2"
+    assert small["EndpointConfig"]["ProductionVariants"][0]["VolumeSizeInGB"] == 256
+    large = assert_deploy_equals_sdk(_cfg(_model("huggingface-llm-test-7b-neuron", "ml.inf2.24xlarge")), "candidate")
+    assert large["Model"]["PrimaryContainer"]["Environment"]["OPTION_TENSOR_PARALLEL_DEGREE"] == "12"
+    tuning = {"train_data_path": "finetune_qa_train.jsonl", "parameters": {"instance_type": "ml.trn1.32xlarge"}}
+    cfg = _cfg(_model("huggingface-llm-test-7b-neuron", "ml.inf2.xlarge", finetuning=tuning))
+    tuned = assert_training_equals_sdk(cfg, "candidate")
+    assert "pytorch-training-neuronx" in tuned["AlgorithmSpecification"]["TrainingImage"]
+    assert tuned["HyperParameters"]["tensor_parallel_degree"] == '"32"'
+    assert tuned["ResourceConfig"]["VolumeSizeInGB"] == 30  # trn1's local NVMe: the spec's 512 is not asked

@@ -270,6 +270,7 @@ def test_a_preferences_file_that_cannot_be_used_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(_config(tmp_path, labels=str(bad), min_agreement=0.4))
     problem = caught.value.problems[0]
-    assert problem.field == "algorithms[0].labels" and f"{bad}:1: winner 'first' is not one of A, B, tie" in problem.message
+    assert problem.field == "algorithms[0].labels"
+    assert f"{bad}:1: winner 'first' is not one of A, B, tie" in problem.message
     with pytest.raises(ConfigError, match="min_agreement measures the judge against people: give the labels"):
         load_config(_config(tmp_path, min_agreement=0.4))

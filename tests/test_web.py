@@ -154,6 +154,8 @@ def test_the_records_view_shows_peoples_ratings_beside_the_judges(client, web_ru
         {"record_id": "r1", "answer_sha256": answer_hash("Lyon"), "rating": 1, "labeller": "bo"},  # given-b's
     ]
     store.write_text(folder / store.HUMAN_LABELS, json.dumps({"correctness": labels}))
+    agreement = [{"judge": "j", "rubric": "correctness", "labels": 1, "kappa": [], "reason": "not measured"}]
+    store.write_text(folder / store.AGREEMENT, json.dumps(agreement))
     try:
         urls, headers = _urls(*web_run), api_token(client, "reader")
         page = client.get(urls["records"], headers=headers).text
@@ -163,8 +165,10 @@ def test_the_records_view_shows_peoples_ratings_beside_the_judges(client, web_ru
         found = client.get(urls["api_records"], headers=headers).json()["records"]
         people = {r["record_id"]: r["human_labels"] for r in found}
         assert people["r3"] == [{"rubric": "correctness", "rating": 2, "labeller": "<b>ana</b>"}] and people["r1"] == []
+        assert client.get(urls["api"], headers=headers).json()["agreement"] == agreement  # the run's JSON
     finally:
         (folder / store.HUMAN_LABELS).unlink()
+        (folder / store.AGREEMENT).unlink()
 
 
 @pytest.mark.parametrize(

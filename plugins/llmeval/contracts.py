@@ -85,6 +85,7 @@ class TaskId(StrEnum):
     """Run-level tasks (one per run) that other modules name."""
 
     PREPROCESS = "preprocess"
+    PREFLIGHT = "preflight"
     PLAN = "plan"
     PREPARE_JUDGES = "prepare_judges"
     DEPLOY_JUDGES = "deploy_judges"

@@ -2,10 +2,10 @@
 uses the config's Airflow connection and prints one line, OK or FAIL with the fix, before a run
 creates (and bills) anything: the credentials, the execution role and its trust, the S3 prefix and
 the run store writable, the evaluation image in ECR, every JumpStart model resolvable in the region
-(not deprecated, not vulnerable unless allowed, its EULA answered), the connections of
-OpenAI-compatible models (and their keys' secrets), the VPC's subnets and security groups.
-Checks not made here (IAM policy simulation, service quotas, Bedrock model access) are named in
-the docs.
+(not deprecated, not vulnerable unless allowed, its EULA answered), both principals' permissions
+(IAM policy simulation of what `llmeval iam-policy` prints for this config), the service quotas of
+each instance type for endpoints, training and processing, Bedrock models' access, the connections
+of OpenAI-compatible models (and their keys' secrets), the VPC's subnets and security groups.
 """
 
 from __future__ import annotations
@@ -136,6 +136,151 @@ def jumpstart_models(cfg: EvalConfig) -> list[Check]:
     return checks
 
 
+def principal_arn(caller: str) -> str:
+    """The IAM principal behind a caller's ARN: an assumed role's session is its role."""
+    found = re.match(r"^arn:(?P<partition>[\w-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/", caller)
+    return f"arn:{found['partition']}:iam::{found['account']}:role/{found['role']}" if found else caller
+
+
+def _context(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """A statement's StringEquals condition as the simulation's context (iam:PassedToService)."""
+    equals = (statement.get("Condition") or {}).get("StringEquals") or {}
+    return [
+        {
+            "ContextKeyName": key,
+            "ContextKeyValues": [value] if isinstance(value, str) else list(value),
+            "ContextKeyType": "stringList",
+        }
+        for key, value in equals.items()
+    ]
+
+
+def _denied(iam: Any, principal: str, policy: dict[str, Any]) -> list[str]:
+    """The actions (on resources) of `policy` the principal's policies do not allow."""
+    denied = []
+    paginator = iam.get_paginator("simulate_principal_policy")
+    for statement in policy["Statement"]:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        request = {"PolicySourceArn": principal, "ActionNames": statement["Action"], "ResourceArns": resources}
+        if context := _context(statement):
+            request["ContextEntries"] = context
+        for page in paginator.paginate(**request):
+            for result in page["EvaluationResults"]:
+                details = result.get("ResourceSpecificResults") or [
+                    {
+                        "EvalResourceName": result.get("EvalResourceName", "*"),
+                        "EvalResourceDecision": result["EvalDecision"],
+                    }
+                ]
+                denied += [
+                    f"{result['EvalActionName']} on {d['EvalResourceName']}"
+                    for d in details
+                    if d["EvalResourceDecision"] != "allowed"
+                ]
+    return sorted(set(denied))
+
+
+def permissions(cfg: EvalConfig) -> list[Check]:
+    """Both principals against what this config needs: the Airflow identity (the connection's)
+    and the execution role, each simulated on `llmeval iam-policy`'s statements."""
+    from llmeval.iam import airflow_policy, sagemaker_role_policy
+
+    iam, prefix, role = _client(cfg, "iam"), s3_prefix(cfg), role_arn(cfg)
+    airflow = principal_arn(_client(cfg, "sts").get_caller_identity()["Arn"])
+    needs = [
+        ("Airflow identity", airflow, airflow_policy(cfg, prefix, role, store.configured_url(cfg.artifacts_url))),
+        ("execution role", role, sagemaker_role_policy(cfg, prefix)),
+    ]
+    checks = []
+    for name, principal, policy in needs:
+        denied = _denied(iam, principal, policy)
+        if denied:
+            shown = "; ".join(denied[:8]) + (f" and {len(denied) - 8} more" if len(denied) > 8 else "")
+            which = "airflow" if name == "Airflow identity" else "sagemaker"
+            fix = f"attach the policy of `llmeval iam-policy CONFIG --principal {which}` to {principal}"
+            checks.append(Check(f"permissions of the {name}", False, f"{principal} may not: {shown}", fix))
+        else:
+            checks.append(Check(f"permissions of the {name}", True, f"{principal} may do all this config needs"))
+    return checks
+
+
+def _needed_instances(cfg: EvalConfig) -> dict[tuple[str, str], int]:
+    """(usage, instance type) -> instances a run needs at once: its endpoints (bounded by
+    endpoint_quotas), one fine-tuning job and one Processing job."""
+    needed: dict[tuple[str, str], int] = {}
+    for model in [m for m in [*cfg.models, *cfg.judged_by] if m.deploys]:
+        key = ("endpoint", model.deployment_config.instance_type)
+        needed[key] = needed.get(key, 0) + model.deployment_config.num_instances
+    for (usage, kind), count in list(needed.items()):
+        if kind in cfg.sagemaker.endpoint_quotas:
+            needed[(usage, kind)] = min(count, cfg.sagemaker.endpoint_quotas[kind])
+    for section in [m.finetuning for m in cfg.models if m.finetuning]:
+        tuning = section.parameters
+        key = ("training job", tuning.instance_type)
+        needed[key] = max(needed.get(key, 0), tuning.num_instances)
+    needed[("processing job", cfg.sagemaker.processing_instance_type)] = 1
+    return needed
+
+
+def quotas(cfg: EvalConfig) -> list[Check]:
+    """The account's SageMaker quotas of each instance type the run uses, against what it needs at once."""
+    service = _client(cfg, "service-quotas")
+    values = {
+        q["QuotaName"]: q["Value"]
+        for page in service.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker")
+        for q in page["Quotas"]
+    }
+    checks = []
+    for (usage, kind), count in sorted(_needed_instances(cfg).items()):
+        quota = f"{kind} for {usage} usage"
+        value = values.get(quota)
+        name = f"quota {quota}"
+        if value is None:
+            checks.append(Check(name, False, "no such quota in the region", "check the instance type and the region"))
+        elif value < count:
+            bound = " (set sagemaker.endpoint_quotas to it)" if usage == "endpoint" else ""
+            fix = f"request an increase in Service Quotas to {count}{bound}"
+            checks.append(Check(name, False, f"{value:g}, the run needs {count} at once", fix))
+        else:
+            checks.append(Check(name, True, f"{value:g} (the run needs {count})"))
+    return checks
+
+
+def bedrock_access(cfg: EvalConfig) -> list[Check]:
+    """Each Bedrock model and judge: its foundation model is offered in the region and the account may call it."""
+    from llmeval.iam import INFERENCE_PROFILE
+
+    checks = []
+    bedrock = None
+    for model in [m for m in [*cfg.models, *cfg.judged_by] if m.kind == ModelKind.BEDROCK]:
+        bedrock = bedrock or _client(cfg, "bedrock")
+        base = model.model_id.rsplit("/", 1)[-1]
+        base = found["model"] if (found := INFERENCE_PROFILE.match(base)) else base
+        name = f"Bedrock {model.name}"
+        try:
+            offered = bedrock.get_foundation_model_availability(modelId=base)
+        except Exception as exc:
+            checks.append(Check(name, False, f"{base}: {type(exc).__name__}: {exc}", "check the model id and region"))
+            continue
+        closed = {
+            key: value
+            for key, value in (
+                ("authorization", offered["authorizationStatus"]),
+                ("entitlement", offered["entitlementAvailability"]),
+                ("region", offered["regionAvailability"]),
+                ("agreement", offered["agreementAvailability"]["status"]),
+            )
+            if value not in ("AUTHORIZED", "AVAILABLE")
+        }
+        if closed:
+            shown = ", ".join(f"{k} {v}" for k, v in closed.items())
+            fix = "request access to the model in the Bedrock console (Model access), or use a model you have"
+            checks.append(Check(name, False, f"{base}: {shown}", fix))
+        else:
+            checks.append(Check(name, True, f"{base} is available to this account in {region(cfg)}"))
+    return checks
+
+
 def served_models(cfg: EvalConfig) -> list[Check]:
     """Each OpenAI-compatible model and judge: its connection exists, keeps its key out of the job,
     and names a secret the account has."""
@@ -178,6 +323,9 @@ STEPS: list[Callable[[EvalConfig], Check | list[Check]]] = [
     run_store_writable,
     evaluation_image,
     jumpstart_models,
+    permissions,
+    quotas,
+    bedrock_access,
     served_models,
     network,
 ]

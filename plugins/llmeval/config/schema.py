@@ -654,6 +654,9 @@ class SageMakerSection(_Strict):
 
     aws_conn_id: str = "aws_default"
     """Airflow AWS connection of every SageMaker and S3 call."""
+    preflight: bool = True
+    """Check the account first (the `preflight` task: `llmeval preflight`'s checks); a failed check fails
+    the run before anything is created or billed."""
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     """AWS region; default: the connection's."""
     s3_prefix: str | None = Field(

@@ -1,6 +1,6 @@
 """The whole DAG of one config, wired in one place:
 
-    preprocess -> plan -> <kind>_models -> <group> (mapped over the kind's models):
+    preprocess [-> preflight] -> plan -> <kind>_models -> <group> (mapped over the kind's models):
         model:          deploy -> evaluate -> teardown
         tuned_model:    finetune -> deploy -> evaluate -> teardown
         bedrock_model:  evaluate                (nothing to deploy)
@@ -8,6 +8,7 @@
     [deploy_judges -> the groups -> [compare] -> teardown_judges]   (LLMJudge, Pairwise)
     -> select [-> review] -> register -> report -> verdict
 
+`preflight` (SageMaker, `sagemaker.preflight`, on by default) checks the account first.
 The target (`llmeval.targets`) fills in each group's steps and the judges' steps; their
 names and the SageMaker target's extra steps (prepare, collect_results) are in its wiring.
 """
@@ -21,7 +22,7 @@ from airflow.sdk import DAG, task_group
 
 from llmeval import targets
 from llmeval.config import ConfigError, EvalConfig, Problem
-from llmeval.contracts import ModelKind
+from llmeval.contracts import ModelKind, TargetName
 from llmeval.dag import run_tasks
 from llmeval.dag.settings import GROUP_DOCS, dag_arguments
 
@@ -45,7 +46,10 @@ def build_dag(cfg: EvalConfig, source: Path) -> DAG:
     kinds = [kind for kind in ModelKind if any(m.kind == kind for m in cfg.models)]
     judging = any(j.deploys for j in cfg.judged_by) or any(s.compares_models for s in cfg.algorithms)
     with DAG(**dag_arguments(cfg, source)) as dag:
-        models = run_tasks.plan(run_tasks.preprocess_task(cfg)())
+        prepared = run_tasks.preprocess_task(cfg)()
+        if cfg.target == TargetName.SAGEMAKER and cfg.sagemaker.preflight:
+            prepared = run_tasks.preflight(prepared)
+        models = run_tasks.plan(prepared)
         chosen = run_tasks.select(models)
         judges = target.judge_steps(cfg) if judging else None
         if judges:

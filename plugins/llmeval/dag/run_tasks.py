@@ -75,6 +75,24 @@ def preprocess_task(cfg: EvalConfig):
     return preprocess
 
 
+@task(task_id=TaskId.PREFLIGHT)
+def preflight(prepared: dict[str, Any]) -> dict[str, Any]:
+    """Check the AWS account for this run before anything is created (`llmeval preflight`): a
+    line per check in the log; a failed check fails the run, naming what to fix."""
+    from llmeval.preflight import run as checks
+
+    found = checks(current_run().config())
+    for check in found:
+        log.info("%s", check.line())
+    failed = [c for c in found if not c.ok]
+    if failed:
+        raise RuntimeError(
+            f"preflight: {len(failed)} of {len(found)} checks failed, nothing was created: "
+            + "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in failed)
+        )
+    return prepared
+
+
 @task(task_id=TaskId.PLAN)
 def plan(prepared: dict[str, Any]) -> list[str]:
     """The models this run evaluates (the `models` Param); the connections of those served

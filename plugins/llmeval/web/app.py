@@ -146,6 +146,7 @@ def run_json(dag_id: str, run_id: str) -> JSONResponse:
             "partition_key": run.partition_key,
             "selection": selection.to_dict() if selection else None,
             "registration": runs.read_json(run.folder / store.REGISTRATION),
+            "agreement": runs.read_json(run.folder / store.AGREEMENT) or [],  # the judges against people
             "models": [asdict(runs.read_model(run, m)) for m in runs.models_of(run)],
         }
     )

@@ -288,6 +288,14 @@ def resolve_training(spec: dict[str, Any], region: str, instance_type: str) -> R
     gated_key = variants.property(instance_type, "gated_model_key_env_var_value")
     if gated_key:
         environment[GATED_MODEL_ENV] = _uri(gated_bucket(region), gated_key)
+    packaged = spec.get("training_model_package_artifact_uris") or {}
+    if packaged:  # a model-package model's training weights, read by the job through its environment
+        if region not in packaged:
+            raise JumpStartError(
+                f"JumpStart model {spec['model_id']} {spec['version']} cannot be fine-tuned in {region}: its "
+                f"training weights are in {', '.join(sorted(packaged))} only"
+            )
+        environment[GATED_MODEL_ENV] = packaged[region]
     model_key = (
         variants.property(instance_type, "training_artifact_uri")
         or variants.property(instance_type, "training_artifact_key")
@@ -317,7 +325,7 @@ def resolve_training(spec: dict[str, Any], region: str, instance_type: str) -> R
         network_isolation=bool(spec.get("training_enable_network_isolation")),
         estimator_kwargs=dict(spec.get("estimator_kwargs") or {}),
         training_volume_size=volume,
-        model_uri=None if gated_anywhere else _uri(_model_bucket(spec, region), model_key),
+        model_uri=None if gated_anywhere or packaged else _uri(_model_bucket(spec, region), model_key),
         script_uri=_uri(script_bucket, script_key),
         script_prepacked=bool(spec.get("training_prepacked_script_key")),
         hyperparameters=hyper,

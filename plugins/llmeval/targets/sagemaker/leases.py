@@ -6,8 +6,8 @@ outlives its deploy task. So deploy takes a lease before it creates an endpoint,
 the run store created only if absent (`leases/<instance type>/slot-<k>.json`), and the
 teardown gives it back once the endpoint is deleted. While all are held, deploy queues a
 ticket (`queue/<endpoint>.json`) and waits in the triggerer (`LeaseFreed`), holding no worker
-slot; a freed lease wakes the oldest waiting deploy only, not all of them. A lease whose
-endpoint has been gone for longer than STALE_AFTER_S (its teardown never ran) is taken over;
+slot; a freed lease wakes the oldest waiting deploy only, not all of them. A lease taken more
+than STALE_AFTER_S ago whose endpoint does not exist now (its teardown never ran) is taken over;
 a ticket its trigger stopped refreshing is passed over."""
 
 from __future__ import annotations
