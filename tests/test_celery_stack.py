@@ -69,8 +69,8 @@ def _configs() -> dict[str, dict]:
         "stack-local": local_config("stack-local", models=local_models, local={"queue": LOCAL_QUEUE}),
         "stack-unpinned": local_config("stack-unpinned"),  # refused: no queue under Celery
         "stack-sm": _sagemaker("stack-sm", ["sm-alpha", "sm-beta", "sm-tuned"]),
-        "stack-backfill": _sagemaker("stack-backfill", ["bf-model"]),
-        "stack-versions": _sagemaker("stack-versions", ["vr-model"]),
+        "stack-backfill": _sagemaker("stack-backfill", ["bf-model"], deferrable=False),  # waits: other tests
+        "stack-versions": _sagemaker("stack-versions", ["vr-model"], deferrable=False),  # waits: other tests
         "stack-worker-kill": _sagemaker("stack-worker-kill", ["wk-model"], deferrable=False),
         "stack-scheduler": _sagemaker("stack-scheduler", ["sc-one", "sc-two"]),
         "stack-redis": _sagemaker("stack-redis", ["rd-one", "rd-two"]),

@@ -280,6 +280,10 @@ def test_the_dags_preflight_task_fails_the_run_before_anything_is_created(aws_en
     dag, run = run_dag("preflight-dag", configs)
     states = {t.task_id: t.state for t in run.get_task_instances()}
     assert run.state == "failed" and states["preflight"] == "failed" and states["plan"] == "upstream_failed", states
+    assert states["report"] == "success" and states["verdict"] == "failed"  # the leaderboard says nothing ran
+    from llmeval.history import entries
+
+    assert entries("preflight-dag") == []  # a run that evaluated nothing records no scores
     sm = _client(aws_env, "sagemaker")
     assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
     assert sm.list_processing_jobs()["ProcessingJobSummaries"] == []

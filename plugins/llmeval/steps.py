@@ -302,8 +302,9 @@ def write_run_report(
     from llmeval import history
 
     dag_id = dag_id or cfg.pipeline.name
-    history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url, published)
-    history.write_trend(dag_id, cfg.artifacts_url)
+    if results:  # a run that evaluated nothing (stopped at preflight) leaves its version's history alone
+        history.record(dag_id, catalog_version, run_id, results, cfg.artifacts_url, published)
+        history.write_trend(dag_id, cfg.artifacts_url)
     data = report_input(
         cfg.pipeline.name,
         cfg.dataset.dataset_name,

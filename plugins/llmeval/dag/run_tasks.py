@@ -121,13 +121,14 @@ def split_task(kind: ModelKind):
 
 
 @task(task_id=TaskId.SELECT, trigger_rule="all_done")
-def select(models: list[str]) -> dict[str, Any]:
-    """Rank the models by the selection policy; failed models are listed, not dropped."""
+def select(models: list[str] | None) -> dict[str, Any]:
+    """Rank the models by the selection policy; failed models are listed, not dropped (none
+    when the run stopped before `plan` named them)."""
     from llmeval.steps import select_best
 
     run = current_run()
     frozen = run.config()
-    return select_best(frozen, run.folder, run_results(run, frozen, models)).to_dict()
+    return select_best(frozen, run.folder, run_results(run, frozen, models or [])).to_dict()
 
 
 @task(task_id=TaskId.REGISTER, trigger_rule="none_failed")  # runs after a review skipped for want of a selected model
@@ -153,7 +154,7 @@ def register(selection: dict[str, Any], models: list[str]) -> dict[str, Any]:
 
 
 @task(task_id=TaskId.REPORT, trigger_rule="all_done")
-def report(models: list[str]) -> str:
+def report(models: list[str] | None) -> str:
     """Write the leaderboard (HTML + Markdown) whatever happened upstream."""
     from llmeval.registration import Registration
     from llmeval.selection import Selection
@@ -166,7 +167,7 @@ def report(models: list[str]) -> str:
         frozen,
         run.folder,
         run.run_id,
-        run_results(run, frozen, models),
+        run_results(run, frozen, models or []),
         run.catalog_version,
         Selection.from_dict(selection) if selection else None,
         Registration.from_dict(registered) if registered else None,
@@ -177,10 +178,12 @@ def report(models: list[str]) -> str:
 
 
 @task(task_id=TaskId.VERDICT, trigger_rule="all_done")
-def verdict(models: list[str]) -> None:
+def verdict(models: list[str] | None) -> None:
     """Fail the run, after the report (for alerting), for what `run_problems` finds."""
     run = current_run()
     frozen = run.config()
+    if models is None:  # preflight or plan failed: their logs say why
+        raise RuntimeError("nothing was evaluated: the run stopped before plan named its models (see its log)")
     problems = run_problems(frozen, run_results(run, frozen, models), pulled(TaskId.SELECT), pulled(TaskId.REGISTER))
     if problems:
         raise RuntimeError("; ".join(problems))
