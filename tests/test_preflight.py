@@ -305,3 +305,24 @@ def test_a_bedrock_model_without_access_and_an_assumed_roles_principal(ready, aw
     assert "Model access" in lines[line + 1]
     session = "arn:aws:sts::123456789012:assumed-role/airflow-workers/i-0abc"
     assert principal_arn(session) == "arn:aws:iam::123456789012:role/airflow-workers"
+
+
+def test_the_airflow_policy_grants_what_the_dags_preflight_reads():
+    from llmeval.config import EvalConfig
+    from llmeval.iam import airflow_policy
+
+    cfg = sagemaker_config("preflight-policy", ["sm-alpha"])
+    cfg["models"].append({"name": "sm-claude", **claude("anthropic.claude-3-haiku-20240307-v1:0", 50)})
+    checked = airflow_policy(
+        EvalConfig.model_validate({**cfg, "sagemaker": {"aws_conn_id": "aws_moto"}}), "s3://b/p", ROLE
+    )
+    by_sid = {s["Sid"]: s for s in checked["Statement"]}
+    assert by_sid["PreflightRole"]["Action"] == ["iam:GetRole"] and by_sid["PreflightRole"]["Resource"] == [ROLE]
+    assert set(by_sid["PreflightChecks"]["Action"]) == {
+        "iam:SimulatePrincipalPolicy",
+        "servicequotas:ListServiceQuotas",
+        "ecr:DescribeImages",
+        "bedrock:GetFoundationModelAvailability",
+    }
+    unchecked = airflow_policy(EvalConfig.model_validate(cfg), "s3://b/p", ROLE)  # sagemaker.preflight: false
+    assert not [s for s in unchecked["Statement"] if s["Sid"].startswith("Preflight")]

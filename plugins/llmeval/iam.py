@@ -167,7 +167,24 @@ def airflow_policy(
     if tuned:
         jobs = sorted(_arn("training-job", req.aws_name_pattern(f"ft-{m}")) for m in tuned)
         statements.insert(2, _allow("FineTuningJobs", TRAINING_ACTIONS, jobs))
+    if cfg.sagemaker.preflight:  # the DAG's preflight task checks the account as this identity
+        statements += _preflight_statements(cfg, role_arn)
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _preflight_statements(cfg: EvalConfig, role_arn: str) -> list[dict[str, Any]]:
+    """What `preflight` reads: the role, the policy simulation of both principals (the Airflow
+    identity's own ARN is not known here), the quotas, the image, Bedrock access, the VPC and the
+    API keys' secrets."""
+    checks = ["iam:SimulatePrincipalPolicy", "servicequotas:ListServiceQuotas", "ecr:DescribeImages"]
+    if any(m.kind == ModelKind.BEDROCK for m in [*cfg.models, *cfg.judged_by]):
+        checks.append("bedrock:GetFoundationModelAvailability")
+    if cfg.sagemaker.security.vpc_config:
+        checks += ["ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]
+    found = [_allow("PreflightRole", ["iam:GetRole"], [role_arn]), _allow("PreflightChecks", checks, "*")]
+    if any(m.kind == ModelKind.OPENAI_COMPATIBLE for m in [*cfg.models, *cfg.judged_by]):
+        found.append(_allow("PreflightApiKeys", ["secretsmanager:DescribeSecret"], [API_KEY_SECRETS]))
+    return found
 
 
 PULL_IMAGES = [
