@@ -23,10 +23,14 @@ def _source(cfg: EvalConfig, location: str) -> Any:
     return resolve_data_path(location)
 
 
+def _local(source: Any, scratch: Path, name: str) -> Path:
+    """The source itself when it is on this machine, else a copy of it in `scratch`."""
+    return source if isinstance(source, Path) else store.download(source, scratch / name)
+
+
 def dataset_file(cfg: EvalConfig, location: str, scratch: Path, name: str = "dataset-source.jsonl") -> Path:
     """A local file with the dataset: the file itself, or a copy of a remote object."""
-    source = _source(cfg, location)
-    return source if isinstance(source, Path) else store.download(source, scratch / name)
+    return _local(_source(cfg, location), scratch, name)
 
 
 def catalog_file(cfg: EvalConfig, version: str, scratch: Path) -> tuple[Path, float | None]:
@@ -35,18 +39,14 @@ def catalog_file(cfg: EvalConfig, version: str, scratch: Path) -> tuple[Path, fl
     location = cfg.dataset.input_data_location.replace("{catalog_version}", version)
     source = _source(cfg, location)
     try:
-        if not source.is_file():
-            raise FileNotFoundError(location)
-        modified = source.stat().st_mtime
-        return (source if isinstance(source, Path) else store.download(source, scratch / "dataset-source.jsonl")), (
-            float(modified) if modified is not None else None
-        )
+        modified = source.stat().st_mtime  # one request: a missing object raises here
     except FileNotFoundError as exc:
         raise MissingCatalogVersion(
             f"{cfg.pipeline.name}: catalog version {version!r} has no prompt catalog at {location} "
             f"(dataset.input_data_location {cfg.dataset.input_data_location}): publish the version's file "
             "before its run, or check the key"
         ) from exc
+    return _local(source, scratch, "dataset-source.jsonl"), float(modified) if modified is not None else None
 
 
 class MissingCatalogVersion(FileNotFoundError):
