@@ -44,6 +44,7 @@ XSS_RECORDS = [  # id, question, answer, category, given-a's output, given-b's o
 def _configs(folder: Path, data: Path) -> None:
     demo = yaml.safe_load((CONFIGS / "local_demo.yaml").read_text())
     demo["registry"] = {**demo["registry"], "approval": "review", "review_flagged_records": 4}
+    next(a for a in demo["algorithms"] if a["algorithm"] == "Inspect")["limit"] = 4  # of its dozen samples
     (folder / "local_demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
     rows = data / "xss.jsonl"
     rows.write_text(
@@ -223,9 +224,10 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     tab.get_by_role("link", name=selected, exact=True).click()
     tab.locator("select[name=category]").select_option("science")  # the 13th record; 12 are geography
     tab.get_by_role("button", name="Filter").click()
-    tab.get_by_text("1 of 13 records match").wait_for()
+    tab.get_by_text("1 of 17 records match").wait_for()  # 13 records, 4 Inspect samples
     assert tab.locator("tr.record td:nth-child(2)").all_inner_texts() == ["science"]
     ui.shot(page, "2-records-view")
+    _inspect_samples_and_log(ui, page, run, selected)
 
     page.goto(f"{airflow.url}/plugin/llm-evaluations")
     listed = page.frame_locator("iframe[title='LLM evaluations']").locator("table").inner_text()
@@ -248,6 +250,27 @@ def test_a_reviewer_reads_the_leaderboard_filters_records_and_approves(ui):
     assert version.metadata["review"].endswith(": Checked the flagged answers <b>by hand</b>")
     card = (ui.artifacts / "registry" / DEMO / "v00001.model_card.json").read_text()
     assert "Approved by reviewer" in card
+
+
+def _inspect_samples_and_log(ui, page, run: str, model: str) -> None:
+    """From the Leaderboard tab: the model's samples of the demo's Inspect task in the records
+    view, and Inspect's log, a download for a user who may read the run only."""
+    airflow = ui.airflow
+    page.goto(f"{airflow.url}/dags/{DEMO}/runs/{run}/plugin/llm-leaderboard")
+    tab = page.frame_locator("iframe[title='Leaderboard']")
+    row = tab.locator("tr", has_text="Inspect/capitals").filter(has_text=model)
+    log = row.get_by_role("link", name="capitals.eval").get_attribute("href")
+    row.get_by_role("link", name="samples").click()
+    tab.get_by_text("4 of ").wait_for()
+    assert tab.locator("select[name=task]").input_value() == "Inspect/capitals"
+    assert "What is the capital of" in tab.locator("table#records").inner_text()
+    ui.shot(page, "2-inspect-samples")
+    url = f"{airflow.url}/llm-evaluations/dags/{DEMO}/runs/{run}/{log}"
+    found = page.request.get(url)
+    assert found.status == 200 and found.body()[:2] == b"PK", found.status  # the .eval zip, as is
+    assert found.headers["content-disposition"].startswith("attachment;")
+    assert ui.login("outsider").request.get(url).status == 403
+    assert ui.browser.new_context().request.get(url).status == 401
 
 
 def _ratings_are_labels(ui, folder: Path) -> None:

@@ -452,10 +452,12 @@ def test_each_algorithm_accepts_its_options_and_refuses_others(name):
         if option in OPTION_VALUES or option in OPTION_RANGES:
             return {**OPTION_VALUES, **OPTION_RANGES}[option][-1]
         examples = {"valid_labels": ["a"], "rubrics": ["helpfulness"], "all_pairs": True, "min_labels": 20}
+        examples |= {"task": "inspect_evals/gsm8k", "task_args": {"fewshot": 0}, "limit": 5, "epochs": 2}
         return examples.get(option, "x")
 
     spec = ALGORITHMS[name]
     required = ({"judge": "j"} if spec.asks_judge else {}) | ({"champion": "c"} if spec.compares_models else {})
+    required |= {"task": "inspect_evals/gsm8k"} if name == "Inspect" else {}
     for option in set(spec.options) - set(NOT_FROM_YAML):
         base = required
         if option in ("judges", "aggregate"):  # a panel of judges instead of one judge
@@ -488,7 +490,7 @@ CANNOT_RUN = {
         "algorithms[1].algorithm",
         "QAAccuracy: downloads model weights (BERTScore or detoxify) from the Hugging Face Hub, so it cannot run on "
         "the local target; algorithms that run offline: ClassificationAccuracy, "
-        "ClassificationAccuracySemanticRobustness, FactualKnowledge, LLMJudge, Pairwise, PromptStereotyping, "
+        "ClassificationAccuracySemanticRobustness, FactualKnowledge, Inspect, LLMJudge, Pairwise, PromptStereotyping, "
         "SemanticSimilarity",
     ),
     "unknown-perturbation": (

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import CONFIGS, ROOT, local_config
 
-HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers", "s3fs")
+HEAVY = ("fmeval", "torch", "transformers", "ray", "sagemaker", "sentence_transformers", "s3fs", "inspect_ai")
 
 
 def _dagbag(monkeypatch, folder=None):

@@ -84,13 +84,18 @@ def e2e_run(airflow_db, tmp_path_factory):
             {"algorithm": "custom:brevity:Brevity", "max_words": 4},  # a user's class from include/algorithms
             {"algorithm": "LLMJudge", "judge": JUDGE, "rubrics": [CORRECTNESS]},
             {"algorithm": "Pairwise", "judge": JUDGE, "champion": GOOD[0]},
+            {"algorithm": "Inspect", "task": "inspect_tasks.py@capitals", "limit": 4},  # shipped in include/
         ],
         judges=[{"name": JUDGE, "model_id": "smollm2-135m-instruct", "evaluation_config": judging}],
-        registry={"model_package_group_name": "e2e-local-group"},
+        registry={
+            "model_package_group_name": "e2e-local-group",
+            "gate": [{"metric": "Inspect/capitals/accuracy", "allow_equal": True}],
+        },
         selection={
             "metrics": [
                 {"metric": "FactualKnowledge/factual_knowledge", "weight": 2},
                 {"metric": "Pairwise/win_rate_vs_champion", "weight": 1},
+                {"metric": "Inspect/capitals/accuracy", "weight": 1},
             ]
         },
     )
@@ -119,8 +124,16 @@ def test_good_models_are_scored_in_range(e2e_run):
         score = res.algorithms[1].scores[0]
         assert score.ci_low <= score.value <= score.ci_high and score.count == 4
         assert set(res.algorithms[0].category_scores) == {"geography"}
-        rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
+        rows = [r for r in records if "task" not in r]
         assert len(rows) == 4 and all("FactualKnowledge" in r["scores"] and r["model_output"] is not None for r in rows)
+        # the Inspect task's own samples, scored, beside the dataset's records; Inspect's log in the store
+        samples = [r for r in records if r.get("task") == "Inspect/capitals"]
+        accuracy = res.algorithms[-1].score("accuracy")
+        assert res.algorithms[-1].algorithm == "Inspect/capitals" and accuracy.count == len(samples) == 4
+        assert accuracy.value == sum(r["scores"]["Inspect/capitals"]["accuracy"] for r in samples) / 4
+        assert res.algorithms[-1].score("stderr") is not None and res.metadata["inspect"]["requests"] == 4
+        assert (folder / "models" / name / "inspect" / "capitals.eval").stat().st_size > 0
         page = (folder / "models" / name / "report.html").read_text()
         assert "FactualKnowledge" in page and "95% interval" in page and rows[0]["model_input"] in page
         (server,) = res.usage  # the local model server, alive from its start to its stop, at no charge
@@ -128,6 +141,8 @@ def test_good_models_are_scored_in_range(e2e_run):
         assert json.loads((folder / "models" / name / "results.json").read_text())["usage"][0]["seconds"] > 0
     assert "<h2>Cost</h2>" in (folder / "leaderboard.html").read_text()
     assert "Cost: $0.0000" in (folder / "summary.md").read_text()
+    ranking = json.loads((folder / "selection.json").read_text())["ranking"]
+    assert all(0 <= c["metrics"]["Inspect/capitals/accuracy"] <= 1 for c in ranking if c["model"] in GOOD)
 
 
 @pytest.mark.faults
@@ -191,7 +206,7 @@ def test_smollm2_judges_each_answer_and_its_server_lives_only_for_the_run(e2e_ru
         if scores["correctness"].count:
             assert 0.0 <= scores["correctness"].value <= 1.0
         rows = [json.loads(line) for line in (folder / "models" / name / "records.jsonl").read_text().splitlines()]
-        verdicts = [r["judgements"]["correctness"] for r in rows]
+        verdicts = [r["judgements"]["correctness"] for r in rows if "task" not in r]  # not Inspect's samples
         assert sum(v["rating"] is None for v in verdicts) == unparseable
         assert all(v["rating"] in (1, 2, 3, 4, 5) and "explanation" in v for v in verdicts if v["rating"] is not None)
         assert "<th>judge</th>" in (folder / "models" / name / "report.html").read_text()

@@ -265,27 +265,46 @@ def test_a_bedrock_judge_rates_every_answer_in_the_processing_job(
     tmp_path, airflow_db, processing_emulator, aws_env, every_request_is_validated
 ):
     """LLMJudge on SageMaker: the judge is a Bedrock model (nothing deployed for it), asked from
-    the Processing job; its ratings follow its answers record by record."""
+    the Processing job; its ratings follow its answers record by record. Beside fmeval and the
+    judge, an Inspect task (its file shipped with the job's code) that selection and the gate use."""
     from latency_server import judge_reply
     from llmeval.rubrics import BUILT_IN, Rubric
     from llmeval.store import run_folder
 
-    processing_emulator.reply = judge_reply  # the endpoint and the judge answer with a rating that follows the prompt
-    cfg = _config("sm-judged", ["sm-alpha"])
+    def reply(prompt: str) -> str:  # a capital city for sm-beta's questions only; a rating otherwise
+        return "Lima" if "capital of Peru" in prompt and "sm-beta" in prompt else judge_reply(prompt)
+
+    processing_emulator.reply = reply  # the endpoint and the judge answer with a rating that follows the prompt
+    cfg = _config("sm-judged", ["sm-alpha", "sm-beta", "sm-delta"])
+    for model in cfg["models"]:  # each model's request names it, so their answers differ
+        model["evaluation_config"]["content_template"] = f"{model['name']}: PROMPT_PLACEHOLDER"
     cfg["judges"] = [CLAUDE_JUDGE]
     cfg["algorithms"].append({"algorithm": "LLMJudge", "judge": "sm-judge", "rubrics": ["helpfulness"]})
+    cfg["algorithms"].append({"algorithm": "Inspect", "task": "inspect_tasks.py@capitals"})
+    cfg["selection"] = {"metrics": [{"metric": "Inspect/capitals/accuracy"}]}
+    cfg["registry"]["gate"] = [{"metric": "Inspect/capitals/accuracy"}]
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "sm-judged.yaml").write_text(yaml.safe_dump(cfg))
     dag, dag_run = run_dag("sm-judged", tmp_path / "configs")
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     assert_policy_matches(cfg, every_request_is_validated)  # bedrock:InvokeModel on the judge, nothing more
     assert "deploy_judges" not in dag.task_ids  # a Bedrock judge has nothing to deploy
-    assert processing_emulator.by_endpoint[CLAUDE_JUDGE["model_id"]] == 6  # one per record
+    assert processing_emulator.by_endpoint[CLAUDE_JUDGE["model_id"]] == 3 * 6  # one per model and record
     sm, _ = clients(aws_env)
     assert sm.list_endpoints()["Endpoints"] == []
-    folder = run_folder(dag.dag_id, dag_run.run_id) / "models" / "sm-alpha"
+    run = run_folder(dag.dag_id, dag_run.run_id)
+    selection = json.loads((run / "selection.json").read_text())
+    assert selection["best"] == "sm-beta" and selection["ranking"][0]["metrics"] == {
+        "Inspect/capitals/accuracy": 1 / 12
+    }
+    gate = json.loads((run / "registration.json").read_text())
+    assert gate["approval_status"] == "Approved", gate
+    folder = run / "models" / "sm-alpha"
+    assert (folder / "inspect" / "capitals.eval").exists()
     rubric = Rubric("helpfulness", BUILT_IN["helpfulness"])
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    assert len([r for r in records if r.get("task") == "Inspect/capitals"]) == 12
+    records = [r for r in records if "task" not in r]
     expected = [int(judge_reply(rubric.prompt(r)).split("\n")[0].removeprefix("Rating: ")) for r in records]
     assert [r["judgements"]["helpfulness"]["rating"] for r in records] == expected
     result = json.loads((folder / "results.json").read_text())
@@ -528,6 +547,10 @@ def test_models_served_four_ways_are_evaluated_in_one_run(
             "evaluation_config": {"inference_parameters": {"max_tokens": 8}},
         },
     ]
+    # an Inspect task: its conversation (a system message, the question) asked through each API
+    cfg["algorithms"].append({"algorithm": "Inspect", "task": "inspect_tasks.py@capitals", "limit": 3})
+    cfg["selection"] = {"metrics": [{"metric": "Inspect/capitals/accuracy"}]}
+    cfg["registry"]["gate"] = [{"metric": "Inspect/capitals/accuracy", "allow_equal": True}]
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "sm-served.yaml").write_text(yaml.safe_dump(cfg))
     dag, dag_run = run_dag("sm-served", tmp_path / "configs")
@@ -543,12 +566,17 @@ def test_models_served_four_ways_are_evaluated_in_one_run(
         generation = result["generation"]
         assert result["status"] == "succeeded" and generation["records_evaluated"] == 6, model
         assert generation["output_tokens_total"] > 0 and generation["latency_p50_ms"] > 0, model
-        assert {a["algorithm"] for a in result["algorithms"]} == {"FactualKnowledge"}, model
+        assert [a["algorithm"] for a in result["algorithms"]] == ["FactualKnowledge", "Inspect/capitals"], model
+        accuracy = result["algorithms"][1]["scores"][0]
+        assert accuracy["name"] == "accuracy" and accuracy["count"] == 3 and result["metadata"]["inspect"]["requests"]
+        log = folder / "models" / model / "inspect" / "capitals.eval"  # written in the job, kept in S3
+        assert log.read_bytes()[:2] == b"PK", model
     for model in ("sm-claude", "sm-vllm"):  # billed by the token, beside the Processing job
         billed = {u["resource"]: u for u in results[model]["usage"]}
         assert set(billed) == {"processing job", "tokens"} and billed["tokens"]["usd"] > 0, model
     ranked = json.loads((folder / "selection.json").read_text())["ranking"]
     assert sorted(c["model"] for c in ranked) == ["sm-classic", "sm-claude", "sm-messages", "sm-vllm"]
+    assert all(0 <= c["metrics"]["Inspect/capitals/accuracy"] <= 1 for c in ranked)
     _, jobs = smollm2_runtime
     assert {name for _, delta, name in jobs.endpoint_events if delta > 0} == {"sm-classic-ep", "sm-messages-ep"}
     sm, _ = clients(aws_env)

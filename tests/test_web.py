@@ -72,6 +72,7 @@ def _urls(dag_id: str, run_id: str) -> dict[str, str]:
         "api": f"/llm-evaluations/api/dags/{dag_id}/runs/{quote(run_id, safe='')}",
         "api_records": f"/llm-evaluations/api/dags/{dag_id}/runs/{quote(run_id, safe='')}/models/given-a/records",
         "trend": f"/llm-evaluations/dags/{dag_id}/trend",
+        "inspect_log": f"{run}/models/given-a/inspect/capitals.eval",
     }
 
 
@@ -182,6 +183,9 @@ def test_the_records_view_shows_peoples_ratings_beside_the_judges(client, web_ru
             404,
             "min_score must be a number",
         ),
+        ("/llm-evaluations/dags/web-evals/runs/{run}/models/given-a/inspect/gsm8k.eval", 404, "no Inspect log 'gsm8k'"),
+        ("/llm-evaluations/dags/web-evals/runs/{run}/models/given-a/inspect/a.b.eval", 404, "no Inspect log 'a.b'"),
+        ("/llm-evaluations/dags/web-evals/runs/{run}/models/nobody/inspect/capitals.eval", 404, "no Inspect log"),
     ],
 )
 def test_unknown_runs_models_and_bad_filters_get_a_clear_answer(client, web_run, path, status, message):
@@ -233,3 +237,31 @@ def test_the_evaluations_page_filters_by_catalog_version_the_runs_partition_key(
     finally:
         with create_session() as session:
             session.execute(update(DagRun).where(DagRun.run_id == run_id).values(partition_key=None))
+
+
+def test_an_inspect_log_is_a_download_and_its_samples_a_filter_of_the_records_view(client, web_run):
+    from llmeval import store
+
+    dag_id, run_id = web_run
+    model = store.model_folder(store.run_folder(dag_id, run_id), "given-a")
+    (model / store.INSPECT_LOGS).mkdir(exist_ok=True)
+    (model / store.INSPECT_LOGS / "capitals.eval").write_bytes(b"PK\x03\x04<script>alert(1)</script>")
+    records = model / store.RECORDS
+    kept = records.read_text()
+    sample = {"record_id": "capitals:c1", "task": "Inspect/capitals", "model_input": "Capital of Peru?"}
+    records.write_text(
+        kept + json.dumps({**sample, "model_output": "Lima", "scores": {"Inspect/capitals": {"accuracy": 1.0}}}) + "\n"
+    )
+    try:
+        urls, reader = _urls(dag_id, run_id), api_token(client, "reader")
+        found = client.get(urls["inspect_log"], headers=reader)
+        assert found.status_code == 200 and found.content.startswith(b"PK")
+        assert found.headers["content-type"] == "application/octet-stream"
+        assert found.headers["content-disposition"] == 'attachment; filename="given-a-capitals.eval"'
+        assert found.headers["x-content-type-options"] == "nosniff"
+        page = client.get(urls["records"] + "?task=Inspect%2Fcapitals", headers=reader).text
+        assert "1 of 5 records match" in page and "Capital of Peru?" in page
+        assert '<option value="Inspect/capitals" selected>' in page
+    finally:
+        records.write_text(kept)
+        (model / store.INSPECT_LOGS / "capitals.eval").unlink()

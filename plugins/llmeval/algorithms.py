@@ -144,6 +144,10 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             frozenset({"target_output_delimiter"}),
             None,
         ),
+        # an Inspect AI task: its own samples, solver and scorers; the model answers it while scoring
+        AlgorithmSpec(
+            "Inspect", frozenset({"task", "task_args", "limit", "epochs"}), None, calls_model_when_scoring=True
+        ),
         AlgorithmSpec("LLMJudge", frozenset({"judge", "judges", "aggregate", "rubrics"}), None, asks_judge=True),
         AlgorithmSpec(
             "Pairwise",

@@ -59,9 +59,9 @@ class PairedTest:
 
 
 def score_of(row: dict[str, Any], metric: str) -> float | None:
-    """A scored record's score on `metric` ("Algorithm/score"), or None when it has none (a NaN
-    is no score either)."""
-    algorithm, _, name = metric.partition("/")
+    """A scored record's score on `metric` ("Algorithm/score", "Inspect/<task>/<metric>"), or None
+    when it has none (a NaN is no score either)."""
+    algorithm, _, name = metric.rpartition("/")
     value = (row.get("scores") or {}).get(algorithm, {}).get(name)
     return None if value is None or math.isnan(float(value)) else float(value)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
+from llmeval.config.inspect_tasks import INSPECT
 from llmeval.html import fmt, render
 from llmeval.paired import paired_test, record_scores
 from llmeval.results import COUNT_SUFFIXES, ModelResult, ResourceUsage, Score
@@ -145,6 +147,7 @@ def render_html(data: ReportInput) -> str:
     return render(
         "leaderboard.html",
         data=data,
+        inspect_tasks=_inspect_tasks(data),
         selection=sel,
         ranking=ranking,
         charts_by_metric=[(m, _bar_chart(scores)) for m, scores in _scores(data.results).items() if not is_count(m)],
@@ -157,6 +160,21 @@ def render_html(data: ReportInput) -> str:
         failures=[r for r in data.results if not r.succeeded]
         + [r for r in data.results if r.succeeded and any(a.error for a in r.algorithms)],
     )
+
+
+def _inspect_tasks(data: ReportInput) -> list[tuple[str, str, str, str]]:
+    """(task, model, its samples in the records view, its Inspect log) of each model's Inspect
+    task; the links only in Airflow (the run store's copy of the page has none)."""
+    found = []
+    for r in data.results:
+        link = data.record_links.get(r.model, "")
+        for a in r.algorithms:
+            if a.algorithm.startswith(f"{INSPECT}/") and not a.error:
+                task = a.algorithm.split("/", 1)[1]
+                samples = f"{link}?task={quote(a.algorithm, safe='')}" if link else ""
+                log = f"{link.removesuffix('/records')}/inspect/{quote(task)}.eval" if link else ""
+                found.append((a.algorithm, r.model, samples, log))
+    return found
 
 
 @dataclass

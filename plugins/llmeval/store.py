@@ -54,6 +54,7 @@ USAGE = "usage.json"  # what the model's endpoint and jobs were billed for
 OUTPUTS = "outputs.jsonl"
 RECORDS = "records.jsonl"
 MODEL_REPORT = "report.html"
+INSPECT_LOGS = "inspect"  # a model's Inspect logs, <task>.eval each
 TUNED = "finetuned"
 SERVER_LOG = "server.log"  # the local model server's log, kept by its teardown
 # other rooms

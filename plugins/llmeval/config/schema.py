@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraint
 
 from llmeval.algorithms import ALGORITHMS, BY_EVAL_NAME, accepting, option_problem
 from llmeval.config.errors import FieldProblem
+from llmeval.config.inspect_tasks import INSPECT, parse_task
 from llmeval.contracts import Api, ModelKind, Provider, TargetName
 from llmeval.results import COST_METRICS, GENERATION_METRICS
 from llmeval.rubrics import BUILT_IN, DEFAULT_RUBRICS, Rubric, agreement_problem, rubric_problem, rubrics_of
@@ -391,8 +392,15 @@ class AlgorithmSection(BaseModel):
 
     @property
     def name(self) -> str:
-        """The name results and metrics use: the class name of a custom algorithm."""
+        """The name results and metrics use: the class name of a custom algorithm, Inspect/<task>
+        of an Inspect task."""
+        if self.is_inspect:
+            return parse_task(self.options["task"]).algorithm
         return self.algorithm.rsplit(":", 1)[1] if self.is_custom else self.algorithm
+
+    @property
+    def is_inspect(self) -> bool:
+        return self.algorithm == INSPECT
 
     @property
     def calls_model(self) -> bool:
@@ -423,7 +431,9 @@ class AlgorithmSection(BaseModel):
             raise FieldProblem(
                 ("config",), f"config for {self.algorithm} must be {spec.fmeval_config_class!r}, got {self.config!r}"
             )
-        if spec.compares_models:
+        if self.is_inspect:
+            _check_inspect_options(self.options)
+        elif spec.compares_models:
             _check_pairwise_options(self.options)
         elif spec.asks_judge:
             _check_judge_options(self.options)
@@ -497,6 +507,21 @@ def _check_judge_options(options: dict[str, Any]) -> None:
         names.append(name)
 
 
+def _check_inspect_options(options: dict[str, Any]) -> None:
+    """Inspect: the task's form (its source is read by the target checks), its arguments, a
+    sample limit and epochs."""
+    try:
+        parse_task(options.get("task"))
+    except ValueError as exc:
+        raise FieldProblem(("task",), f"Inspect needs task: {exc}") from None
+    if not isinstance(options.get("task_args", {}), dict):
+        raise FieldProblem(("task_args",), "expected a mapping of the task's arguments, e.g. {fewshot: 0}")
+    for option in ("limit", "epochs"):
+        value = options.get(option, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FieldProblem((option,), f"expected a whole number of at least 1; got {value!r}")
+
+
 def _check_pairwise_options(options: dict[str, Any]) -> None:
     """Pairwise: a judge, a champion (checked against the config's models later), all_pairs."""
     for option in ("judge", "champion"):
@@ -513,16 +538,21 @@ def _check_pairwise_options(options: dict[str, Any]) -> None:
 
 
 class _MetricRef(_Strict):
-    metric: str = Field(description="'<Algorithm>/<score name>', 'generation/<figure>' or 'cost/<figure>'.")
+    metric: str = Field(
+        description="'<Algorithm>/<score name>' ('Inspect/<task>/<metric>' for an Inspect task), "
+        "'generation/<figure>' or 'cost/<figure>'."
+    )
     direction: Literal["higher", "lower"] = "higher"
     """Whether higher or lower values of the metric are better."""
 
     @field_validator("metric")
     @classmethod
     def _shape(cls, value: str) -> str:
-        if value.count("/") != 1 or not all(value.split("/")):
+        slashes = 2 if value.startswith(f"{INSPECT}/") else 1
+        if value.count("/") != slashes or not all(value.split("/")):
             raise ValueError(
-                "must look like 'FactualKnowledge/factual_knowledge', 'generation/latency_p95_ms' or 'cost/usd'"
+                "must look like 'FactualKnowledge/factual_knowledge', 'Inspect/<task>/accuracy', "
+                "'generation/latency_p95_ms' or 'cost/usd'"
             )
         return value
 
@@ -906,7 +936,7 @@ class EvalConfig(_Strict):
         ]
         rules += [(("registry", "gate", i, "metric"), r) for i, r in enumerate(self.registry.gate)]
         for loc, rule in rules:
-            source, figure = rule.metric.split("/")
+            source, figure = rule.metric.rsplit("/", 1)
             if source == "generation" and figure not in GENERATION_METRICS:
                 raise FieldProblem(loc, f"expected generation/ one of {', '.join(GENERATION_METRICS)}")
             if source == "cost" and figure not in COST_METRICS:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from llmeval.algorithms import ALGORITHMS, offline_algorithms
 from llmeval.config.errors import FieldProblem
-from llmeval.contracts import ModelKind, Provider
-from llmeval.runtime import resolve_data_path
+from llmeval.config.inspect_tasks import check_arguments, parse_task, read_task
+from llmeval.contracts import Api, ModelKind, Provider
+from llmeval.runtime import algorithms_dir, resolve_data_path
 from llmeval.store import ARTIFACTS_URL_ENV, check_url
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def check_target(cfg: EvalConfig) -> None:
     if cfg.sagemaker.pool_prefix:
         _check_one_pool_per_kind(cfg)
     _check_algorithms_can_run(cfg)
+    _check_inspect_tasks(cfg)
     _check_provided_files(cfg)
     _check_label_files(cfg)
     _check_store_of_the_environment(cfg)
@@ -102,6 +104,53 @@ def _check_one_pool_per_kind(cfg: EvalConfig) -> None:
                 f"pools are per instance type, and the {kind} use several ({', '.join(sorted(types))}); "
                 "split them into configs by instance type or drop pool_prefix",
             )
+
+
+def _check_inspect_tasks(cfg: EvalConfig) -> None:
+    """An Inspect task: its file's @task function and arguments, read from the source; an
+    inspect_evals task downloads its dataset, so it needs the Hub on SageMaker; no model here is
+    handed tools, and a model asked through a content template (one prompt) answers
+    single-turn tasks only."""
+    for i, section in enumerate(cfg.algorithms):
+        if not section.is_inspect:
+            continue
+        ref = parse_task(section.options["task"])
+        if ref.file is None:
+            if cfg.target != "local" and not cfg.sagemaker.hub_access:
+                raise FieldProblem(
+                    ("algorithms", i, "task"),
+                    f"{ref.spec} downloads its dataset from the Hugging Face Hub at run time, and the Processing "
+                    "job has no internet access (sagemaker.hub_access: false): set hub_access: true, or run the "
+                    "task from a file in include/algorithms over data shipped beside it",
+                )
+            continue
+        path = algorithms_dir() / ref.file
+        if not path.is_file():
+            raise FieldProblem(
+                ("algorithms", i, "task"), f"no task file {path} (task files live in include/algorithms)"
+            )
+        try:
+            source = read_task(path, ref.name)
+            check_arguments(path, ref.name, source, section.options.get("task_args", {}))
+        except ValueError as exc:
+            field = "task_args" if "has no parameter" in str(exc) else "task"
+            raise FieldProblem(("algorithms", i, field), str(exc)) from None
+        for j, model in enumerate(cfg.models):
+            if model.outputs_location:
+                continue  # refused with every algorithm that asks the model
+            if source.uses_tools:
+                raise FieldProblem(
+                    ("algorithms", i, "task"),
+                    f"{path}:{source.line}: {ref.name} hands the model tools, and this project sends no tool "
+                    f"definitions to a model yet ({model.name} would get none)",
+                )
+            if source.multi_turn and model.api == Api.INVOKE:
+                raise FieldProblem(
+                    ("models", j, "evaluation_config", "api"),
+                    f"{ref.spec} asks the model more than once in a conversation (multi-turn), and {model.name} "
+                    "is asked through a content template, one prompt per request: give it api: messages "
+                    "(SageMaker's Messages API, OpenAI-compatible) or converse (Bedrock)",
+                )
 
 
 def _check_algorithms_can_run(cfg: EvalConfig) -> None:

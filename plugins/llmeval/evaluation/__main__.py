@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from llmeval.config import EvalConfig, ModelSection
 from llmeval.dataset import read_jsonl, write_jsonl
@@ -29,7 +31,7 @@ from llmeval.evaluation.job_args import JobArgs
 from llmeval.evaluation.provided import provided_rows, read_outputs
 from llmeval.evaluation.score import score_outputs
 from llmeval.report import render_model_html
-from llmeval.results import GenerationStats, ModelResult, ResourceUsage, token_usage, write_result
+from llmeval.results import AlgorithmResult, GenerationStats, ModelResult, ResourceUsage, token_usage, write_result
 from llmeval.store import MODEL_REPORT, OUTPUTS, RECORDS
 
 log = logging.getLogger("llmeval.evaluation")
@@ -60,9 +62,49 @@ def run(args: JobArgs) -> ModelResult:
         if args.wait_for_endpoint:  # the job started while the endpoint was being created
             wait_in_service(target.endpoint_name, target.region or "us-east-1", args.wait_for_endpoint)
         client = ModelClient(target, model.evaluation_config.prompt_template, cache)
+        try:
+            tasks = _inspect_tasks(cfg)  # loaded before the model is asked anything
+        except ValueError as exc:
+            return ModelResult(
+                model.name, "failed", failed_step="load", error=f"an Inspect task cannot be loaded: {exc}"
+            )
         started = time.perf_counter()
         rows = generate_with(client, records)
-        return _score(cfg, model, rows, args, started, client.invoker.retries, client, judges)
+        return _score(cfg, model, rows, args, started, client.invoker.retries, client, judges, tasks)
+
+
+def _inspect_tasks(cfg: EvalConfig) -> dict[str, Any]:
+    sections = [(i, s) for i, s in enumerate(cfg.algorithms) if s.is_inspect]
+    if not sections:
+        return {}
+    from llmeval.evaluation import inspect_run
+
+    return inspect_run.load(sections)
+
+
+def _run_inspect(
+    cfg: EvalConfig, model: ModelSection, client: ModelClient, tasks: dict[str, Any], out: Path
+) -> tuple[dict[str, AlgorithmResult], list[dict], list[dict]]:
+    """Each Inspect task, asked of the model: (results by name, scored samples, the answers)."""
+    results: dict[str, AlgorithmResult] = {}
+    rows: list[dict] = []
+    answers: list[dict] = []
+    if not tasks:
+        return results, rows, answers
+    from llmeval.evaluation import inspect_run
+
+    for section in [s for s in cfg.algorithms if s.is_inspect]:
+        log.info("%s: asking %s (Inspect)", section.name, model.name)
+        try:
+            result, more, answers = inspect_run.run_task(
+                section, tasks[section.name], model.name, client, out, cfg.max_failed_ratio
+            )
+        except Exception as exc:
+            log.error("%s failed: %s", section.name, exc)
+            result = AlgorithmResult(section.name, [], error=f"{type(exc).__name__}: {exc}"[:1000])
+        results[section.name] = result
+        rows += more
+    return results, rows, answers
 
 
 def _score(
@@ -74,6 +116,7 @@ def _score(
     retries: int,
     client: ModelClient | None,
     judges: dict[str, ModelClient],
+    tasks: dict[str, Any] | None = None,
 ) -> ModelResult:
     out = args.output_dir
     write_jsonl(out / OUTPUTS, rows)
@@ -118,11 +161,20 @@ def _score(
         )
         if not answered:
             return result
+    inspected, samples, asked = _run_inspect(cfg, model, client, tasks or {}, out) if client else ({}, [], [])
     released = (lambda: _released(model.name, args.release_uri)) if client else None
-    result.algorithms, scored = score_outputs(
-        rows, cfg.algorithms, str(out / RECORDS), client, released=released, judges=judges
-    )
-    write_jsonl(out / RECORDS, scored)
+    scores, scored = score_outputs(rows, cfg.algorithms, str(out / RECORDS), client, released=released, judges=judges)
+    by_name = {a.algorithm: a for a in scores} | inspected
+    result.algorithms = [by_name[s.name] for s in cfg.algorithms if s.name in by_name]
+    if asked:
+        result.metadata["inspect"] = {
+            "requests": len(asked),
+            "cache_hits": sum(a["cached"] for a in asked),
+            "input_tokens": sum(a["input_tokens"] for a in asked),
+            "output_tokens": sum(a["output_tokens"] for a in asked),
+        }
+        result.usage = _billed_tokens(model, answered + asked, started)
+    write_jsonl(out / RECORDS, scored + samples)
     errors = [a for a in result.algorithms if a.error]
     if result.succeeded and len(errors) == len(result.algorithms):
         result.status, result.failed_step = "failed", "score"

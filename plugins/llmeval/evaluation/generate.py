@@ -184,8 +184,11 @@ class ModelClient:
 
     def ask(self, model_input: str) -> dict[str, Any]:
         """{prompt, model_output, latency_ms, cached, input/output tokens} for one input."""
-        asked = self.conversation(model_input)
-        answer, cached = self._answer(apis.request(self.target, asked, self.target.inference_parameters))
+        return self.ask_conversation(self.conversation(model_input), self.target.inference_parameters)
+
+    def ask_conversation(self, asked: apis.Conversation, parameters: dict[str, Any]) -> dict[str, Any]:
+        """What `ask` gives, for a conversation made elsewhere (an Inspect task's messages)."""
+        answer, cached = self._answer(apis.request(self.target, asked, parameters))
         read = apis.read(self.target, answer["response"], asked.text)
         return {
             "prompt": asked.text,

@@ -211,7 +211,8 @@ def score_outputs(
     scoring; they run first, then `released` says the model is no longer needed. `judges`
     (by name) answer LLMJudge."""
     answered = [r for r in rows if r.get("model_output") is not None]
-    algorithms = [s for s in algorithms if not s.compares_models]  # judged across models, after all of them
+    # judged across models after all of them (Pairwise), or run with their own samples (Inspect)
+    algorithms = [s for s in algorithms if not s.compares_models and not s.is_inspect]
     asking = [s for s in algorithms if s.calls_model]
     results = {s.name: _score_one(s, answered, records_location, client, {}) for s in asking}
     if released:

@@ -11,6 +11,7 @@ script at all, so nothing a model or a dataset wrote can act in the browser.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -18,16 +19,17 @@ from urllib.parse import quote
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from llmeval import store
 from llmeval.html import render
 from llmeval.paired import read_records, score_of
 from llmeval.report import render_html
 from llmeval.web import runs
-from llmeval.web.records import RecordFilter, categories_in, metrics_in
+from llmeval.web.records import RecordFilter, categories_in, metrics_in, tasks_in
 
 PAGE_SIZE = 100
+INSPECT_TASK = re.compile(r"^[A-Za-z_]\w*$")  # a task's name: its log is inspect/<name>.eval
 # no script, no plugin, no outside resource; inline styles and data: images only; framed by Airflow only
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'; form-action 'self'"
 
@@ -78,7 +80,7 @@ def trend(dag_id: str) -> HTMLResponse:
 
 
 def _filter(
-    category: str = "", metric: str = "", min_score: str = "", max_score: str = "", q: str = ""
+    category: str = "", metric: str = "", min_score: str = "", max_score: str = "", q: str = "", task: str = ""
 ) -> RecordFilter:
     def number(text: str, name: str) -> float | None:
         try:
@@ -86,7 +88,7 @@ def _filter(
         except ValueError:
             raise runs.NotFound(f"{name} must be a number, got {text!r}") from None
 
-    return RecordFilter(category, metric, number(min_score, "min_score"), number(max_score, "max_score"), q)
+    return RecordFilter(category, metric, number(min_score, "min_score"), number(max_score, "max_score"), q, task)
 
 
 def _records(
@@ -121,6 +123,7 @@ def _records(
         "records": [(row, other.get(str(row.get("record_id")))) for row in page],
         "flt": flt,
         "categories": categories_in(rows),
+        "tasks": tasks_in(rows),
         "metrics": metrics_in(rows),
     }
 
@@ -131,6 +134,27 @@ Found = Annotated[dict[str, Any], Depends(_records)]
 @app.get("/dags/{dag_id}/runs/{run_id}/models/{model}/records", response_class=HTMLResponse, dependencies=[ReadRun])
 def records(found: Found) -> HTMLResponse:
     return _page(render("records.html", page_size=PAGE_SIZE, score_of=score_of, seg=_seg, **found))
+
+
+@app.get("/dags/{dag_id}/runs/{run_id}/models/{model}/inspect/{task}.eval", dependencies=[ReadRun])
+def inspect_log(dag_id: str, run_id: str, model: str, task: str) -> Response:
+    """Inspect's own log of a model's task, as a download (`inspect view` opens it); never shown
+    in the browser."""
+    run = runs.find_run(dag_id, run_id)
+    if model not in runs.models_of(run) or not INSPECT_TASK.match(task):
+        raise runs.NotFound(f"run {run_id!r} has no Inspect log {task!r} of model {model!r}")
+    path = store.model_folder(run.folder, model) / store.INSPECT_LOGS / f"{task}.eval"
+    if not path.exists():
+        raise runs.NotFound(f"run {run_id!r} has no Inspect log {task!r} of model {model!r}")
+    return Response(
+        path.read_bytes(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{model}-{task}.eval"',
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @app.get("/api/dags/{dag_id}/runs/{run_id}", dependencies=[ReadRun])

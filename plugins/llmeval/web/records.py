@@ -12,23 +12,32 @@ def metrics_in(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({f"{a}/{n}" for row in rows for a, values in (row.get("scores") or {}).items() for n in values})
 
 
+def tasks_in(rows: list[dict[str, Any]]) -> list[str]:
+    """The Inspect tasks whose samples are among the records."""
+    return sorted({str(row["task"]) for row in rows if row.get("task")})
+
+
 def categories_in(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({str(row["category"]) for row in rows if row.get("category") is not None})
 
 
 @dataclass(frozen=True)
 class RecordFilter:
-    """Keep records of a category, with a score on `metric` within [min_score, max_score],
-    whose prompt, output or reference holds `query` (case-insensitive). Empty means any."""
+    """Keep records of a category (or an Inspect task's samples), with a score on `metric` within
+    [min_score, max_score], whose prompt, output or reference holds `query` (case-insensitive).
+    Empty means any."""
 
     category: str = ""
     metric: str = ""
     min_score: float | None = None
     max_score: float | None = None
     query: str = ""
+    task: str = ""
 
     def keeps(self, row: dict[str, Any]) -> bool:
         if self.category and str(row.get("category")) != self.category:
+            return False
+        if self.task and row.get("task") != self.task:
             return False
         if self.metric and (self.min_score is not None or self.max_score is not None):
             value = score_of(row, self.metric)

@@ -131,8 +131,9 @@ def prepare_endpoint(cfg: EvalConfig, model_name: str, dag_id: str, run_id: str)
 
 def code_files() -> dict[str, Path]:
     """The evaluation code a job imports, by its path under the job's code folder: the
-    package (modules and report templates) and the users' custom algorithms, packages and
-    dotted modules included (`custom:my_metrics.brevity:Brevity`)."""
+    package (modules and report templates) and everything in include/algorithms: the users'
+    custom algorithms (packages and dotted modules included, `custom:my_metrics.brevity:Brevity`),
+    Inspect tasks and the data files beside them."""
     files = {
         f"llmeval/{p.relative_to(PACKAGE_DIR)}": p
         for p in sorted(PACKAGE_DIR.rglob("*"))
@@ -140,7 +141,9 @@ def code_files() -> dict[str, Path]:
     }
     custom = algorithms_dir()
     return files | {
-        p.relative_to(custom).as_posix(): p for p in sorted(custom.rglob("*.py")) if "__pycache__" not in p.parts
+        p.relative_to(custom).as_posix(): p
+        for p in sorted(custom.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     }
 
 
