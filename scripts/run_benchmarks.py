@@ -24,6 +24,7 @@ BENCHMARKS = [  # (script, interpreter, what it compares)
     ("score_overhead.py", WORKER, "the score stage over 1,000 saved outputs, vs three fmeval evaluate() calls"),
     ("robustness_throughput.py", WORKER, "1,000 robustness model calls while scoring, vs the endpoint's limit"),
     ("judge_throughput.py", WORKER, "LLMJudge rating 1,000 answers, vs the judge endpoint's limit"),
+    ("inspect_overhead.py", WORKER, "an Inspect task of 400 samples through the project, vs plain `inspect eval`"),
     ("judge_agreement.py", WORKER, "how often the kappa's 95% interval misses a simulated judge's true one, vs 5%"),
     ("parse_time.py", AIRFLOW, "parsing 100 configs x 5 models, vs a hand-written DAG file with the same operators"),
     ("task_start.py", AIRFLOW, "a Celery task's start with llmeval.celery_config, vs Airflow's own preload"),

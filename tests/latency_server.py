@@ -55,6 +55,7 @@ def _answer_of(api: str, text: str) -> Any:
         }
     if api in ("chat", "messages"):
         return {
+            "model": "simulated",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
         }

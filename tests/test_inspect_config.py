@@ -5,6 +5,7 @@ models asked through one prompt."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -146,3 +147,33 @@ def test_inspect_evals_tasks_need_the_hub_on_sagemaker(tmp_path, include):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="downloads its dataset from the Hugging Face Hub"):
         load_config(path)
+
+
+def test_validate_loads_each_task_in_the_worker_environment(tmp_path, include):
+    """`llmeval validate` loads the tasks as the evaluation would: registry names and arguments
+    that only Inspect can check are reported at the config's line."""
+    import subprocess
+
+    from conftest import ROOT
+
+    (include / "configs").mkdir()
+    good = {"algorithm": "Inspect", "task": "my_tasks.py@single"}
+    cfg = local_config("t-validate", algorithms=[{"algorithm": "FactualKnowledge"}, good])
+    (include / "configs" / "good.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = local_config(
+        "t-validate-bad",
+        algorithms=[{"algorithm": "FactualKnowledge"}, {"algorithm": "Inspect", "task": "inspect_evals/no_such_task"}],
+    )
+    (include / "configs" / "bad.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    found = subprocess.run(
+        [sys.executable, "-m", "llmeval", "validate", *sorted(map(str, (include / "configs").iterdir()))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")},
+        timeout=600,
+    )
+    lines = (include / "configs" / "bad.yaml").read_text().splitlines()
+    line = lines.index("  task: inspect_evals/no_such_task") + 1
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"bad.yaml:{line}: algorithms[1].task: inspect_evals/no_such_task: no such Inspect task" in found.stdout
+    assert "ok      " in found.stdout and "good.yaml" in found.stdout

@@ -12,13 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmeval.config import json_schema, load_config, load_defaults, load_files
+from llmeval.config import ConfigError, EvalConfig, Problem, json_schema, load_config, load_defaults, load_files
+from llmeval.config.loader import problem_at
 
 
 def validate(files: list[Path]) -> int:
     """Print one block per problem; exit status 1 when any file is invalid. The files are
     checked together, as the factory loads a folder: one pipeline name per DAG."""
     good, bad = load_files(files)
+    for path, cfg in list(good):
+        problems = _inspect_problems(Path(path), cfg)
+        if problems:
+            bad.append(ConfigError(problems))
+            good.remove((path, cfg))
     for exc in bad:
         print(f"INVALID {exc.problems[0].file} ({len(exc.problems)} problem(s))")
         for problem in exc.problems:
@@ -29,6 +35,40 @@ def validate(files: list[Path]) -> int:
     if failed:
         print(f"{failed} of {len(files)} config(s) invalid", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _inspect_problems(path: Path, cfg: EvalConfig) -> list[Problem]:
+    """A config's Inspect tasks loaded in the worker environment, as the evaluation loads them
+    (arguments, registry names, datasets); without that environment, they were read from their
+    source only, and a line says so."""
+    import subprocess
+    import tempfile
+
+    from llmeval.runtime import PLUGINS_DIR, algorithms_dir, worker_python
+
+    if not any(s.is_inspect for s in cfg.algorithms):
+        return []
+    try:
+        python = worker_python()
+    except FileNotFoundError as exc:
+        print(f"note    {path}: Inspect tasks checked from their source only ({exc})")
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as resolved:
+        resolved.write(cfg.model_dump_json())
+        resolved.flush()
+        env = {**os.environ, "PYTHONPATH": f"{PLUGINS_DIR}{os.pathsep}{algorithms_dir()}"}
+        found = subprocess.run(
+            [python, "-m", "llmeval.evaluation.inspect_run", resolved.name],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+        )
+    try:
+        listed = json.loads(found.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return [Problem(str(path), None, "algorithms", f"the Inspect check failed: {found.stderr.strip()[-500:]}")]
+    return [problem_at(path, ("algorithms", p["index"], "task"), p["message"]) for p in listed]
 
 
 @contextlib.contextmanager

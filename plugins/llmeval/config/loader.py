@@ -132,6 +132,12 @@ def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> Eva
         raise ConfigError(problems) from None
 
 
+def problem_at(path: Path, loc: tuple[Any, ...], message: str) -> Problem:
+    """A problem found after loading (e.g. by the worker environment), placed at its field's line."""
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
+    return Problem(str(path), _line_of(root, loc), _field_path(loc), message)
+
+
 def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union/tag entries (e.g. 'function-after[...]') that are not YAML keys."""
     return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))

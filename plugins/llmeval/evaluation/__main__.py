@@ -96,9 +96,10 @@ def _run_inspect(
     for section in [s for s in cfg.algorithms if s.is_inspect]:
         log.info("%s: asking %s (Inspect)", section.name, model.name)
         try:
-            result, more, answers = inspect_run.run_task(
+            result, more, asked = inspect_run.run_task(
                 section, tasks[section.name], model.name, client, out, cfg.max_failed_ratio
             )
+            answers += asked
         except Exception as exc:
             log.error("%s failed: %s", section.name, exc)
             result = AlgorithmResult(section.name, [], error=f"{type(exc).__name__}: {exc}"[:1000])

@@ -15,6 +15,7 @@ scored sample becomes a scored record, and Inspect's log is kept as `inspect/<ta
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import sys
@@ -58,6 +59,14 @@ SETTINGS = {
 }
 _CLIENTS: dict[str, ModelClient] = {}  # Inspect model name -> the client that asks it
 _ANSWERS: dict[str, list[dict[str, Any]]] = {}  # what each model answered Inspect (for tokens and cost)
+
+
+class NotLoaded(ValueError):
+    """An Inspect task of the config that cannot be loaded; `index` is its place in algorithms."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"algorithms[{index}].task {message}")
+        self.index, self.reason = index, message
 
 
 class Refused(ValueError):
@@ -114,8 +123,12 @@ class ProjectModel(ModelAPI):
         super().__init__(model_name, base_url, api_key, [], config)
         if model_name not in _CLIENTS:
             raise ValueError(f"{PROVIDER}/{model_name}: no such model in this evaluation")
-        self.client = _CLIENTS[model_name]
         self.pool = ThreadPoolExecutor(self.client.target.max_concurrency, thread_name_prefix="inspect")
+
+    @property
+    def client(self) -> ModelClient:
+        """The model's client of the current evaluation (Inspect keeps one instance per model name)."""
+        return _CLIENTS[self.model_name]
 
     def max_connections(self) -> int:
         return self.client.target.max_concurrency
@@ -157,19 +170,41 @@ def task_location(ref: TaskRef) -> str:
 
 
 def load(sections: list[tuple[int, AlgorithmSection]]) -> dict[str, Task]:
-    """Each Inspect task of the config, loaded (its arguments applied, its dataset read) before
-    the model is asked anything; a ValueError names the algorithm that cannot be loaded."""
+    """Each Inspect task of the config, loaded (its arguments applied, its registry name resolved,
+    its dataset read) before the model is asked anything; NotLoaded names the one that cannot be."""
     loaded = {}
     for i, section in sections:
         ref = parse_task(section.options["task"])
         try:
             tasks = load_tasks([task_location(ref)], section.options.get("task_args", {}))
         except Exception as exc:
-            raise ValueError(f"algorithms[{i}].task {ref.spec}: {type(exc).__name__}: {exc}") from exc
+            raise NotLoaded(i, f"{ref.spec}: {type(exc).__name__}: {exc}") from exc
         if len(tasks) != 1:
-            raise ValueError(f"algorithms[{i}].task {ref.spec}: no such Inspect task")
+            raise NotLoaded(i, f"{ref.spec}: no such Inspect task")
         loaded[section.name] = tasks[0]
     return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m llmeval.evaluation.inspect_run CONFIG.json`: load the config's Inspect tasks as
+    the evaluation would (`llmeval validate` runs it in this environment); prints a JSON list of
+    {index, message}, exit status 1 when a task cannot be loaded."""
+    from llmeval.evaluation.clients import read_config
+
+    cfg = read_config(Path((argv or sys.argv[1:])[0]))
+    problems = []
+    for i, section in enumerate(cfg.algorithms):
+        if section.is_inspect:
+            try:
+                load([(i, section)])
+            except NotLoaded as exc:
+                problems.append({"index": exc.index, "message": exc.reason})
+    print(json.dumps(problems))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 
 
 def run_task(
@@ -177,7 +212,9 @@ def run_task(
 ) -> tuple[AlgorithmResult, list[dict[str, Any]], list[dict[str, Any]]]:
     """(the task's scores, its scored samples as records, the model's answers) for one model."""
     ref = parse_task(section.options["task"])
-    _CLIENTS[model], answers = client, _ANSWERS.setdefault(model, [])
+    _CLIENTS[model] = client
+    answers: list[dict[str, Any]] = []
+    _ANSWERS[model] = answers
     scratch = out_dir / INSPECT_LOGS / f".{ref.name}"
     with _logging_kept():
         logs = _evaluate(task, model, section, scratch, client, max_failed_ratio)
