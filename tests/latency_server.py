@@ -7,7 +7,8 @@ named in `failing_endpoints`. The answer echoes the prompt (or is `reply(prompt)
 can check that every record got its own answer. Bedrock's InvokeModel path
 (`/model/<id>/invoke`, Anthropic messages body) and Converse (`/model/<id>/converse`), the
 Messages API on the invocations path, and OpenAI-compatible chat (`/v1/chat/completions`,
-429s with `Retry-After`) are answered too. It also answers DescribeEndpoint
+429s with `Retry-After`) are answered too, with tool calls when a chat request offers tools and
+`tool_calls(request)` gives some. It also answers DescribeEndpoint
 (InService), which fmeval's SageMakerModelRunner calls. Loopback only.
 """
 
@@ -73,8 +74,11 @@ class LatencyServer:
         dies_after: dict[str, int] | None = None,
         reply: Callable[[str], str] | None = None,
         retry_after_s: float = 0.0,
+        tool_calls: Callable[[dict[str, Any]], list[dict[str, Any]] | None] | None = None,
     ):
         self.reply = reply  # the answer to a prompt; default: it echoes the prompt
+        self.tool_calls = tool_calls  # the tool calls a chat request is answered with (None: a text answer)
+        self.with_tools: list[dict[str, Any]] = []  # the chat requests that offered tools
         self.retry_after_s = retry_after_s  # the Retry-After of an OpenAI-compatible 429
         self.failing_endpoints = failing_endpoints
         self.dies_after = dict(dies_after or {})  # endpoint -> requests answered before it starts failing
@@ -151,6 +155,16 @@ class LatencyServer:
                 self.answered[str(inputs)] += 1
                 self.by_endpoint[endpoint] += 1
                 self.asked[endpoint][1] = time.monotonic()
+        if api in ("chat", "messages") and "tools" in request:
+            with self.lock:
+                self.with_tools.append(request)
+            calls = self.tool_calls(request) if self.tool_calls else None
+            if calls:
+                answer = _answer_of(api, "")
+                answer["choices"][0].update(
+                    message={"role": "assistant", "tool_calls": calls}, finish_reason="tool_calls"
+                )
+                return 200, answer, None
         text = self.reply(str(inputs)) if self.reply else f"answer to: {inputs}"
         return 200, _answer_of(api, text), None
 

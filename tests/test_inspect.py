@@ -78,7 +78,7 @@ def _job(tmp: Path, cfg: dict, out: Path, url: str, cache: Path, env: dict | Non
     command += ["--dataset", str(dataset), "--output-dir", str(out), "--cache-dir", str(cache)]
     command += ["--endpoint-url", url, "--endpoint-name", MODEL]
     paths = f"{ROOT / 'plugins'}:{ROOT / 'include' / 'algorithms'}"
-    environment = dict(os.environ, PYTHONPATH=paths, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **(env or {}))
+    environment = {**os.environ, "PYTHONPATH": paths, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
 
 
@@ -183,3 +183,73 @@ def _read_log(path: Path) -> dict:
     )
     found = subprocess.run([WORKER_PYTHON, "-c", script, str(path)], capture_output=True, text=True, check=True)
     return json.loads(found.stdout)
+
+
+ADDING = '''
+from inspect_ai import Task, task
+from inspect_ai.dataset import Sample
+from inspect_ai.scorer import includes
+from inspect_ai.solver import generate, use_tools
+from inspect_ai.tool import tool
+
+
+@tool
+def add():
+    async def execute(x: int, y: int):
+        """Add two numbers.
+
+        Args:
+            x: The first number.
+            y: The second number.
+        """
+        return x + y
+
+    return execute
+
+
+@task
+def adding():
+    samples = [Sample(id=1, input="What is 1 + 2?", target="3"), Sample(id=2, input="What is 20 + 22?", target="42")]
+    return Task(dataset=samples, solver=[use_tools(add()), generate()], scorer=includes())
+'''
+
+
+def _add_call(request: dict) -> list[dict] | None:
+    """A tool-calling model: asked a sum, it calls `add`; given the tool's result, it answers."""
+    import re
+
+    last = request["messages"][-1]
+    if last["role"] != "user":
+        return None
+    x, y = re.findall(r"\d+", str(last["content"]))
+    return [
+        {
+            "id": "call-1",
+            "type": "function",
+            "function": {"name": "add", "arguments": json.dumps({"x": int(x), "y": int(y)})},
+        }
+    ]
+
+
+def test_a_task_with_tools_calls_them_through_the_cached_client(tmp_path):
+    from latency_server import LatencyServer
+
+    tasks = tmp_path / "algorithms"
+    tasks.mkdir()
+    (tasks / "tools_task.py").write_text(ADDING)
+    cfg = _config({"algorithm": "Inspect", "task": "tools_task.py@adding"})
+    cfg["models"][0]["evaluation_config"]["tools"] = True
+    server = LatencyServer(latency_s=0.001, tool_calls=_add_call, reply=lambda said: f"The sum is {said}.")
+    paths = {"PYTHONPATH": f"{ROOT / 'plugins'}:{tasks}"}
+    with server:
+        first = _finished(_job(tmp_path, cfg, tmp_path / "first", server.url, tmp_path / "cache", paths))
+        asked = server.requests
+        again = _finished(_job(tmp_path, cfg, tmp_path / "again", server.url, tmp_path / "cache", paths))
+    scores = {a["algorithm"]: a for a in first["algorithms"]}["Inspect/adding"]
+    assert scores["error"] is None and scores["scores"][0]["value"] == 1.0, scores  # "The sum is 3." and 42
+    offered = server.with_tools[0]
+    assert offered["tools"][0]["function"]["name"] == "add" and offered["tool_choice"] == "auto"
+    answered = [r for r in server.with_tools if r["messages"][-1]["role"] == "tool"]
+    assert sorted(r["messages"][-1]["content"] for r in answered) == ["3", "42"]
+    assert first["metadata"]["inspect"]["requests"] == 4  # a call and an answer per sample
+    assert again["metadata"]["inspect"]["cache_hits"] == 4 and server.requests == asked  # asked nothing again

@@ -100,7 +100,6 @@ def test_a_file_task_and_an_inspect_evals_task_load_with_their_metrics_usable_in
             "algorithms[1].task_args",
             "my_tasks.py:6: single() has no parameter 'fewshot' (its parameters: instructions)",
         ),
-        ({"task": "my_tasks.py@with_tools"}, "algorithms[1].task", "my_tasks.py:16: with_tools hands the model"),
     ],
 )
 def test_a_task_that_cannot_run_is_refused_with_file_line_and_field(tmp_path, include, inspect, field, fragment):
@@ -111,6 +110,19 @@ def test_a_task_that_cannot_run_is_refused_with_file_line_and_field(tmp_path, in
     line = next(n for n, text in enumerate(lines[entry:], entry + 1) if text.lstrip("- ").startswith(f"{key}:"))
     assert (problem.field, problem.line) == (field, line), text
     assert fragment in problem.message, text
+
+
+def test_a_task_with_tools_needs_a_model_said_to_take_them(tmp_path, include, monkeypatch):
+    tools = {"algorithm": "Inspect", "task": "my_tasks.py@with_tools"}
+    problem, text = _problem(tmp_path, tools)
+    assert problem.field == "models[0].evaluation_config.tools", text
+    assert "my_tasks.py:16: with_tools hands the model tools, and m-one is not said to take them" in problem.message
+    monkeypatch.setitem(CHAT, "tools", True)
+    _load(tmp_path, tools)  # a Messages-API model whose server answers tool calls
+    monkeypatch.setitem(CHAT, "api", "invoke")
+    problem, text = _problem(tmp_path, tools)
+    assert problem.field == "models[0].evaluation_config.tools", text
+    assert "tool calls are sent in OpenAI's form, through api messages" in problem.message
 
 
 def test_a_multi_turn_task_is_refused_for_a_model_asked_through_one_prompt(tmp_path, include):

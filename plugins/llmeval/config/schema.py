@@ -98,6 +98,9 @@ class EvaluationSection(_Strict):
     license, as the seed's configs do."""
     system_prompt: str | None = None
     """A system prompt sent before the conversation (messages, converse)."""
+    tools: bool = False
+    """The model's server takes tool definitions and answers with tool calls in OpenAI's form (`tools`,
+    `tool_calls`; api messages): Inspect tasks that hand the model tools may ask it."""
     prompt_template: str | list[ChatMessage] = "$feature"
     """How a record becomes the prompt: `$feature` (or `$model_input`) is replaced by the record's input. With the
     messages or converse API also a list of messages (few-shot turns), the record's input in one of them."""
@@ -153,6 +156,11 @@ class EvaluationSection(_Strict):
             return FieldProblem(
                 ("api",),
                 f"{provider or Provider.JUMPSTART} models take api {' or '.join(allowed)}, not {api}",
+            )
+        if self.tools and api != Api.MESSAGES:
+            return FieldProblem(
+                ("tools",),
+                f"tool calls are sent in OpenAI's form, through api messages; this model is asked through {api}",
             )
         if api == Api.INVOKE:
             chat = [k for k in ("system_prompt", "prompt_template") if k in self._chat_fields()]

@@ -108,9 +108,9 @@ def _check_one_pool_per_kind(cfg: EvalConfig) -> None:
 
 def _check_inspect_tasks(cfg: EvalConfig) -> None:
     """An Inspect task: its file's @task function and arguments, read from the source; an
-    inspect_evals task downloads its dataset, so it needs the Hub on SageMaker; no model here is
-    handed tools, and a model asked through a content template (one prompt) answers
-    single-turn tasks only."""
+    inspect_evals task downloads its dataset, so it needs the Hub on SageMaker; a task that hands
+    the model tools needs a model said to take them, and a model asked through a content template
+    (one prompt) answers single-turn tasks only."""
     for i, section in enumerate(cfg.algorithms):
         if not section.is_inspect:
             continue
@@ -138,11 +138,11 @@ def _check_inspect_tasks(cfg: EvalConfig) -> None:
         for j, model in enumerate(cfg.models):
             if model.outputs_location:
                 continue  # refused with every algorithm that asks the model
-            if source.uses_tools:
+            if source.uses_tools and not model.evaluation_config.tools:
                 raise FieldProblem(
-                    ("algorithms", i, "task"),
-                    f"{path}:{source.line}: {ref.name} hands the model tools, and this project sends no tool "
-                    f"definitions to a model yet ({model.name} would get none)",
+                    ("models", j, "evaluation_config", "tools"),
+                    f"{path}:{source.line}: {ref.name} hands the model tools, and {model.name} is not said to "
+                    "take them: set tools: true for a model whose server answers OpenAI tool calls (api: messages)",
                 )
             if source.multi_turn and model.api == Api.INVOKE:
                 raise FieldProblem(

@@ -51,6 +51,7 @@ def model_target(
         provider=str(model.model_provider) if model.kind.calls else "sagemaker",
         api=model.api,
         system_prompt=ev.system_prompt,
+        tools=ev.tools,
         model_name=model.model_id,
         base_url=at.base_url if at else None,
         api_key=at.key(region) if at else None,

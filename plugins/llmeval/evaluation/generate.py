@@ -200,6 +200,12 @@ class ModelClient:
             "tokens_exact": read.exact,
         }
 
+    def ask_request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """{response, latency_ms, cached} for a request body made elsewhere (an Inspect task's
+        conversation with tool calls), through the same cache and limits."""
+        answer, cached = self._answer(payload)
+        return {**answer, "cached": cached}
+
     def log_probability(self, text: str) -> float:
         """The model's log probability of `text`, read with the config's JMESPath."""
         if not self.target.log_probability_path:

@@ -4,7 +4,8 @@ The package registers a model provider with Inspect (`llmeval/<model>`): Inspect
 messages become the model's conversation (system prompt and turns) and go through the same
 `ModelClient` as the generate stage, so the response cache, the adaptive concurrency limit,
 retries and token accounting apply unchanged. A model asked through a content template (one
-prompt) answers single-turn conversations only; no model is handed tools.
+prompt) answers single-turn conversations only; tools go in OpenAI's form to a model said to
+take them (`evaluation_config.tools`, api messages).
 
 Each scorer's metrics become the task's scores (`Inspect/<task>/<metric>`, `<scorer>.<metric>`
 when the task has several scorers), a mean metric (accuracy, mean) with the project's bootstrap
@@ -30,8 +31,16 @@ from inspect_ai import eval as inspect_eval
 from inspect_ai._eval.loader import load_tasks
 from inspect_ai.log import EvalLog, read_eval_log
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput, ModelUsage, modelapi
+from inspect_ai.model._openai import (
+    chat_choices_from_openai,
+    messages_to_openai,
+    model_output_from_openai,
+    openai_chat_tool_choice,
+    openai_chat_tools,
+)
 from inspect_ai.scorer import value_to_float
 from inspect_ai.tool import ToolChoice, ToolInfo
+from openai.types.chat import ChatCompletion
 
 from llmeval.config import AlgorithmSection
 from llmeval.config.inspect_tasks import TaskRef, parse_task
@@ -139,8 +148,8 @@ class ProjectModel(ModelAPI):
     async def generate(
         self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice, config: GenerateConfig
     ) -> ModelOutput:
-        if tools:
-            raise Refused(f"{self.model_name} is handed no tools, and the task offers {len(tools)}")
+        if tools or any(m.role == "tool" or getattr(m, "tool_calls", None) for m in input):
+            return await self._with_tools(input, tools, tool_choice, config)
         target = self.client.target
         asked = conversation(input, target.system_prompt, target.api, self.model_name)
         loop = asyncio.get_running_loop()
@@ -154,6 +163,39 @@ class ProjectModel(ModelAPI):
             output_tokens=answer["output_tokens"],
             total_tokens=answer["input_tokens"] + answer["output_tokens"],
         )
+        output.time = answer["latency_ms"] / 1000
+        return output
+
+    async def _with_tools(
+        self, input: list[ChatMessage], tools: list[ToolInfo], tool_choice: ToolChoice, config: GenerateConfig
+    ) -> ModelOutput:
+        """A conversation with tools, in OpenAI's form (the Messages API of SageMaker's LLM
+        containers and of OpenAI-compatible servers): the request made with Inspect's own
+        conversion, sent through the client, the answer's tool calls read back the same way."""
+        target = self.client.target
+        if not target.tools:
+            raise Refused(
+                f"{self.model_name} is not said to take tools (evaluation_config.tools); the task offers some"
+            )
+        messages: list[Any] = await messages_to_openai(input)
+        if target.system_prompt:
+            messages.insert(0, {"role": "system", "content": target.system_prompt})
+        payload: dict[str, Any] = {"messages": messages, **parameters(self.client, config)}
+        if tools:
+            payload |= {"tools": openai_chat_tools(tools), "tool_choice": openai_chat_tool_choice(tool_choice)}
+        if target.provider == "openai_compatible":
+            payload["model"] = target.model_name
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self.pool, self.client.ask_request, payload)
+        response = answer["response"]
+        completion = ChatCompletion.model_validate(
+            {"id": "llmeval", "object": "chat.completion", "created": 0, "model": self.model_name, **response}
+        )
+        output = model_output_from_openai(completion, chat_choices_from_openai(completion, tools))
+        usage = response.get("usage") or {}
+        asked = {"input_tokens": usage.get("prompt_tokens", 0), "output_tokens": usage.get("completion_tokens", 0)}
+        _ANSWERS[self.model_name].append({"cached": answer["cached"], "latency_ms": answer["latency_ms"], **asked})
+        output.usage = ModelUsage(**asked, total_tokens=sum(asked.values()))
         output.time = answer["latency_ms"] / 1000
         return output
 

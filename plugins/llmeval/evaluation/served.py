@@ -66,6 +66,7 @@ class Target:
     provider: str = "sagemaker"  # "sagemaker" (an endpoint), "bedrock" or "openai_compatible"
     api: Api = Api.INVOKE
     system_prompt: str | None = None
+    tools: bool = False  # its server takes OpenAI tool definitions and answers with tool calls
     model_name: str | None = None  # the "model" of an OpenAI-compatible request
     base_url: str | None = None  # an OpenAI-compatible server's, e.g. https://llm.example.com/v1
     api_key: str | None = field(default=None, repr=False)
