@@ -232,3 +232,27 @@ def test_a_significance_level_outside_0_to_0_5_is_refused_at_load(tmp_path, leve
         load_config(path)
     problem = err.value.problems[0]
     assert problem.file == str(path) and "registry.gate[0].significance" in str(err.value) and problem.line
+
+
+def test_an_inspect_metric_is_gated_on_the_task_samples_both_models_answered():
+    """`Inspect/<task>/<metric>` has two slashes: the gate's paired test reads each sample's score
+    from the task's records, beside the dataset's records (which have none on it)."""
+    metric = "Inspect/capitals/accuracy"
+    wins = [1.0 if i % 4 else 0.0 for i in range(N)]  # the candidate answers 3 in 4 samples
+    loses = [1.0 if i % 4 == 0 else 0.0 for i in range(N)]  # the champion 1 in 4
+
+    def rows(values: list[float]) -> list[dict]:
+        samples = [
+            {"record_id": f"capitals:c{i}", "task": "Inspect/capitals", "scores": {"Inspect/capitals": {"accuracy": v}}}
+            for i, v in enumerate(values)
+        ]
+        return _rows(CHAMPION) + samples  # the dataset's records have no score on the task
+
+    assert record_scores(rows(wins), metric) == {f"capitals:c{i}": v for i, v in enumerate(wins)}
+    candidate = result("cand")
+    candidate.algorithms = [AlgorithmResult("Inspect/capitals", [Score("accuracy", sum(wins) / N, count=N)])]
+    theirs = Score("accuracy", sum(loses) / N, count=N)
+    rule = GateRule(metric=metric, significance=0.05)
+    gate = champion_gate([rule], candidate, "champ", {metric: theirs}, (rows(wins), rows(loses)))
+    assert gate.passed, gate.reason
+    assert gate.comparisons[0]["paired"]["matched"] == N and gate.comparisons[0]["paired"]["mean_delta"] == 0.5

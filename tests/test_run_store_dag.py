@@ -194,6 +194,7 @@ def test_local_demo_writes_its_store_to_s3(tmp_path, airflow_db, aws_env, monkey
     demo = yaml.safe_load((Path(__file__).parents[1] / "include/configs/local_demo.yaml").read_text())
     demo["pipeline"]["name"] = "demo-on-s3"
     demo["num_records"] = 4
+    next(a for a in demo["algorithms"] if a["algorithm"] == "Inspect")["limit"] = 2
     _, dag_run = run_dag("demo-on-s3", _write(tmp_path, demo), conf={"models": [demo["models"][0]["name"]]})
     assert dag_run.state == "success", [(t.task_id, t.map_index, t.state) for t in dag_run.get_task_instances()]
     _, s3 = clients(aws_env)
@@ -204,3 +205,4 @@ def test_local_demo_writes_its_store_to_s3(tmp_path, airflow_db, aws_env, monkey
     assert any(k.startswith("store/registry/") for k in keys)
     assert any(k.startswith("store/cache/demo-on-s3/") for k in keys)
     assert any(k == f"{run_prefix}models/{demo['models'][0]['name']}/server.log" for k in keys)
+    assert f"{run_prefix}models/{demo['models'][0]['name']}/inspect/capitals.eval" in keys  # Inspect's log
