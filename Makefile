@@ -58,7 +58,7 @@ ui: env worker-env model-cache airflow-db  ## Airflow standalone with the plugin
 	@$(VENV)/bin/python scripts/ui.py
 
 test: env worker-env openai-server-env model-cache services  ## the whole test suite
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python scripts/run_tests.py $(PYTEST_ARGS)
 
 lint: env  ## ruff (lint and format), mypy, the import-linter layers
 	$(VENV)/bin/ruff check plugins tests benchmarks dags scripts
