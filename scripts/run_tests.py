@@ -2,8 +2,9 @@
 
 Run one after the other, the tests keep about half of two cores busy: most of their time is
 spent waiting on Airflow's processes, model servers and emulated SageMaker jobs. So the tests
-that run Airflow's own processes (the Celery stack, the browser's standalone Airflow) run in one
-process while the others run in a second. Each process has its own Airflow home, artifacts
+that run Airflow's own processes (the Celery stack, the browser's standalone Airflow), then the
+SageMaker DAG's (moto and emulated jobs), run in one process while the others run in a second:
+about the same time each. Each process has its own Airflow home, artifacts
 folder and ports (tests/conftest.py). The second's output is shown as it runs, the first's
 (also kept in test-output/stack-tests.log) when it ends. Exit status: the first process's when
 it failed, else the second's.
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKS = ["tests/test_celery_stack.py", "tests/test_browser.py"]
+STACKS = ["tests/test_celery_stack.py", "tests/test_browser.py", "tests/test_sagemaker_dag.py"]
 
 
 def main(argv: list[str]) -> int:
