@@ -19,7 +19,8 @@ from pathlib import Path
 INSPECT = "Inspect"
 EVALS_PREFIX = "inspect_evals/"
 _EVALS_TASK = re.compile(r"^inspect_evals/(?P<task>[a-z][a-z0-9_]*)$")
-_FILE_TASK = re.compile(r"^(?P<file>(?:[\w-]+/)*[\w-]+\.py)@(?P<task>[A-Za-z_]\w*)$")
+TASK_NAME = r"[A-Za-z_]\w*"  # a @task function's name; its log is inspect/<name>.eval
+_FILE_TASK = re.compile(rf"^(?P<file>(?:[\w-]+/)*[\w-]+\.py)@(?P<task>{TASK_NAME})$")
 FORMS = "inspect_evals/<task> (e.g. inspect_evals/gsm8k) or <file>.py@<task> (a file in include/algorithms)"
 # solvers and agents that hand the model tools, and those that ask it more than once
 TOOL_CALLS = frozenset({"use_tools", "basic_agent", "react", "bash", "python", "web_search", "text_editor"})

@@ -30,7 +30,7 @@ from llmeval.evaluation.generate import ModelClient
 from llmeval.evaluation.inspect_model import ANSWERS, CLIENTS, PROVIDER
 from llmeval.evaluation.score import bootstrap_ci
 from llmeval.results import AlgorithmResult, Score
-from llmeval.store import INSPECT_LOGS
+from llmeval.store import INSPECT_LOGS, RECORDS
 
 log = logging.getLogger("llmeval.inspect")
 
@@ -113,7 +113,7 @@ def run_task(
     if found.status != "success" or found.results is None:
         raise RuntimeError(f"{ref.spec}: {found.error.message if found.error else found.status}")
     result, rows = convert(ref, found)
-    result.records_location = str(out_dir / "records.jsonl")
+    result.records_location = str(out_dir / RECORDS)
     return result, rows, answers
 
 

@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from llmeval import store
+from llmeval.config.inspect_tasks import TASK_NAME
 from llmeval.html import render
 from llmeval.paired import read_records, score_of
 from llmeval.report import render_html
@@ -29,7 +30,7 @@ from llmeval.web import runs
 from llmeval.web.records import RecordFilter, categories_in, metrics_in, tasks_in
 
 PAGE_SIZE = 100
-INSPECT_TASK = re.compile(r"^[A-Za-z_]\w*$")  # a task's name: its log is inspect/<name>.eval
+INSPECT_TASK = re.compile(rf"^{TASK_NAME}$")
 # no script, no plugin, no outside resource; inline styles and data: images only; framed by Airflow only
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'self'; form-action 'self'"
 
