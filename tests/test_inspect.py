@@ -253,3 +253,48 @@ def test_a_task_with_tools_calls_them_through_the_cached_client(tmp_path):
     assert sorted(r["messages"][-1]["content"] for r in answered) == ["3", "42"]
     assert first["metadata"]["inspect"]["requests"] == 4  # a call and an answer per sample
     assert again["metadata"]["inspect"]["cache_hits"] == 4 and server.requests == asked  # asked nothing again
+
+
+FAILING = """
+from inspect_ai import Task, task
+from inspect_ai.dataset import Sample
+from inspect_ai.scorer import includes
+from inspect_ai.solver import solver
+
+
+@solver
+def broken():
+    async def solve(state, generate):
+        raise RuntimeError("this solver always fails")
+
+    return solve
+
+
+@task
+def failing():
+    return Task(dataset=[Sample(input="Anything?", target="x")], solver=[broken()], scorer=includes())
+"""
+
+
+def test_a_task_that_fails_while_running_keeps_the_models_other_scores(tmp_path):
+    from latency_server import LatencyServer
+
+    tasks = tmp_path / "algorithms"
+    tasks.mkdir()
+    (tasks / "failing_task.py").write_text(FAILING)
+    cfg = _config({"algorithm": "Inspect", "task": "failing_task.py@failing"})
+    with LatencyServer(latency_s=0.001) as server:
+        result = _finished(
+            _job(
+                tmp_path,
+                cfg,
+                tmp_path / "out",
+                server.url,
+                tmp_path / "cache",
+                {"PYTHONPATH": f"{ROOT / 'plugins'}:{tasks}"},
+            )
+        )
+    by_name = {a["algorithm"]: a for a in result["algorithms"]}
+    assert result["status"] == "succeeded" and by_name["FactualKnowledge"]["error"] is None
+    assert "this solver always fails" in by_name["Inspect/failing"]["error"]
+    assert (tmp_path / "out" / "inspect" / "failing.eval").exists()  # Inspect's log of the failure is kept

@@ -99,12 +99,11 @@ def _run_inspect(
             result, more, asked = inspect_run.run_task(
                 section, tasks[section.name], model.name, client, out, cfg.max_failed_ratio
             )
-            answers += asked
-        except Exception as exc:
+            rows, answers = rows + more, answers + asked
+        except Exception as exc:  # this task's failure: the model's other scores stand
             log.error("%s failed: %s", section.name, exc)
             result = AlgorithmResult(section.name, [], error=f"{type(exc).__name__}: {exc}"[:1000])
         results[section.name] = result
-        rows += more
     return results, rows, answers
 
 
